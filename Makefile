@@ -1,0 +1,39 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+
+.PHONY: install run test lint bench clean db-stop
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# A pinned CPU torch first: an unpinned one drags in a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/renderledger demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ledger ingest render reports migrations tests bench
+	$(VENV)/bin/ruff format --check ledger ingest render reports migrations tests bench
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collects nothing; make fails on any non-zero exit, so that cannot pass.
+test: $(STAMP) lint
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.append_throughput --events 200000 --write BENCHMARKS.md
+
+db-stop: $(STAMP)
+	$(VENV)/bin/renderledger db stop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The core of renderledger: event and money types, rating, the append-only store."""

@@ -1,0 +1,156 @@
+"""The cost event as producers send it, and its canonical content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Self
+from uuid import UUID
+
+import orjson
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from ledger.money import canonical_decimal
+
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+MAX_ATTRIBUTES_BYTES = 16 * 1024
+MAX_ATTRIBUTES_DEPTH = 8
+
+
+class Stage(StrEnum):
+    TEXT_ENCODER = "text_encoder"
+    CAPTION_LLM = "caption_llm"
+    UNET = "unet"
+    VAE_DECODE = "vae_decode"
+    POSTPROCESS = "postprocess"
+    STORAGE = "storage"
+    CDN_EGRESS = "cdn_egress"
+    RENDER = "render"
+
+
+class Cache(StrEnum):
+    HIT = "hit"
+    MISS = "miss"
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
+    if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+    try:
+        encoded = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise ValueError(f"not storable as JSON: {exc}") from exc
+    if len(encoded) > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
+    if b"\\u0000" in encoded:
+        raise ValueError("contains a NUL character, which PostgreSQL cannot store")
+    return value
+
+
+Quantity = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=38, decimal_places=18)]
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+
+
+class CostEvent(BaseModel):
+    """One metered quantity of one SKU in one stage of one render, as its producer saw it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+    event_id: UUID
+    tenant_id: Annotated[str, Field(pattern=TENANT_PATTERN)]
+    use_case: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    render_id: UUID
+    stage: Stage
+    sku: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:/-]{0,127}$")]
+    quantity: Quantity
+    occurred_at: AwareDatetime
+    cache: Cache | None = None
+    baseline_quantity: Quantity | None = None
+    outcome: Outcome | None = None
+    reverses: UUID | None = None
+    attributes: Annotated[dict[str, Any], AfterValidator(_check_attributes)] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _outcome_only_on_render(self) -> Self:
+        if self.stage is Stage.RENDER and self.outcome is None and self.reverses is None:
+            raise ValueError("outcome: a render event needs an outcome")
+        if self.stage is not Stage.RENDER and self.outcome is not None:
+            raise ValueError("outcome: only render events carry an outcome")
+        return self
+
+    def content_hash(self) -> bytes:
+        return content_hash(
+            self.event_id,
+            self.tenant_id,
+            self.use_case,
+            self.render_id,
+            self.stage.value,
+            self.sku,
+            self.quantity,
+            self.occurred_at,
+            self.cache.value if self.cache else None,
+            self.baseline_quantity,
+            self.outcome.value if self.outcome else None,
+            self.reverses,
+            self.attributes,
+        )
+
+
+def content_hash(
+    event_id: UUID,
+    tenant_id: str,
+    use_case: str,
+    render_id: UUID,
+    stage: str,
+    sku: str,
+    quantity: Decimal,
+    occurred_at: datetime,
+    cache: str | None,
+    baseline_quantity: Decimal | None,
+    outcome: str | None,
+    reverses: UUID | None,
+    attributes: dict[str, Any],
+) -> bytes:
+    """SHA-256 of the producer's content in one canonical spelling.
+
+    Both the idempotency check and ``verify`` go through here, from a fresh event and
+    from a stored row alike, so the two can never disagree on what "same content" means.
+    """
+    doc = (
+        event_id,
+        tenant_id,
+        use_case,
+        render_id,
+        stage,
+        sku,
+        canonical_decimal(quantity),
+        occurred_at.astimezone(UTC),
+        cache,
+        None if baseline_quantity is None else canonical_decimal(baseline_quantity),
+        outcome,
+        reverses,
+        attributes,
+    )
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+TENANT_RE = re.compile(TENANT_PATTERN)

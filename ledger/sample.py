@@ -1,0 +1,83 @@
+"""Plausible event histories for the demo and the benchmarks, reproducible from a seed."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from ledger.events import Cache, CostEvent, Outcome, Stage
+
+TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
+USE_CASES = ("ecommerce", "social", "game_assets", "architecture")
+GPUS = ("h100", "a100", "rtx4090")
+
+
+def _uuid(rng: random.Random) -> UUID:
+    return UUID(int=rng.getrandbits(128), version=4)
+
+
+def _q(value: float, places: int = 6) -> Decimal:
+    return Decimal(f"{value:.{places}f}")
+
+
+def sample_events(
+    renders: int, *, seed: int = 7, start: datetime | None = None, span: timedelta | None = None
+) -> Iterator[CostEvent]:
+    """About nine events per render: every stage of an SDXL-like render on a GPU.
+
+    The same seed gives the same event_ids, so ingesting a sample twice stores it once.
+    """
+    rng = random.Random(seed)
+    start = start or datetime(2026, 10, 1, tzinfo=UTC)
+    span = span or timedelta(days=30)
+    for _ in range(renders):
+        tenant = rng.choice(TENANTS)
+        use_case = rng.choice(USE_CASES)
+        gpu = rng.choices(GPUS, weights=(5, 3, 2))[0]
+        render_id = _uuid(rng)
+        at = start + timedelta(seconds=rng.uniform(0, span.total_seconds()))
+        attrs = {"model": "sdxl-1.0", "gpu_type": gpu, "steps": 25, "width": 1024, "height": 1024}
+        failed = rng.random() < 0.03
+        hit = rng.random() < 0.8
+
+        def event(stage: Stage, sku: str, qty: Decimal, **extra: object) -> CostEvent:
+            return CostEvent.model_validate(
+                {
+                    "event_id": _uuid(rng),
+                    "tenant_id": tenant,
+                    "use_case": use_case,
+                    "render_id": render_id,
+                    "stage": stage,
+                    "sku": sku,
+                    "quantity": qty,
+                    "occurred_at": at,
+                    "attributes": attrs,
+                    **extra,
+                }
+            )
+
+        encoder = _q(rng.uniform(0.015, 0.03))
+        yield event(
+            Stage.TEXT_ENCODER,
+            f"gpu.{gpu}.second",
+            Decimal(0) if hit else encoder,
+            cache=Cache.HIT if hit else Cache.MISS,
+            baseline_quantity=encoder,
+        )
+        yield event(Stage.CAPTION_LLM, "llm.gpt-4o-mini.input_token", Decimal(rng.randint(40, 90)))
+        yield event(Stage.CAPTION_LLM, "llm.gpt-4o-mini.output_token", Decimal(rng.randint(60, 160)))
+        yield event(Stage.UNET, f"gpu.{gpu}.second", _q(rng.gauss(2.6, 0.2)))
+        if not failed:
+            yield event(Stage.VAE_DECODE, f"gpu.{gpu}.second", _q(rng.uniform(0.12, 0.2)))
+            yield event(Stage.POSTPROCESS, "image.transform", Decimal(1))
+            yield event(Stage.STORAGE, "s3.put_request", Decimal(1))
+            yield event(Stage.STORAGE, "s3.standard.gb_month", _q(rng.uniform(0.0009, 0.0016), 9))
+        yield event(
+            Stage.RENDER,
+            "render.image",
+            Decimal(1),
+            outcome=Outcome.FAILED if failed else Outcome.DELIVERED,
+        )

@@ -1,0 +1,64 @@
+"""Settings from the environment and a ``.env`` file, in nested groups."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = None
+    # The role the application runs as: it may INSERT and SELECT events, nothing more.
+    app_role: str = "renderledger_app"
+    pool_size: int = 8
+
+
+class IngestSettings(BaseModel):
+    max_batch_events: int = 10_000
+    # 10,000 events of ~600 bytes with room for attributes.
+    max_body_bytes: int = 32 * 1024 * 1024
+    import_batch_size: int = 5_000
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+
+class Settings(BaseSettings):
+    """``DATABASE_URL``, ``RENDERLEDGER_DATA_DIR`` and ``S3_ENDPOINT_URL`` keep their short
+    names; everything else is ``RENDERLEDGER_<GROUP>__<FIELD>``, e.g.
+    ``RENDERLEDGER_INGEST__MAX_BATCH_EVENTS=5000``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RENDERLEDGER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default=Path(".renderledger"),
+        validation_alias=AliasChoices("RENDERLEDGER_DATA_DIR", "data_dir"),
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "s3_endpoint_url")
+    )
+    db: DatabaseSettings = DatabaseSettings()
+    ingest: IngestSettings = IngestSettings()
+    s3: S3Settings = S3Settings()
+
+    @property
+    def effective_s3_endpoint(self) -> str | None:
+        return self.s3_endpoint_url or self.s3.endpoint_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

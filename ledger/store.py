@@ -1,0 +1,405 @@
+"""The append-only store: validate, rate and write one batch as one block, serialized."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+import psycopg.errors
+from psycopg.types.json import Jsonb
+from sqlalchemy import Engine
+
+from ledger.chain import GENESIS, block_hash, price_tag, row_digest
+from ledger.events import CostEvent
+from ledger.money import cost_nanos
+from ledger.prices import Price, PriceBook, PriceBookFile, PriceVersion, UnpricedSku
+
+# One key for every append and every price-book load: the block chain needs a total
+# order, and taking it per transaction makes seq order equal commit order.
+APPEND_LOCK_KEY = 0x52454E44  # "REND"
+
+COLUMNS = (
+    "seq, event_id, tenant_id, use_case, render_id, stage, sku, quantity, occurred_at, cache, "
+    "baseline_quantity, outcome, reverses, attributes, price_version, unit_price_nanos, "
+    "cost_nanos, baseline_cost_nanos, currency, content_hash, block_id"
+)
+_COPY_TYPES = (
+    "int8 uuid text text uuid text text numeric timestamptz text numeric text uuid jsonb "
+    "int4 numeric int8 int8 text bytea int8"
+).split()
+_COPY_SQL = f"COPY cost_events ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+
+class LedgerError(Exception):
+    """Base of the errors an append can answer with; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    index: int
+    field: str
+    message: str
+
+
+class BatchInvalid(LedgerError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        first = errors[0]
+        super().__init__(
+            f"{len(errors)} invalid event(s); first at index {first.index}, "
+            f"field {first.field}: {first.message}"
+        )
+        self.errors = errors
+
+
+class BatchTooLarge(LedgerError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"batch of {size} events exceeds the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class EventConflict(LedgerError):
+    """Known ``event_id``s sent again with different content."""
+
+    def __init__(self, event_ids: list[UUID]) -> None:
+        shown = ", ".join(map(str, event_ids[:20]))
+        more = f" and {len(event_ids) - 20} more" if len(event_ids) > 20 else ""
+        super().__init__(f"event_id already recorded with different content: {shown}{more}")
+        self.event_ids = event_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    accepted: int
+    duplicates: int
+    first_seq: int | None
+    last_seq: int | None
+    block_id: int | None
+
+
+@dataclass(slots=True)
+class _Rated:
+    index: int
+    event: CostEvent
+    content: bytes
+    price_version: int
+    unit_price_nanos: Decimal
+    currency: str
+    cost_nanos: int
+    baseline_cost_nanos: int | None
+
+    @property
+    def price_key(self) -> tuple[int, str]:
+        return (self.price_version, self.event.sku)
+
+
+class Ledger:
+    """The application service over the events table; one per process, thread-safe."""
+
+    def __init__(self, engine: Engine, *, max_batch_events: int = 10_000) -> None:
+        self.engine = engine
+        self.max_batch_events = max_batch_events
+        self._book: PriceBook | None = None
+        self._book_lock = threading.Lock()
+
+    # -- price book -------------------------------------------------------------------
+
+    def price_book(self, *, refresh: bool = False) -> PriceBook:
+        with self._book_lock:
+            if self._book is None or refresh:
+                with self.engine.connect() as conn:
+                    raw = conn.connection.driver_connection
+                    assert raw is not None
+                    self._book = _read_price_book(raw)
+            return self._book
+
+    def load_prices(self, book: PriceBookFile) -> tuple[PriceVersion, bool]:
+        """Store a book as a new version; (version, False) if this very file was loaded before."""
+        with self.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+            found = raw.execute(
+                "SELECT version, source_sha256 FROM price_versions WHERE name = %s", (book.name,)
+            ).fetchone()
+            if found is not None:
+                if found[1] != book.source_sha256:
+                    raise LedgerError(
+                        f"a price book named {book.name!r} is already loaded with other "
+                        "content; give the new version a new name"
+                    )
+                existing = self.price_book(refresh=True)
+                return next(v for v in existing.versions if v.version == found[0]), False
+            (version,) = raw.execute(
+                "INSERT INTO price_versions (name, effective_from, currency, source_sha256) "
+                "VALUES (%s, %s, %s, %s) RETURNING version",
+                (book.name, book.effective_from, book.currency, book.source_sha256),
+            ).fetchone() or (0,)
+            with raw.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO prices (version, sku, unit, unit_price_nanos, description) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [(version, p.sku, p.unit, p.unit_price_nanos, p.description) for p in book.prices],
+                )
+        self.price_book(refresh=True)
+        prices = {p.sku: p for p in book.prices}
+        return PriceVersion(version, book.name, book.effective_from, book.currency, prices), True
+
+    # -- the write path ---------------------------------------------------------------
+
+    def append(self, events: Sequence[CostEvent]) -> Receipt:
+        """Write a batch all-or-nothing as one block; duplicates are acknowledged, not stored."""
+        if len(events) > self.max_batch_events:
+            raise BatchTooLarge(len(events), self.max_batch_events)
+        if not events:
+            return Receipt(0, 0, None, None, None)
+        book = self.price_book()
+        rated = _rate_all(events, book)
+        with self.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+            latest = raw.execute("SELECT coalesce(max(version), 0) FROM price_versions").fetchone()
+            if latest is not None and latest[0] != book.latest_version:
+                rated = _rate_all(events, self.price_book(refresh=True))
+            fresh, duplicates = _split_duplicates(rated, {})
+            if any(r.event.reverses for r in fresh):
+                # A resent reversal must count as a duplicate before it is judged as a reversal.
+                fresh, stored_dups = _drop_stored(raw, fresh)
+                duplicates += stored_dups
+                _price_reversals(raw, fresh)
+            elif fresh:
+                # Resends are rare: write optimistically and let the unique index find them.
+                try:
+                    with raw.transaction():
+                        return _write_block(raw, fresh, duplicates)
+                except psycopg.errors.UniqueViolation as exc:
+                    if exc.diag.constraint_name != "cost_events_event_id_key":
+                        raise
+                fresh, stored_dups = _drop_stored(raw, fresh)
+                duplicates += stored_dups
+            if not fresh:
+                return Receipt(0, duplicates, None, None, None)
+            return _write_block(raw, fresh, duplicates)
+
+
+def _write_block(raw: psycopg.Connection[Any], fresh: list[_Rated], duplicates: int) -> Receipt:
+    head = raw.execute(
+        "SELECT block_id, hash, last_seq FROM blocks ORDER BY block_id DESC LIMIT 1"
+    ).fetchone()
+    block_id, prev_hash, first_seq = (head[0] + 1, bytes(head[1]), head[2] + 1) if head else (
+        1,
+        GENESIS,
+        1,
+    )
+    raw.execute(
+        "INSERT INTO tenants (tenant_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+        (sorted({r.event.tenant_id for r in fresh}),),
+    )
+    digests = []
+    tags: dict[tuple[int, str], bytes] = {}
+    # Rows are built inside the COPY so the server indexes early rows while we build later ones.
+    with raw.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+        copy.set_types(_COPY_TYPES)
+        for seq, r in enumerate(fresh, start=first_seq):
+            tag = tags.get(r.price_key)
+            if tag is None:
+                tag = tags[r.price_key] = price_tag(r.price_version, r.unit_price_nanos, r.currency)
+            digests.append(row_digest(r.content, seq, r.cost_nanos, r.baseline_cost_nanos, tag))
+            copy.write_row(_copy_row(seq, r, block_id))
+    last_seq = first_seq + len(fresh) - 1
+    raw.execute(
+        "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        (
+            block_id,
+            prev_hash,
+            block_hash(prev_hash, block_id, digests),
+            first_seq,
+            last_seq,
+            len(fresh),
+        ),
+    )
+    return Receipt(len(fresh), duplicates, first_seq, last_seq, block_id)
+
+
+def _copy_row(seq: int, r: _Rated, block_id: int) -> tuple[Any, ...]:
+    e = r.event
+    return (
+        seq,
+        e.event_id,
+        e.tenant_id,
+        e.use_case,
+        e.render_id,
+        e.stage,  # StrEnum members are str: no .value lookup on the hot path
+        e.sku,
+        e.quantity,
+        e.occurred_at,
+        e.cache,
+        e.baseline_quantity,
+        e.outcome,
+        e.reverses,
+        Jsonb(e.attributes, dumps=_dumps),
+        r.price_version,
+        r.unit_price_nanos,
+        r.cost_nanos,
+        r.baseline_cost_nanos,
+        r.currency,
+        r.content,
+        block_id,
+    )
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _rate_all(events: Sequence[CostEvent], book: PriceBook) -> list[_Rated]:
+    """Price every event with the version in force at its time; collect every failure."""
+    out: list[_Rated] = []
+    errors: list[FieldError] = []
+    for i, e in enumerate(events):
+        try:
+            version, price = book.price(e.sku, e.occurred_at)
+        except UnpricedSku as exc:
+            errors.append(FieldError(i, "sku", str(exc)))
+            continue
+        unit = price.unit_price_nanos
+        out.append(
+            _Rated(
+                i,
+                e,
+                e.content_hash(),
+                version.version,
+                unit,
+                version.currency,
+                cost_nanos(e.quantity, unit),
+                None if e.baseline_quantity is None else cost_nanos(e.baseline_quantity, unit),
+            )
+        )
+    if errors:
+        raise BatchInvalid(errors)
+    return out
+
+
+def _split_duplicates(
+    rated: list[_Rated], stored: dict[UUID, bytes]
+) -> tuple[list[_Rated], int]:
+    """Split a batch into new events and acknowledged duplicates, or refuse on conflict.
+
+    ``stored`` holds the content hashes already in the ledger for ids of this batch; an id
+    repeated inside the batch is judged against its first occurrence the same way.
+    """
+    seen: dict[UUID, bytes] = {}
+    fresh: list[_Rated] = []
+    duplicates = 0
+    conflicts: dict[UUID, None] = {}
+    for r in rated:
+        eid = r.event.event_id
+        known = stored.get(eid) or seen.get(eid)
+        if known is None:
+            seen[eid] = r.content
+            fresh.append(r)
+        elif known == r.content:
+            duplicates += 1
+        else:
+            conflicts[eid] = None
+    if conflicts:
+        raise EventConflict(list(conflicts))
+    return fresh, duplicates
+
+
+def _drop_stored(raw: psycopg.Connection[Any], fresh: list[_Rated]) -> tuple[list[_Rated], int]:
+    rows = raw.execute(
+        "SELECT event_id, content_hash FROM cost_events WHERE event_id = ANY(%s)",
+        ([r.event.event_id for r in fresh],),
+    ).fetchall()
+    return _split_duplicates(fresh, {eid: bytes(h) for eid, h in rows})
+
+
+_REVERSAL_TARGET_SQL = """
+SELECT t.event_id, t.tenant_id, t.render_id, t.stage, t.sku, t.quantity, t.reverses,
+       t.price_version, t.unit_price_nanos, t.cost_nanos, t.baseline_cost_nanos, t.currency,
+       EXISTS (SELECT 1 FROM cost_events r WHERE r.reverses = t.event_id)
+FROM cost_events t WHERE t.event_id = ANY(%s)
+"""
+
+
+def _price_reversals(raw: psycopg.Connection[Any], fresh: list[_Rated]) -> None:
+    """A reversal carries the negated cost of the event it cancels, at that event's price."""
+    reversals = [r for r in fresh if r.event.reverses is not None]
+    if not reversals:
+        return
+    targets: dict[UUID, tuple[Any, ...]] = {
+        row[0]: row
+        for row in raw.execute(
+            _REVERSAL_TARGET_SQL, ([r.event.reverses for r in reversals],)
+        ).fetchall()
+    }
+    in_batch = {r.event.event_id: r for r in fresh}
+    reversed_here: set[UUID] = set()
+    errors: list[FieldError] = []
+    for r in reversals:
+        e = r.event
+        assert e.reverses is not None
+        target = targets.get(e.reverses)
+        if target is None and e.reverses in in_batch and in_batch[e.reverses].index < r.index:
+            t = in_batch[e.reverses]
+            te = t.event
+            target = (
+                te.event_id, te.tenant_id, te.render_id, te.stage.value, te.sku, te.quantity,
+                te.reverses, t.price_version, t.unit_price_nanos, t.cost_nanos,
+                t.baseline_cost_nanos, t.currency, False,
+            )  # fmt: skip
+        problem = _reversal_problem(e, target, e.reverses in reversed_here)
+        if problem:
+            errors.append(FieldError(r.index, "reverses", problem))
+            continue
+        assert target is not None
+        reversed_here.add(e.reverses)
+        r.price_version, r.unit_price_nanos, r.currency = target[7], target[8], target[11]
+        r.cost_nanos = -target[9]
+        r.baseline_cost_nanos = None if target[10] is None else -target[10]
+    if errors:
+        raise BatchInvalid(errors)
+
+
+def _reversal_problem(e: CostEvent, target: tuple[Any, ...] | None, twice: bool) -> str | None:
+    if target is None:
+        return f"event {e.reverses} is not in the ledger"
+    if target[6] is not None:
+        return f"event {e.reverses} is itself a reversal; send a new event instead"
+    if target[12] or twice:
+        return f"event {e.reverses} is already reversed"
+    mismatched = [
+        name
+        for name, mine, theirs in (
+            ("tenant_id", e.tenant_id, target[1]),
+            ("render_id", e.render_id, target[2]),
+            ("stage", e.stage.value, target[3]),
+            ("sku", e.sku, target[4]),
+            ("quantity", e.quantity, target[5]),
+        )
+        if mine != theirs
+    ]
+    if mismatched:
+        return f"a reversal must repeat the reversed event's {', '.join(mismatched)}"
+    return None
+
+
+def _read_price_book(raw: psycopg.Connection[Any]) -> PriceBook:
+    versions = raw.execute(
+        "SELECT version, name, effective_from, currency, source_sha256 FROM price_versions"
+    ).fetchall()
+    prices: dict[int, dict[str, Price]] = {v[0]: {} for v in versions}
+    for version, sku, unit, unit_price, description in raw.execute(
+        "SELECT version, sku, unit, unit_price_nanos, description FROM prices"
+    ):
+        prices[version][sku] = Price(sku, unit, unit_price, description)
+    return PriceBook(tuple(PriceVersion(v[0], v[1], v[2], v[3], prices[v[0]], v[4]) for v in versions))

@@ -1,0 +1,117 @@
+"""The schema as SQLAlchemy Core tables; the Alembic revisions are written to match it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+STAGES = (
+    "text_encoder",
+    "caption_llm",
+    "unet",
+    "vae_decode",
+    "postprocess",
+    "storage",
+    "cdn_egress",
+    "render",
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+price_versions = Table(
+    "price_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("source_sha256", Text, nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("version", Integer, ForeignKey("price_versions.version"), primary_key=True),
+    Column("sku", Text, primary_key=True),
+    Column("unit", Text, nullable=False),
+    Column("unit_price_nanos", Numeric, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    CheckConstraint("unit_price_nanos >= 0", name="prices_unit_price_nonnegative"),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("block_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+cost_events = Table(
+    "cost_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("use_case", Text, nullable=False),
+    Column("render_id", UUID(as_uuid=True), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("sku", Text, nullable=False),
+    Column("quantity", Numeric, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("cache", Text),
+    Column("baseline_quantity", Numeric),
+    Column("outcome", Text),
+    Column("reverses", UUID(as_uuid=True)),
+    Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("price_version", Integer, nullable=False),
+    Column("unit_price_nanos", Numeric, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("baseline_cost_nanos", BigInteger),
+    Column("currency", String(3), nullable=False),
+    Column("content_hash", LargeBinary, nullable=False),
+    Column("block_id", BigInteger, nullable=False),
+    CheckConstraint("stage IN (" + ", ".join(f"'{s}'" for s in STAGES) + ")", name="stage_known"),
+    CheckConstraint("quantity >= 0", name="quantity_nonnegative"),
+    CheckConstraint("cache IS NULL OR cache IN ('hit', 'miss')", name="cache_known"),
+    CheckConstraint(
+        "outcome IS NULL OR outcome IN ('delivered', 'failed', 'cancelled')", name="outcome_known"
+    ),
+    Index("cost_events_tenant_time", "tenant_id", "occurred_at"),
+    Index("cost_events_render", "render_id"),
+    Index(
+        "cost_events_reverses_once",
+        "reverses",
+        unique=True,
+        postgresql_where=text("reverses IS NOT NULL"),
+    ),
+)

@@ -1,0 +1,1 @@
+"""Alembic environment and hand-reviewed revisions; ``renderledger migrate`` runs them."""
