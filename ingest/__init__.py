@@ -1,0 +1,1 @@
+"""The write path: the events HTTP router, batch parsing, bulk import and the producer client."""

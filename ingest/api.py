@@ -1,0 +1,120 @@
+"""``/v1/events``: the HTTP way in, and reading the log back in order."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from ingest.parsing import MalformedBody, parse_body
+from ingest.schemas import ErrorOut, EventOut, EventPage, ReceiptOut, RenderTrace
+from ledger.deps import LedgerDep, SettingsDep
+from ledger.journal import read_after, read_render
+from ledger.money import format_nanos
+from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger, Receipt
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "Body is not JSON / NDJSON"},
+    409: {"model": ErrorOut, "description": "A known event_id with different content"},
+    413: {"model": ErrorOut, "description": "Body or batch too large"},
+    422: {"model": ErrorOut, "description": "Invalid events, each with its index and field"},
+}
+
+
+def _error(status: int, message: str, **extra: object) -> HTTPException:
+    return HTTPException(status_code=status, detail={"message": message, **extra})
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _error(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _ingest(ledger: Ledger, body: bytes, content_type: str | None) -> Receipt:
+    events = parse_body(body, content_type)
+    return ledger.append(events)
+
+
+@router.post(
+    "/events",
+    response_model=ReceiptOut,
+    responses=_ERRORS,
+    summary="Append a batch of cost events (JSON array or NDJSON), all or nothing",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/CostEvent"}}
+                },
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def post_events(request: Request, ledger: LedgerDep, settings: SettingsDep) -> Response:
+    body = await _read_capped(request, settings.ingest.max_body_bytes)
+    try:
+        receipt = await run_in_threadpool(
+            _ingest, ledger, body, request.headers.get("content-type")
+        )
+    except MalformedBody as exc:
+        raise _error(400, str(exc)) from exc
+    except BatchTooLarge as exc:
+        raise _error(413, str(exc)) from exc
+    except BatchInvalid as exc:
+        errors = [{"index": e.index, "field": e.field, "message": e.message} for e in exc.errors]
+        raise _error(422, str(exc), errors=errors) from exc
+    except EventConflict as exc:
+        raise _error(409, str(exc), event_ids=[str(i) for i in exc.event_ids]) from exc
+    return Response(
+        orjson.dumps(ReceiptOut.of(receipt).model_dump()), media_type="application/json"
+    )
+
+
+@router.get("/events", response_model=EventPage, summary="Read the log in seq order")
+def get_events(
+    ledger: LedgerDep,
+    after_seq: Annotated[int, Query(ge=0, description="Return events with seq above this")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    render_id: Annotated[UUID | None, Query(description="Only this render's events")] = None,
+    tenant_id: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = None,
+) -> EventPage:
+    if render_id is not None:
+        stored = [e for e in read_render(ledger.engine, render_id) if e.seq > after_seq][:limit]
+    else:
+        stored = read_after(ledger.engine, after_seq, limit, tenant_id)
+    if tenant_id is not None:
+        stored = [e for e in stored if e.tenant_id == tenant_id]
+    events = [EventOut.of(e) for e in stored]
+    return EventPage(events=events, next_after_seq=events[-1].seq if events else None)
+
+
+@router.get("/renders/{render_id}", response_model=RenderTrace, summary="One render's events")
+def get_render(ledger: LedgerDep, render_id: UUID) -> RenderTrace:
+    stored = read_render(ledger.engine, render_id)
+    if not stored:
+        raise _error(404, f"no events for render {render_id}")
+    total = sum(e.cost_nanos for e in stored)
+    return RenderTrace(
+        render_id=render_id,
+        tenant_id=stored[0].tenant_id,
+        total_cost_nanos=total,
+        total_cost=format_nanos(total),
+        currency=stored[0].currency,
+        events=[EventOut.of(e) for e in stored],
+    )

@@ -1,0 +1,217 @@
+"""Bulk import of NDJSON, CSV and Parquet files, local or on S3, streamed in batches.
+
+Each batch is one ``append``: a bad row stops the import before its batch is written, so
+what is in the ledger afterwards is whole batches only. Re-running the same file after a
+fix is safe: the batches already written come back as duplicates.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from ingest.parsing import EVENT, field_errors
+from ledger.events import CostEvent
+from ledger.store import BatchInvalid, EventConflict, Ledger
+
+FORMATS = ("ndjson", "csv", "parquet")
+_SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv",
+             ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+
+
+class RowError(ValueError):
+    def __init__(self, line: int, field: str, message: str) -> None:
+        super().__init__(f"line {line}, field {field}: {message}")
+        self.line = line
+        self.field = field
+        self.message = message
+
+
+class ImportFailed(ValueError):
+    """A row that cannot be imported; nothing of its batch was written."""
+
+    def __init__(self, source: str, error: RowError, written: int) -> None:
+        super().__init__(
+            f"{source}: {error} (the {written} events accepted before this batch stay written; "
+            "fix the row and run the import again: they will count as duplicates)"
+        )
+        self.line = error.line
+        self.field = error.field
+        self.written = written
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    batches: int = 0
+
+
+@dataclass
+class Source:
+    """Rows of one file: (line number, payload, bytes consumed) with a total for progress."""
+
+    name: str
+    format: str
+    total: int | None
+    rows: Iterator[tuple[int, Any, int]]
+
+
+def detect_format(name: str, explicit: str | None) -> str:
+    if explicit:
+        if explicit not in FORMATS:
+            raise ValueError(f"unknown format {explicit!r}; choose one of {', '.join(FORMATS)}")
+        return explicit
+    suffixes = Path(name.removesuffix(".gz")).suffixes
+    fmt = _SUFFIXES.get(suffixes[-1].lower()) if suffixes else None
+    if fmt is None:
+        raise ValueError(f"cannot tell the format of {name!r}; pass --format {'|'.join(FORMATS)}")
+    return fmt
+
+
+def _ndjson_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, Any, int]]:
+    for lineno, line in enumerate(lines, start=1):
+        if line.strip():
+            yield lineno, line, len(line)
+
+
+def _csv_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, Any, int]]:
+    consumed = 0
+
+    def counting() -> Iterator[bytes]:
+        nonlocal consumed
+        for chunk in lines:
+            consumed += len(chunk)
+            yield chunk
+
+    reader = csv.DictReader(codecs.iterdecode(counting(), "utf-8"), strict=True)
+    before = 0
+    try:
+        for record in reader:
+            if None in record:
+                raise RowError(reader.line_num, "row", "more fields than the header")
+            row: dict[str, Any] = {k: v for k, v in record.items() if v not in ("", None)}
+            if "attributes" in row:
+                try:
+                    row["attributes"] = orjson.loads(row["attributes"])
+                except orjson.JSONDecodeError as exc:
+                    raise RowError(reader.line_num, "attributes", f"not JSON: {exc}") from exc
+            yield reader.line_num, row, consumed - before
+            before = consumed
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise RowError(reader.line_num + 1, "row", str(exc)) from exc
+
+
+def _parquet_rows(path: str) -> Iterator[tuple[int, Any, int]]:
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        for row in batch.to_pylist():
+            n += 1
+            clean = {k: v for k, v in row.items() if v is not None}
+            if isinstance(clean.get("attributes"), str):
+                try:
+                    clean["attributes"] = orjson.loads(clean["attributes"])
+                except orjson.JSONDecodeError as exc:
+                    raise RowError(n, "attributes", f"not JSON: {exc}") from exc
+            yield n, clean, 1
+
+
+def open_source(location: str, fmt: str | None, stack: ExitStack, s3: Any = None) -> Source:
+    """Open a local path or ``s3://bucket/key``; the caller's ``stack`` closes what is opened."""
+    fmt = detect_format(location, fmt)
+    parsed = urlparse(location)
+    if parsed.scheme == "s3":
+        if s3 is None:
+            raise ValueError("an s3:// source needs an S3 client")
+        bucket, key = parsed.netloc, parsed.path.lstrip("/")
+        if fmt == "parquet":
+            tmp = stack.enter_context(tempfile.NamedTemporaryFile(suffix=".parquet"))
+            s3.download_fileobj(bucket, key, tmp)
+            tmp.flush()
+            return Source(location, fmt, pq.ParquetFile(tmp.name).metadata.num_rows,
+                          _parquet_rows(tmp.name))  # fmt: skip
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        body = obj["Body"]
+        stack.callback(body.close)
+        lines = body.iter_lines(keepends=True)
+        total = int(obj["ContentLength"])
+    else:
+        path = Path(location)
+        if not path.is_file():
+            raise ValueError(f"no such file: {location}")
+        if fmt == "parquet":
+            return Source(location, fmt, pq.ParquetFile(path).metadata.num_rows,
+                          _parquet_rows(str(path)))  # fmt: skip
+        lines = stack.enter_context(path.open("rb"))
+        total = os.path.getsize(path)
+    rows = _ndjson_rows(lines) if fmt == "ndjson" else _csv_rows(lines)
+    return Source(location, fmt, total, rows)
+
+
+def _validate(payload: Any) -> CostEvent:
+    if isinstance(payload, bytes):
+        return EVENT.validate_json(payload)
+    return EVENT.validate_python(payload)
+
+
+def import_events(
+    ledger: Ledger,
+    source: Source,
+    *,
+    batch_size: int = 5_000,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    report = ImportReport()
+    batch: list[CostEvent] = []
+    lines: list[int] = []
+    consumed = 0
+
+    def flush() -> None:
+        nonlocal consumed
+        try:
+            receipt = ledger.append(batch)
+        except BatchInvalid as exc:
+            first = exc.errors[0]
+            raise RowError(lines[first.index], first.field, first.message) from exc
+        except EventConflict as exc:
+            line = next(n for e, n in zip(batch, lines, strict=True) if e.event_id in exc.event_ids)
+            raise RowError(line, "event_id", str(exc)) from exc
+        report.accepted += receipt.accepted
+        report.duplicates += receipt.duplicates
+        report.batches += 1
+        batch.clear()
+        lines.clear()
+        if on_progress:
+            on_progress(consumed)
+        consumed = 0
+
+    try:
+        for line, payload, size in source.rows:
+            try:
+                batch.append(_validate(payload))
+            except ValidationError as exc:
+                err = field_errors(exc, 0)[0]
+                raise RowError(line, err.field, err.message) from exc
+            lines.append(line)
+            report.rows += 1
+            consumed += size
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    except RowError as exc:
+        raise ImportFailed(source.name, exc, report.accepted) from exc
+    return report

@@ -1,0 +1,94 @@
+"""Turning request bodies and file rows into ``CostEvent``s, with every error located."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from ledger.events import CostEvent
+from ledger.store import BatchInvalid, FieldError
+
+EVENTS = TypeAdapter(list[CostEvent])
+EVENT = TypeAdapter(CostEvent)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+class MalformedBody(ValueError):
+    """The body is not JSON (or NDJSON) at all; nothing about events can be said yet."""
+
+
+def field_errors(exc: ValidationError, index: int | None = None) -> list[FieldError]:
+    """Pydantic's errors as (index, field, message); ``index`` given when validating one event."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = list(err["loc"])
+        i = index if index is not None else (loc.pop(0) if loc and isinstance(loc[0], int) else 0)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if loc:
+            field = ".".join(str(p) for p in loc)
+        else:
+            # Cross-field rules name their field first: "outcome: a render event needs ...".
+            field, _, rest = message.partition(": ")
+            message = rest or message
+        out.append(FieldError(int(i), field, message))
+    return out
+
+
+def _is_syntax_error(exc: ValidationError) -> str | None:
+    for err in exc.errors(include_url=False, include_input=False):
+        if err["type"] == "json_invalid":
+            return str(err["msg"])
+    return None
+
+
+def parse_json_array(body: bytes) -> list[CostEvent]:
+    try:
+        return EVENTS.validate_json(body)
+    except ValidationError as exc:
+        syntax = _is_syntax_error(exc)
+        if syntax:
+            raise MalformedBody(f"body is not valid JSON: {syntax}") from exc
+        errors = exc.errors(include_url=False, include_input=False)
+        if errors and errors[0]["type"] == "list_type" and not errors[0]["loc"]:
+            raise MalformedBody("body must be a JSON array of events (or NDJSON)") from exc
+        raise BatchInvalid(field_errors(exc)) from exc
+
+
+def parse_ndjson(body: bytes) -> list[CostEvent]:
+    """One event per line; blank lines are skipped, an index counts events, not lines."""
+    events: list[CostEvent] = []
+    errors: list[FieldError] = []
+    index = 0
+    for lineno, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(EVENT.validate_json(line))
+        except ValidationError as exc:
+            syntax = _is_syntax_error(exc)
+            if syntax:
+                raise MalformedBody(f"line {lineno} is not valid JSON: {syntax}") from exc
+            errors.extend(field_errors(exc, index))
+        index += 1
+    if errors:
+        raise BatchInvalid(errors)
+    return events
+
+
+def parse_body(body: bytes, content_type: str | None) -> list[CostEvent]:
+    media = (content_type or "application/json").split(";")[0].strip().lower()
+    if media in NDJSON_TYPES:
+        return parse_ndjson(body)
+    if media in ("application/json", "text/json", ""):
+        return parse_json_array(body)
+    raise MalformedBody(
+        f"unsupported content type {media!r}: send application/json or application/x-ndjson"
+    )
+
+
+def parse_row(row: dict[str, Any], index: int) -> CostEvent:
+    try:
+        return EVENT.validate_python(row)
+    except ValidationError as exc:
+        raise BatchInvalid(field_errors(exc, index)) from exc

@@ -1,0 +1,77 @@
+"""The API process: one engine, one ledger, the routers of each package."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from sqlalchemy import text
+
+from ingest.api import router as events_router
+from ingest.parsing import EVENT
+from ledger.database import make_engine, resolve_url
+from ledger.deps import LedgerDep
+from ledger.settings import Settings, get_settings
+from ledger.store import Ledger
+
+
+def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -> FastAPI:
+    """Build the app; a ``ledger`` handed in (tests, the demo) is used as is and not disposed."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = ledger is None
+        if own:
+            url = resolve_url(settings.database_url, settings.data_dir)
+            engine = make_engine(url, app_role=settings.db.app_role, pool_size=settings.db.pool_size)
+            app.state.ledger = Ledger(engine, max_batch_events=settings.ingest.max_batch_events)
+        else:
+            app.state.ledger = ledger
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            if own:
+                app.state.ledger.engine.dispose()
+
+    app = FastAPI(
+        title="renderledger",
+        version="0.1.0",
+        summary="Cost ledger for diffusion image generation: priced, append-only, verifiable.",
+        lifespan=lifespan,
+    )
+    app.include_router(events_router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
+    def healthz(ledger: LedgerDep) -> dict[str, Any]:
+        with ledger.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    _publish_event_schema(app)
+    return app
+
+
+def _publish_event_schema(app: FastAPI) -> None:
+    """The events body is read raw (for speed and NDJSON), so its schema is added by hand."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        event_schema = EVENT.json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(event_schema.pop("$defs", {}))
+        components["CostEvent"] = event_schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override hook

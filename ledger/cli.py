@@ -1,0 +1,249 @@
+"""``renderledger``: the command line. Every command exits non-zero with a message on failure."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ledger import database
+from ledger.chain import verify as verify_chain
+from ledger.prices import PriceBookError, load_price_book_file
+from ledger.sample import sample_events
+from ledger.settings import Settings, get_settings
+from ledger.store import Ledger, LedgerError
+
+DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
+
+app = typer.Typer(help="renderledger: the cost ledger for diffusion image generation.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+db_app = typer.Typer(help="The embedded PostgreSQL server (unused when DATABASE_URL is set).",
+                     no_args_is_help=True)  # fmt: skip
+prices_app = typer.Typer(help="Cost price books.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(prices_app, name="prices")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _url(settings: Settings) -> str:
+    try:
+        return database.resolve_url(settings.database_url, settings.data_dir)
+    except database.DatabaseUnavailable as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _ledger(settings: Settings) -> Ledger:
+    engine = database.make_engine(_url(settings), app_role=settings.db.app_role)
+    return Ledger(engine, max_batch_events=settings.ingest.max_batch_events)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded server (data in RENDERLEDGER_DATA_DIR/pg) and print its URL."""
+    settings = get_settings()
+    if settings.database_url:
+        raise _fail("DATABASE_URL is set; renderledger uses that server, not an embedded one")
+    out.print(_url(settings), highlight=False)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server."""
+    stopped = database.stop_embedded(get_settings().data_dir)
+    out.print("stopped" if stopped else "not running")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL in use (starting the embedded server if needed)."""
+    out.print(_url(get_settings()), highlight=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Run the Alembic migrations up to the newest revision."""
+    database.migrate(_url(get_settings()))
+    out.print("database is at the newest revision")
+
+
+@prices_app.command("load")
+def prices_load(file: Annotated[Path, typer.Argument(help="A price book TOML file")]) -> None:
+    """Add FILE as a new price book version; loading the same file again changes nothing."""
+    try:
+        book = load_price_book_file(file)
+        version, created = _ledger(get_settings()).load_prices(book)
+    except (PriceBookError, LedgerError) as exc:
+        raise _fail(f"{file}: {exc}") from exc
+    verb = "loaded" if created else "already loaded"
+    out.print(f"{verb}: version {version.version} {version.name!r}, {len(version.prices)} SKUs, "
+              f"{version.currency}, effective from {version.effective_from.isoformat()}")  # fmt: skip
+
+
+@prices_app.command("list")
+def prices_list() -> None:
+    """Show every price book version and its SKUs."""
+    book = _ledger(get_settings()).price_book()
+    table = Table("version", "name", "effective from", "currency", "SKUs")
+    for v in book.versions:
+        table.add_row(str(v.version), v.name, v.effective_from.isoformat(), v.currency,
+                      str(len(v.prices)))  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+def ingest(
+    location: Annotated[str, typer.Argument(help="A file path or s3://bucket/key")],
+    fmt: Annotated[str | None, typer.Option("--format", help="ndjson, csv or parquet")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Events per append")] = None,
+) -> None:
+    """Import cost events from NDJSON, CSV or Parquet, in batches, with a progress bar."""
+    from ingest.importer import ImportFailed, import_events, open_source
+
+    settings = get_settings()
+    size = batch_size or settings.ingest.import_batch_size
+    if not 1 <= size <= settings.ingest.max_batch_events:
+        raise _fail(f"--batch-size must be between 1 and {settings.ingest.max_batch_events}")
+    ledger = _ledger(settings)
+    with ExitStack() as stack:
+        try:
+            source = open_source(location, fmt, stack, s3=_s3(settings) if "://" in location else None)
+        except (ValueError, OSError) as exc:
+            raise _fail(str(exc)) from exc
+        with _progress() as progress:
+            unit = "rows" if source.format == "parquet" else "bytes"
+            task = progress.add_task(f"{source.name} ({unit})", total=source.total)
+            try:
+                report = import_events(ledger, source, batch_size=size,
+                                       on_progress=lambda n: progress.advance(task, n))  # fmt: skip
+            except ImportFailed as exc:
+                raise _fail(str(exc)) from exc
+    out.print(f"{report.rows} rows: {report.accepted} accepted, {report.duplicates} duplicates, "
+              f"{report.batches} batches")  # fmt: skip
+
+
+def _s3(settings: Settings) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=settings.effective_s3_endpoint,
+                        region_name=settings.s3.region)  # fmt: skip
+
+
+@app.command()
+def verify() -> None:
+    """Recompute the hash chain over every event; name the first broken block."""
+    ledger = _ledger(get_settings())
+    from ledger.journal import last_seq
+
+    with _progress() as progress:
+        task = progress.add_task("verifying events", total=last_seq(ledger.engine))
+        result = verify_chain(ledger.engine, progress=lambda n: progress.advance(task, n))
+    if not result.ok:
+        where = f"block {result.broken_block}" if result.broken_block else "the log"
+        raise _fail(f"chain broken at {where}: {result.reason}", code=2)
+    out.print(f"ok: {result.blocks_checked} blocks, {result.events_checked} events verified")
+
+
+@app.command()
+def sample(
+    file: Annotated[Path, typer.Argument(help="Where to write NDJSON events")],
+    renders: Annotated[int, typer.Option(help="Renders to generate (~9 events each)")] = 1000,
+    seed: Annotated[int, typer.Option(help="Same seed, same event_ids")] = 7,
+) -> None:
+    """Write a generated sample of cost events as NDJSON, e.g. to try `renderledger ingest`."""
+    with file.open("wb") as fh:
+        n = 0
+        for event in sample_events(renders, seed=seed):
+            fh.write(orjson.dumps(event.model_dump(mode="json")) + b"\n")
+            n += 1
+    out.print(f"wrote {n} events of {renders} renders to {file}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from ledger.app import create_app
+
+    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info")
+
+
+@app.command()
+def demo(
+    renders: Annotated[int, typer.Option(help="Sample renders to ingest")] = 2000,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after ingesting")] = False,
+) -> None:
+    """What `make run` does: database, migrations, default prices, a sample, then the API."""
+    settings = get_settings()
+    url = _url(settings)
+    out.print(f"[bold]database[/] {url}", highlight=False)
+    database.migrate(url)
+    ledger = Ledger(database.make_engine(url, app_role=settings.db.app_role))
+    version, created = ledger.load_prices(load_price_book_file(DEFAULT_PRICES))
+    out.print(f"[bold]price book[/] {version.name!r} ({'loaded' if created else 'present'})")
+    events = sample_events(renders)
+    accepted = duplicates = 0
+    first_render = None
+    with _progress() as progress:
+        task = progress.add_task("ingesting sample events", total=None)
+        while chunk := list(itertools.islice(events, 5000)):
+            first_render = first_render or chunk[0].render_id
+            receipt = ledger.append(chunk)
+            accepted += receipt.accepted
+            duplicates += receipt.duplicates
+            progress.advance(task, len(chunk))
+    out.print(f"[bold]sample[/] {accepted} events accepted, {duplicates} already there")
+    result = verify_chain(ledger.engine)
+    out.print(f"[bold]verify[/] {'ok' if result.ok else result.reason}: {result.events_checked} events")
+    if no_serve:
+        return
+    base = f"http://{host}:{port}"
+    out.print(f"""
+[bold green]renderledger is serving[/] (Ctrl-C to stop; `renderledger db stop` ends PostgreSQL)
+  API docs     {base}/docs
+  health       {base}/healthz
+  event log    {base}/v1/events?limit=20
+  one render   {base}/v1/renders/{first_render}
+""", highlight=False)  # fmt: skip
+    import uvicorn
+
+    from ledger.app import create_app
+
+    uvicorn.run(create_app(settings, ledger), host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

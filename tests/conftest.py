@@ -1,0 +1,159 @@
+"""One throwaway PostgreSQL per test session, built by running the migrations.
+
+The ledger is append-only by design (no TRUNCATE, no DELETE), so tests do not roll back:
+each test writes under its own tenant and its own fresh event ids, and asserts on those.
+Tests that must break the chain get a database of their own (``fresh_database``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from ledger import database
+from ledger.app import create_app
+from ledger.cli import DEFAULT_PRICES
+from ledger.events import CostEvent
+from ledger.prices import load_price_book_file
+from ledger.settings import Settings
+from ledger.store import Ledger
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A URL to a server where we may create databases: DATABASE_URL, or an embedded one."""
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="renderledger-test-") as tmp:
+        yield database.start_embedded(Path(tmp), cleanup_mode="delete")
+
+
+def _create_database(server_url: str, name: str) -> str:
+    with psycopg.connect(database.libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def db_url(server_url: str) -> str:
+    url = _create_database(server_url, f"rl_test_{os.getpid()}")
+    database.migrate(url)
+    return url
+
+
+@pytest.fixture
+def fresh_database(server_url: str) -> Iterator[str]:
+    name = f"rl_fresh_{uuid.uuid4().hex[:10]}"
+    url = _create_database(server_url, name)
+    database.migrate(url)
+    yield url
+    with psycopg.connect(database.libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = database.make_engine(db_url, app_role="renderledger_app")
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def owner(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """The migrating (superuser) role, for what the application role must not do."""
+    with psycopg.connect(database.libpq_url(db_url), autocommit=True) as conn:
+        yield conn
+
+
+def ledger_with_prices(engine: Engine) -> Ledger:
+    ledger = Ledger(engine)
+    ledger.load_prices(load_price_book_file(DEFAULT_PRICES))
+    return ledger
+
+
+@pytest.fixture(scope="session")
+def ledger(engine: Engine) -> Ledger:
+    return ledger_with_prices(engine)
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+EventFactory = Callable[..., CostEvent]
+
+
+@pytest.fixture
+def make_event(tenant: str) -> EventFactory:
+    render = uuid.uuid4()
+
+    def make(**overrides: Any) -> CostEvent:
+        fields: dict[str, Any] = {
+            "event_id": uuid.uuid4(),
+            "tenant_id": tenant,
+            "use_case": "ecommerce",
+            "render_id": render,
+            "stage": "unet",
+            "sku": "gpu.h100.second",
+            "quantity": Decimal("2.5"),
+            "occurred_at": datetime(2026, 10, 15, 12, 0, tzinfo=UTC),
+            "attributes": {"model": "sdxl", "steps": 25},
+        }
+        fields.update(overrides)
+        return CostEvent.model_validate(fields)
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
+    """The real app under uvicorn on a loopback port, for real HTTP."""
+    settings = Settings(database_url=db_url)
+    settings.ingest.max_body_bytes = 4 * 1024 * 1024
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, ledger), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("API server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def http(api_base: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_base, timeout=30) as client:
+        yield client

@@ -1,0 +1,98 @@
+"""History cannot change: the database refuses, and verify notices when a superuser forces it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from ledger import database
+from ledger.chain import verify
+from ledger.store import Ledger
+from tests.conftest import EventFactory, ledger_with_prices
+
+STATEMENTS = [
+    "UPDATE cost_events SET cost_nanos = 0 WHERE tenant_id = %s",
+    "DELETE FROM cost_events WHERE tenant_id = %s",
+    "UPDATE blocks SET hash = '\\x00' WHERE block_id IN "
+    "(SELECT block_id FROM cost_events WHERE tenant_id = %s)",
+]
+
+
+@pytest.mark.parametrize("sql", STATEMENTS)
+def test_the_trigger_refuses_changes_even_to_a_superuser(
+    ledger: Ledger, owner: psycopg.Connection[Any], make_event: EventFactory, tenant: str, sql: str
+) -> None:
+    ledger.append([make_event()])
+    with pytest.raises(errors.InsufficientPrivilege, match="append-only"):
+        owner.execute(sql, (tenant,))
+    (count,) = owner.execute(
+        "SELECT count(*) FROM cost_events WHERE tenant_id = %s", (tenant,)
+    ).fetchone() or (0,)
+    assert count == 1
+
+
+@pytest.mark.parametrize("table", ["cost_events", "blocks"])
+def test_truncate_is_refused(owner: psycopg.Connection[Any], table: str) -> None:
+    with pytest.raises(errors.InsufficientPrivilege, match="append-only"):
+        owner.execute(f"TRUNCATE {table} CASCADE")
+
+
+def test_the_application_role_has_no_update_grant(
+    ledger: Ledger, make_event: EventFactory, tenant: str
+) -> None:
+    ledger.append([make_event()])
+    with ledger.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        assert raw.execute("SELECT current_user").fetchone() == ("renderledger_app",)
+        with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
+            raw.execute("UPDATE cost_events SET cost_nanos = 0 WHERE tenant_id = %s", (tenant,))
+
+
+def test_verify_names_the_block_altered_behind_the_ledgers_back(
+    fresh_database: str, make_event: EventFactory
+) -> None:
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    receipts = [ledger.append([make_event() for _ in range(5)]) for _ in range(4)]
+    assert verify(engine).ok
+    target = receipts[2]
+    with psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su:
+        with su.transaction():
+            su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
+            su.execute("UPDATE cost_events SET cost_nanos = 1 WHERE seq = %s", (target.last_seq,))
+            su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
+    result = verify(engine)
+    assert not result.ok
+    assert result.broken_block == target.block_id
+    assert result.reason is not None and "hash" in result.reason
+    engine.dispose()
+
+
+def test_verify_notices_altered_producer_content(
+    fresh_database: str, make_event: EventFactory
+) -> None:
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    receipt = ledger.append([make_event() for _ in range(3)])
+    with psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su:
+        with su.transaction():
+            su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
+            su.execute("UPDATE cost_events SET quantity = 0 WHERE seq = %s", (receipt.first_seq,))
+            su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
+    result = verify(engine)
+    assert (result.ok, result.broken_block) == (False, receipt.block_id)
+    assert result.reason is not None and "content hash" in result.reason
+    engine.dispose()
+
+
+def test_migrations_go_down_and_up_again(fresh_database: str) -> None:
+    database.downgrade(fresh_database, "base")
+    with psycopg.connect(database.libpq_url(fresh_database)) as conn:
+        assert conn.execute("SELECT to_regclass('cost_events')").fetchone() == (None,)
+    database.migrate(fresh_database)
+    with psycopg.connect(database.libpq_url(fresh_database)) as conn:
+        assert conn.execute("SELECT to_regclass('cost_events')").fetchone() == ("cost_events",)
