@@ -25,7 +25,9 @@ def field_errors(exc: ValidationError, index: int | None = None) -> list[FieldEr
         loc = list(err["loc"])
         i = index if index is not None else (loc.pop(0) if loc and isinstance(loc[0], int) else 0)
         message = str(err["msg"]).removeprefix("Value error, ")
-        if loc:
+        if err["type"] == "json_invalid":
+            field = "json"
+        elif loc:
             field = ".".join(str(p) for p in loc)
         else:
             # Cross-field rules name their field first: "outcome: a render event needs ...".
