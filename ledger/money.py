@@ -29,7 +29,7 @@ def cost_nanos(quantity: Decimal, unit_price_nanos: Decimal) -> int:
 
 def format_nanos(nanos: int) -> str:
     """Nanos as a decimal string of the currency with all nine places, never a float."""
-    return str(Decimal(nanos).scaleb(-9, context=EXACT).quantize(_NANO, context=EXACT))
+    return format(Decimal(nanos).scaleb(-9, context=EXACT).quantize(_NANO, context=EXACT), "f")
 
 
 def canonical_decimal(value: Decimal) -> str:

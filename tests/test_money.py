@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -22,7 +23,10 @@ def test_round_half_even(value: str, expected: int) -> None:
 def test_products_are_exact_past_28_digits() -> None:
     quantity = Decimal("123456789012.123456789")
     price = Decimal("830555.555555555555555555")
-    assert cost_nanos(quantity, price) == round_nanos(Decimal("102537722339009806.4437128758"))
+    exact = Fraction(quantity) * Fraction(price)
+    assert cost_nanos(quantity, price) == round(exact)
+    # The default 28-digit context would have rounded the product before our rounding.
+    assert Fraction(quantity * price) != exact
 
 
 def test_to_nanos_and_format() -> None:
