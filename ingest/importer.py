@@ -27,8 +27,14 @@ from ledger.events import CostEvent
 from ledger.store import BatchInvalid, EventConflict, Ledger
 
 FORMATS = ("ndjson", "csv", "parquet")
-_SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv",
-             ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+_SUFFIXES = {
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "ndjson",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 class RowError(ValueError):
@@ -138,11 +144,12 @@ def open_source(location: str, fmt: str | None, stack: ExitStack, s3: Any = None
             raise ValueError("an s3:// source needs an S3 client")
         bucket, key = parsed.netloc, parsed.path.lstrip("/")
         if fmt == "parquet":
-            tmp = stack.enter_context(tempfile.NamedTemporaryFile(suffix=".parquet"))
+            tmp = stack.enter_context(tempfile.NamedTemporaryFile(suffix=".parquet"))  # noqa: SIM115  # closed by the caller's stack
             s3.download_fileobj(bucket, key, tmp)
             tmp.flush()
-            return Source(location, fmt, pq.ParquetFile(tmp.name).metadata.num_rows,
-                          _parquet_rows(tmp.name))  # fmt: skip
+            return Source(
+                location, fmt, pq.ParquetFile(tmp.name).metadata.num_rows, _parquet_rows(tmp.name)
+            )
         obj = s3.get_object(Bucket=bucket, Key=key)
         body = obj["Body"]
         stack.callback(body.close)
@@ -153,8 +160,9 @@ def open_source(location: str, fmt: str | None, stack: ExitStack, s3: Any = None
         if not path.is_file():
             raise ValueError(f"no such file: {location}")
         if fmt == "parquet":
-            return Source(location, fmt, pq.ParquetFile(path).metadata.num_rows,
-                          _parquet_rows(str(path)))  # fmt: skip
+            return Source(
+                location, fmt, pq.ParquetFile(path).metadata.num_rows, _parquet_rows(str(path))
+            )
         lines = stack.enter_context(path.open("rb"))
         total = os.path.getsize(path)
     rows = _ndjson_rows(lines) if fmt == "ndjson" else _csv_rows(lines)

@@ -27,7 +27,9 @@ def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -
         own = ledger is None
         if own:
             url = resolve_url(settings.database_url, settings.data_dir)
-            engine = make_engine(url, app_role=settings.db.app_role, pool_size=settings.db.pool_size)
+            engine = make_engine(
+                url, app_role=settings.db.app_role, pool_size=settings.db.pool_size
+            )
             app.state.ledger = Ledger(engine, max_batch_events=settings.ingest.max_batch_events)
         else:
             app.state.ledger = ledger

@@ -24,7 +24,9 @@ def price_tag(price_version: int, unit_price_nanos: Decimal, currency: str) -> b
     return f"{price_version}|{canonical_decimal(unit_price_nanos)}|{currency}|".encode()
 
 
-def row_digest(content: bytes, seq: int, cost_nanos: int, baseline: int | None, tag: bytes) -> bytes:
+def row_digest(
+    content: bytes, seq: int, cost_nanos: int, baseline: int | None, tag: bytes
+) -> bytes:
     """What a block commits to for one row: the producer's content and how it was priced."""
     return content + _pack(seq, cost_nanos, _NO_BASELINE if baseline is None else baseline) + tag
 
@@ -66,6 +68,23 @@ def _rows(engine: Engine) -> Iterator[tuple[Any, ...]]:
             yield from cur
 
 
+def _check_rows(
+    rows: Iterator[tuple[Any, ...]], block_id: int, first: int, last: int, digests: list[bytes]
+) -> str | None:
+    for seq in range(first, last + 1):
+        row = next(rows, None)
+        if row is None or row[0] != seq:
+            return f"event seq {seq} is missing"
+        if row[20] != block_id:
+            return f"event seq {seq} names block {row[20]}"
+        recomputed = content_hash(*row[1:14])
+        if recomputed != bytes(row[19]):
+            return f"event seq {seq} ({row[1]}) does not match its content hash"
+        tag = price_tag(row[14], row[15], row[18])
+        digests.append(row_digest(recomputed, seq, row[16], row[17], tag))
+    return None
+
+
 def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> VerifyResult:
     """Recompute every content hash and every block hash; name the first block that breaks.
 
@@ -82,32 +101,20 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
     prev = GENESIS
     expected_seq = 1
     events = 0
-    pending: tuple[Any, ...] | None = None
     for n, (block_id, prev_hash, stored_hash, first_seq, last_seq, count) in enumerate(chain):
-
-        def broken(reason: str, block_id: int = block_id, n: int = n) -> VerifyResult:
-            return VerifyResult(False, n, events, block_id, reason)
-
+        problem = None
         if bytes(prev_hash) != prev:
-            return broken("its prev_hash does not match the hash of the block before")
-        if first_seq != expected_seq or last_seq - first_seq + 1 != count:
-            return broken(f"it claims seq {first_seq}..{last_seq}; expected to start at {expected_seq}")
-        digests = []
-        for seq in range(first_seq, last_seq + 1):
-            row = pending if pending is not None else next(rows, None)
-            pending = None
-            if row is None or row[0] != seq:
-                return broken(f"event seq {seq} is missing")
-            if row[20] != block_id:
-                return broken(f"event seq {seq} names block {row[20]}")
-            recomputed = content_hash(*row[1:14])
-            if recomputed != bytes(row[19]):
-                return broken(f"event seq {seq} ({row[1]}) does not match its content hash")
-            tag = price_tag(row[14], row[15], row[18])
-            digests.append(row_digest(recomputed, seq, row[16], row[17], tag))
-            events += 1
-        if block_hash(prev, block_id, digests) != bytes(stored_hash):
-            return broken("its recomputed hash differs from the stored one")
+            problem = "its prev_hash does not match the hash of the block before"
+        elif first_seq != expected_seq or last_seq - first_seq + 1 != count:
+            problem = f"it claims seq {first_seq}..{last_seq}; expected to start at {expected_seq}"
+        else:
+            digests: list[bytes] = []
+            problem = _check_rows(rows, block_id, first_seq, last_seq, digests)
+            if problem is None and block_hash(prev, block_id, digests) != bytes(stored_hash):
+                problem = "its recomputed hash differs from the stored one"
+        if problem:
+            return VerifyResult(False, n, events, block_id, problem)
+        events += count
         prev = bytes(stored_hash)
         expected_seq = last_seq + 1
         if progress:

@@ -23,10 +23,14 @@ from ledger.store import Ledger, LedgerError
 
 DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
 
-app = typer.Typer(help="renderledger: the cost ledger for diffusion image generation.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
-db_app = typer.Typer(help="The embedded PostgreSQL server (unused when DATABASE_URL is set).",
-                     no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="renderledger: the cost ledger for diffusion image generation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="The embedded PostgreSQL server (unused when DATABASE_URL is set).", no_args_is_help=True
+)
 prices_app = typer.Typer(help="Cost price books.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prices_app, name="prices")
@@ -100,8 +104,10 @@ def prices_load(file: Annotated[Path, typer.Argument(help="A price book TOML fil
     except (PriceBookError, LedgerError) as exc:
         raise _fail(f"{file}: {exc}") from exc
     verb = "loaded" if created else "already loaded"
-    out.print(f"{verb}: version {version.version} {version.name!r}, {len(version.prices)} SKUs, "
-              f"{version.currency}, effective from {version.effective_from.isoformat()}")  # fmt: skip
+    out.print(
+        f"{verb}: version {version.version} {version.name!r}, {len(version.prices)} SKUs, "
+        f"{version.currency}, effective from {version.effective_from.isoformat()}"
+    )
 
 
 @prices_app.command("list")
@@ -110,8 +116,9 @@ def prices_list() -> None:
     book = _ledger(get_settings()).price_book()
     table = Table("version", "name", "effective from", "currency", "SKUs")
     for v in book.versions:
-        table.add_row(str(v.version), v.name, v.effective_from.isoformat(), v.currency,
-                      str(len(v.prices)))  # fmt: skip
+        table.add_row(
+            str(v.version), v.name, v.effective_from.isoformat(), v.currency, str(len(v.prices))
+        )
     out.print(table)
 
 
@@ -131,26 +138,32 @@ def ingest(
     ledger = _ledger(settings)
     with ExitStack() as stack:
         try:
-            source = open_source(location, fmt, stack, s3=_s3(settings) if "://" in location else None)
+            source = open_source(
+                location, fmt, stack, s3=_s3(settings) if "://" in location else None
+            )
         except (ValueError, OSError) as exc:
             raise _fail(str(exc)) from exc
         with _progress() as progress:
             unit = "rows" if source.format == "parquet" else "bytes"
             task = progress.add_task(f"{source.name} ({unit})", total=source.total)
             try:
-                report = import_events(ledger, source, batch_size=size,
-                                       on_progress=lambda n: progress.advance(task, n))  # fmt: skip
+                report = import_events(
+                    ledger, source, batch_size=size, on_progress=lambda n: progress.advance(task, n)
+                )
             except ImportFailed as exc:
                 raise _fail(str(exc)) from exc
-    out.print(f"{report.rows} rows: {report.accepted} accepted, {report.duplicates} duplicates, "
-              f"{report.batches} batches")  # fmt: skip
+    out.print(
+        f"{report.rows} rows: {report.accepted} accepted, {report.duplicates} duplicates, "
+        f"{report.batches} batches"
+    )
 
 
 def _s3(settings: Settings) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=settings.effective_s3_endpoint,
-                        region_name=settings.s3.region)  # fmt: skip
+    return boto3.client(
+        "s3", endpoint_url=settings.effective_s3_endpoint, region_name=settings.s3.region
+    )
 
 
 @app.command()
@@ -224,17 +237,22 @@ def demo(
             progress.advance(task, len(chunk))
     out.print(f"[bold]sample[/] {accepted} events accepted, {duplicates} already there")
     result = verify_chain(ledger.engine)
-    out.print(f"[bold]verify[/] {'ok' if result.ok else result.reason}: {result.events_checked} events")
+    out.print(
+        f"[bold]verify[/] {'ok' if result.ok else result.reason}: {result.events_checked} events"
+    )
     if no_serve:
         return
     base = f"http://{host}:{port}"
-    out.print(f"""
+    out.print(
+        f"""
 [bold green]renderledger is serving[/] (Ctrl-C to stop; `renderledger db stop` ends PostgreSQL)
   API docs     {base}/docs
   health       {base}/healthz
   event log    {base}/v1/events?limit=20
   one render   {base}/v1/renders/{first_render}
-""", highlight=False)  # fmt: skip
+""",
+        highlight=False,
+    )
     import uvicorn
 
     from ledger.app import create_app

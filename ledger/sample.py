@@ -6,6 +6,8 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
+from typing import Any
 from uuid import UUID
 
 from ledger.events import Cache, CostEvent, Outcome, Stage
@@ -23,6 +25,13 @@ def _q(value: float, places: int = 6) -> Decimal:
     return Decimal(f"{value:.{places}f}")
 
 
+def _event(
+    rng: random.Random, common: dict[str, Any], stage: Stage, sku: str, qty: Decimal, **extra: Any
+) -> CostEvent:
+    fields = {"event_id": _uuid(rng), "stage": stage, "sku": sku, "quantity": qty}
+    return CostEvent.model_validate({**common, **fields, **extra})
+
+
 def sample_events(
     renders: int, *, seed: int = 7, start: datetime | None = None, span: timedelta | None = None
 ) -> Iterator[CostEvent]:
@@ -30,7 +39,7 @@ def sample_events(
 
     The same seed gives the same event_ids, so ingesting a sample twice stores it once.
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  # reproducible demo data, not secrets
     start = start or datetime(2026, 10, 1, tzinfo=UTC)
     span = span or timedelta(days=30)
     for _ in range(renders):
@@ -39,26 +48,23 @@ def sample_events(
         gpu = rng.choices(GPUS, weights=(5, 3, 2))[0]
         render_id = _uuid(rng)
         at = start + timedelta(seconds=rng.uniform(0, span.total_seconds()))
-        attrs = {"model": "sdxl-1.0", "gpu_type": gpu, "steps": 25, "width": 1024, "height": 1024}
         failed = rng.random() < 0.03
         hit = rng.random() < 0.8
 
-        def event(stage: Stage, sku: str, qty: Decimal, **extra: object) -> CostEvent:
-            return CostEvent.model_validate(
-                {
-                    "event_id": _uuid(rng),
-                    "tenant_id": tenant,
-                    "use_case": use_case,
-                    "render_id": render_id,
-                    "stage": stage,
-                    "sku": sku,
-                    "quantity": qty,
-                    "occurred_at": at,
-                    "attributes": attrs,
-                    **extra,
-                }
-            )
-
+        common = {
+            "tenant_id": tenant,
+            "use_case": use_case,
+            "render_id": render_id,
+            "occurred_at": at,
+            "attributes": {
+                "model": "sdxl-1.0",
+                "gpu_type": gpu,
+                "steps": 25,
+                "width": 1024,
+                "height": 1024,
+            },
+        }
+        event = partial(_event, rng, common)
         encoder = _q(rng.uniform(0.015, 0.03))
         yield event(
             Stage.TEXT_ENCODER,
@@ -68,7 +74,9 @@ def sample_events(
             baseline_quantity=encoder,
         )
         yield event(Stage.CAPTION_LLM, "llm.gpt-4o-mini.input_token", Decimal(rng.randint(40, 90)))
-        yield event(Stage.CAPTION_LLM, "llm.gpt-4o-mini.output_token", Decimal(rng.randint(60, 160)))
+        yield event(
+            Stage.CAPTION_LLM, "llm.gpt-4o-mini.output_token", Decimal(rng.randint(60, 160))
+        )
         yield event(Stage.UNET, f"gpu.{gpu}.second", _q(rng.gauss(2.6, 0.2)))
         if not failed:
             yield event(Stage.VAE_DECODE, f"gpu.{gpu}.second", _q(rng.uniform(0.12, 0.2)))

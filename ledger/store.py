@@ -29,10 +29,29 @@ COLUMNS = (
     "baseline_quantity, outcome, reverses, attributes, price_version, unit_price_nanos, "
     "cost_nanos, baseline_cost_nanos, currency, content_hash, block_id"
 )
-_COPY_TYPES = (
-    "int8 uuid text text uuid text text numeric timestamptz text numeric text uuid jsonb "
-    "int4 numeric int8 int8 text bytea int8"
-).split()
+_COPY_TYPES = [
+    "int8",
+    "uuid",
+    "text",
+    "text",
+    "uuid",
+    "text",
+    "text",
+    "numeric",
+    "timestamptz",
+    "text",
+    "numeric",
+    "text",
+    "uuid",
+    "jsonb",
+    "int4",
+    "numeric",
+    "int8",
+    "int8",
+    "text",
+    "bytea",
+    "int8",
+]
 _COPY_SQL = f"COPY cost_events ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 
@@ -145,7 +164,10 @@ class Ledger:
                 cur.executemany(
                     "INSERT INTO prices (version, sku, unit, unit_price_nanos, description) "
                     "VALUES (%s, %s, %s, %s, %s)",
-                    [(version, p.sku, p.unit, p.unit_price_nanos, p.description) for p in book.prices],
+                    [
+                        (version, p.sku, p.unit, p.unit_price_nanos, p.description)
+                        for p in book.prices
+                    ],
                 )
         self.price_book(refresh=True)
         prices = {p.sku: p for p in book.prices}
@@ -193,10 +215,14 @@ def _write_block(raw: psycopg.Connection[Any], fresh: list[_Rated], duplicates: 
     head = raw.execute(
         "SELECT block_id, hash, last_seq FROM blocks ORDER BY block_id DESC LIMIT 1"
     ).fetchone()
-    block_id, prev_hash, first_seq = (head[0] + 1, bytes(head[1]), head[2] + 1) if head else (
-        1,
-        GENESIS,
-        1,
+    block_id, prev_hash, first_seq = (
+        (head[0] + 1, bytes(head[1]), head[2] + 1)
+        if head
+        else (
+            1,
+            GENESIS,
+            1,
+        )
     )
     raw.execute(
         "INSERT INTO tenants (tenant_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
@@ -288,9 +314,7 @@ def _rate_all(events: Sequence[CostEvent], book: PriceBook) -> list[_Rated]:
     return out
 
 
-def _split_duplicates(
-    rated: list[_Rated], stored: dict[UUID, bytes]
-) -> tuple[list[_Rated], int]:
+def _split_duplicates(rated: list[_Rated], stored: dict[UUID, bytes]) -> tuple[list[_Rated], int]:
     """Split a batch into new events and acknowledged duplicates, or refuse on conflict.
 
     ``stored`` holds the content hashes already in the ledger for ids of this batch; an id
@@ -353,10 +377,20 @@ def _price_reversals(raw: psycopg.Connection[Any], fresh: list[_Rated]) -> None:
             t = in_batch[e.reverses]
             te = t.event
             target = (
-                te.event_id, te.tenant_id, te.render_id, te.stage.value, te.sku, te.quantity,
-                te.reverses, t.price_version, t.unit_price_nanos, t.cost_nanos,
-                t.baseline_cost_nanos, t.currency, False,
-            )  # fmt: skip
+                te.event_id,
+                te.tenant_id,
+                te.render_id,
+                te.stage.value,
+                te.sku,
+                te.quantity,
+                te.reverses,
+                t.price_version,
+                t.unit_price_nanos,
+                t.cost_nanos,
+                t.baseline_cost_nanos,
+                t.currency,
+                False,
+            )
         problem = _reversal_problem(e, target, e.reverses in reversed_here)
         if problem:
             errors.append(FieldError(r.index, "reverses", problem))
@@ -402,4 +436,6 @@ def _read_price_book(raw: psycopg.Connection[Any]) -> PriceBook:
         "SELECT version, sku, unit, unit_price_nanos, description FROM prices"
     ):
         prices[version][sku] = Price(sku, unit, unit_price, description)
-    return PriceBook(tuple(PriceVersion(v[0], v[1], v[2], v[3], prices[v[0]], v[4]) for v in versions))
+    return PriceBook(
+        tuple(PriceVersion(v[0], v[1], v[2], v[3], prices[v[0]], v[4]) for v in versions)
+    )

@@ -139,7 +139,9 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
     settings.ingest.max_body_bytes = 4 * 1024 * 1024
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, ledger), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, ledger), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -40,8 +40,12 @@ def test_post_json_array_then_resend_is_idempotent(
     assert first.json()["accepted"] == 3
     again = http.post("/v1/events", json=body)
     assert again.json() | {"first_seq": 0} == {
-        "accepted": 0, "duplicates": 3, "first_seq": 0, "last_seq": None, "block_id": None
-    }  # fmt: skip
+        "accepted": 0,
+        "duplicates": 3,
+        "first_seq": 0,
+        "last_seq": None,
+        "block_id": None,
+    }
     assert _count(http, tenant) == 3
 
 
@@ -82,9 +86,13 @@ BAD_EVENTS = [
 
 @pytest.mark.parametrize(("change", "field", "words"), BAD_EVENTS)
 def test_bad_event_is_422_with_index_and_field_and_nothing_written(
-    http: httpx.Client, make_event: EventFactory, tenant: str, change: dict[str, Any], field: str,
+    http: httpx.Client,
+    make_event: EventFactory,
+    tenant: str,
+    change: dict[str, Any],
+    field: str,
     words: str,
-) -> None:  # fmt: skip
+) -> None:
     body = [_wire(make_event), _wire(make_event), _wire(make_event, **change)]
     r = http.post("/v1/events", json=body)
     assert r.status_code == 422, r.text
@@ -102,8 +110,10 @@ def test_ndjson_errors_count_events_not_lines(http: httpx.Client, make_event: Ev
     )
     assert r.status_code == 422
     assert r.json()["detail"]["errors"][0] | {"message": ""} == {
-        "index": 1, "field": "quantity", "message": ""
-    }  # fmt: skip
+        "index": 1,
+        "field": "quantity",
+        "message": "",
+    }
 
 
 @pytest.mark.parametrize(
@@ -127,8 +137,9 @@ def test_oversize_batch_and_body_are_413(
 ) -> None:
     one = _wire(make_event)
     too_many = [one | {"event_id": str(uuid.uuid4())} for _ in range(10_001)]
-    r = http.post("/v1/events", content=orjson.dumps(too_many),
-                  headers={"content-type": "application/json"})  # fmt: skip
+    r = http.post(
+        "/v1/events", content=orjson.dumps(too_many), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert "10000" in r.json()["detail"]["message"]
     huge = b"[" + b" " * (5 * 1024 * 1024) + b"]"

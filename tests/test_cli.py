@@ -13,7 +13,9 @@ from ledger.settings import get_settings
 
 
 @pytest.fixture
-def cli(fresh_database: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
+def cli(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[CliRunner]:
     monkeypatch.setenv("DATABASE_URL", fresh_database)
     monkeypatch.chdir(tmp_path)  # no stray .env is read
     get_settings.cache_clear()
@@ -39,8 +41,10 @@ def test_prices_sample_ingest_verify(cli: CliRunner, tmp_path: Path) -> None:
 
 def test_errors_exit_non_zero_with_a_message(cli: CliRunner, tmp_path: Path) -> None:
     bad_book = tmp_path / "bad.toml"
-    bad_book.write_text('name = "x"\neffective_from = 2026-01-01T00:00:00Z\ncurrency = "USD"\n'
-                        '[prices."a.b"]\nunit = "s"\nprice = 0.1\n')  # fmt: skip
+    bad_book.write_text(
+        'name = "x"\neffective_from = 2026-01-01T00:00:00Z\ncurrency = "USD"\n'
+        '[prices."a.b"]\nunit = "s"\nprice = 0.1\n'
+    )
     result = cli.invoke(app, ["prices", "load", str(bad_book)])
     assert result.exit_code == 1
     assert "write the price as a string" in result.output

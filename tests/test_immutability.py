@@ -60,15 +60,18 @@ def test_verify_names_the_block_altered_behind_the_ledgers_back(
     receipts = [ledger.append([make_event() for _ in range(5)]) for _ in range(4)]
     assert verify(engine).ok
     target = receipts[2]
-    with psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su:
-        with su.transaction():
-            su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
-            su.execute("UPDATE cost_events SET cost_nanos = 1 WHERE seq = %s", (target.last_seq,))
-            su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
+    with (
+        psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su,
+        su.transaction(),
+    ):
+        su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
+        su.execute("UPDATE cost_events SET cost_nanos = 1 WHERE seq = %s", (target.last_seq,))
+        su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
     result = verify(engine)
     assert not result.ok
     assert result.broken_block == target.block_id
-    assert result.reason is not None and "hash" in result.reason
+    assert result.reason is not None
+    assert "hash" in result.reason
     engine.dispose()
 
 
@@ -78,14 +81,17 @@ def test_verify_notices_altered_producer_content(
     engine = database.make_engine(fresh_database, app_role="renderledger_app")
     ledger = ledger_with_prices(engine)
     receipt = ledger.append([make_event() for _ in range(3)])
-    with psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su:
-        with su.transaction():
-            su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
-            su.execute("UPDATE cost_events SET quantity = 0 WHERE seq = %s", (receipt.first_seq,))
-            su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
+    with (
+        psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su,
+        su.transaction(),
+    ):
+        su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
+        su.execute("UPDATE cost_events SET quantity = 0 WHERE seq = %s", (receipt.first_seq,))
+        su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
     result = verify(engine)
     assert (result.ok, result.broken_block) == (False, receipt.block_id)
-    assert result.reason is not None and "content hash" in result.reason
+    assert result.reason is not None
+    assert "content hash" in result.reason
     engine.dispose()
 
 

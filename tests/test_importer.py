@@ -19,8 +19,21 @@ from ingest.importer import ImportFailed, import_events, open_source
 from ledger.store import Ledger
 from tests.conftest import EventFactory, free_port
 
-FIELDS = ["event_id", "tenant_id", "use_case", "render_id", "stage", "sku", "quantity",
-          "occurred_at", "cache", "baseline_quantity", "outcome", "reverses", "attributes"]  # fmt: skip
+FIELDS = [
+    "event_id",
+    "tenant_id",
+    "use_case",
+    "render_id",
+    "stage",
+    "sku",
+    "quantity",
+    "occurred_at",
+    "cache",
+    "baseline_quantity",
+    "outcome",
+    "reverses",
+    "attributes",
+]
 
 
 def _rows(make_event: EventFactory, n: int) -> list[dict[str, Any]]:
@@ -134,9 +147,14 @@ def s3() -> Iterator[Any]:
     [(write_ndjson, "a.ndjson"), (write_csv, "a.csv"), (write_parquet, "a.parquet")],
 )
 def test_import_from_s3(
-    ledger: Ledger, make_event: EventFactory, tenant: str, tmp_path: Path, s3: Any, writer: Any,
+    ledger: Ledger,
+    make_event: EventFactory,
+    tenant: str,
+    tmp_path: Path,
+    s3: Any,
+    writer: Any,
     name: str,
-) -> None:  # fmt: skip
+) -> None:
     path = writer(tmp_path / name, _rows(make_event, 9))
     s3.upload_file(str(path), "events", f"{tenant}/{name}")
     report = _import(ledger, f"s3://events/{tenant}/{name}", s3=s3)

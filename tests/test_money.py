@@ -36,8 +36,9 @@ def test_to_nanos_and_format() -> None:
     assert format_nanos(12_345_678_901_234) == "12345.678901234"
 
 
-decimals = st.decimals(allow_nan=False, allow_infinity=False, places=None, min_value=-1e15,
-                       max_value=1e15)  # fmt: skip
+decimals = st.decimals(
+    allow_nan=False, allow_infinity=False, places=None, min_value=-1e15, max_value=1e15
+)
 
 
 @given(decimals)

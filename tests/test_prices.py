@@ -8,7 +8,14 @@ from decimal import Decimal
 import pytest
 
 from ledger.cli import DEFAULT_PRICES
-from ledger.prices import PriceBook, PriceBookError, PriceVersion, UnpricedSku, load_price_book_file, parse_price_book  # noqa: E501
+from ledger.prices import (
+    PriceBook,
+    PriceBookError,
+    PriceVersion,
+    UnpricedSku,
+    load_price_book_file,
+    parse_price_book,
+)
 
 
 def test_default_book_has_the_public_figures() -> None:
@@ -18,7 +25,9 @@ def test_default_book_has_the_public_figures() -> None:
     assert prices["cdn.egress.gb"] == Decimal("85000000")  # $0.085 per GB
     assert prices["gpu.h100.second"] == Decimal("1100000")
     assert prices["llm.gpt-4o-mini.input_token"] == Decimal("150")
-    assert {"gpu.a100.second", "gpu.rtx4090.second", "s3.put_request", "image.transform"} <= set(prices)
+    assert {"gpu.a100.second", "gpu.rtx4090.second", "s3.put_request", "image.transform"} <= set(
+        prices
+    )
 
 
 @pytest.mark.parametrize(
@@ -28,10 +37,16 @@ def test_default_book_has_the_public_figures() -> None:
         ('effective_from = 2026-01-01T00:00:00Z\ncurrency = "USD"', "name"),
         ('name = "x"\neffective_from = 2026-01-01T00:00:00\ncurrency = "USD"', "time zone"),
         ('name = "x"\neffective_from = 2026-01-01T00:00:00Z\ncurrency = "usd"', "ISO 4217"),
-        ('name = "x"\neffective_from = 2026-01-01T00:00:00Z\ncurrency = "USD"\n'
-         '[prices."a"]\nunit = "s"\nprice = "-1"', "finite amount >= 0"),  # fmt: skip
-        ('name = "x"\neffective_from = 2026-01-01T00:00:00Z\ncurrency = "USD"\n'
-         '[prices."a"]\nprice = "1"', "prices.a.unit"),  # fmt: skip
+        (
+            'name = "x"\neffective_from = 2026-01-01T00:00:00Z\ncurrency = "USD"\n'
+            '[prices."a"]\nunit = "s"\nprice = "-1"',
+            "finite amount >= 0",
+        ),
+        (
+            'name = "x"\neffective_from = 2026-01-01T00:00:00Z\ncurrency = "USD"\n'
+            '[prices."a"]\nprice = "1"',
+            "prices.a.unit",
+        ),
     ],
 )
 def test_bad_books_say_why(text: str, words: str) -> None:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.journal import last_seq, read_after, read_render
 from ledger.events import CostEvent
+from ledger.journal import last_seq, read_after, read_render
 from ledger.prices import parse_price_book
 from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger
 from tests.conftest import EventFactory
@@ -95,7 +95,7 @@ def test_unknown_sku_names_sku_and_time_and_writes_nothing(
 
 def test_event_before_any_price_book_is_unpriced(ledger: Ledger, make_event: EventFactory) -> None:
     early = make_event(occurred_at=datetime(2019, 1, 1, tzinfo=UTC))
-    with pytest.raises(BatchInvalid, match="no price for SKU 'gpu.h100.second' at 2019"):
+    with pytest.raises(BatchInvalid, match=r"no price for SKU 'gpu\.h100\.second' at 2019"):
         ledger.append([early])
 
 
@@ -168,7 +168,9 @@ skus = st.sampled_from(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(items=st.lists(st.tuples(skus, quantities), min_size=1, max_size=40))
 def test_rating_is_exact(ledger: Ledger, items: list[tuple[str, Decimal]]) -> None:
     """Stored costs sum to the exactly computed costs, each rounded half-even once."""
@@ -176,8 +178,16 @@ def test_rating_is_exact(ledger: Ledger, items: list[tuple[str, Decimal]]) -> No
     render = uuid.uuid4()
     at = datetime(2026, 10, 1, tzinfo=UTC)
     events = [
-        CostEvent(event_id=uuid.uuid4(), tenant_id=tenant, use_case="social", render_id=render,
-                  stage="unet", sku=sku, quantity=q, occurred_at=at)  # fmt: skip
+        CostEvent(
+            event_id=uuid.uuid4(),
+            tenant_id=tenant,
+            use_case="social",
+            render_id=render,
+            stage="unet",
+            sku=sku,
+            quantity=q,
+            occurred_at=at,
+        )
         for sku, q in items
     ]
     ledger.append(events)

@@ -9,8 +9,8 @@ and the application role is granted only SELECT and INSERT on them: two walls, s
 in the application and a stray grant would both have to happen before history changes.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
 revision = "0001"
@@ -18,7 +18,10 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-STAGES = "'text_encoder', 'caption_llm', 'unet', 'vae_decode', 'postprocess', 'storage', 'cdn_egress', 'render'"
+STAGES = (
+    "'text_encoder', 'caption_llm', 'unet', 'vae_decode', 'postprocess', 'storage', "
+    "'cdn_egress', 'render'"
+)
 APP_ROLE = "renderledger_app"
 
 
@@ -26,7 +29,9 @@ def upgrade() -> None:
     op.create_table(
         "tenants",
         sa.Column("tenant_id", sa.Text, primary_key=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
     )
     op.create_table(
         "price_versions",
@@ -35,7 +40,9 @@ def upgrade() -> None:
         sa.Column("effective_from", sa.DateTime(timezone=True), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("source_sha256", sa.Text, nullable=False),
-        sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "loaded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
     )
     op.create_table(
         "prices",
@@ -54,7 +61,9 @@ def upgrade() -> None:
         sa.Column("first_seq", sa.BigInteger, nullable=False),
         sa.Column("last_seq", sa.BigInteger, nullable=False),
         sa.Column("event_count", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
     )
     op.create_table(
         "cost_events",
@@ -72,7 +81,9 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text),
         sa.Column("reverses", pg.UUID(as_uuid=True)),
         sa.Column("attributes", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("price_version", sa.Integer, nullable=False),
         sa.Column("unit_price_nanos", sa.Numeric, nullable=False),
         sa.Column("cost_nanos", sa.BigInteger, nullable=False),
@@ -84,7 +95,8 @@ def upgrade() -> None:
         sa.CheckConstraint("quantity >= 0", name="quantity_nonnegative"),
         sa.CheckConstraint("cache IS NULL OR cache IN ('hit', 'miss')", name="cache_known"),
         sa.CheckConstraint(
-            "outcome IS NULL OR outcome IN ('delivered', 'failed', 'cancelled')", name="outcome_known"
+            "outcome IS NULL OR outcome IN ('delivered', 'failed', 'cancelled')",
+            name="outcome_known",
         ),
     )
     op.create_index("cost_events_tenant_time", "cost_events", ["tenant_id", "occurred_at"])
@@ -122,7 +134,8 @@ def upgrade() -> None:
         DO $$
         BEGIN
             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-                IF (SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                IF (SELECT rolcreaterole OR rolsuper FROM pg_roles
+                    WHERE rolname = current_user) THEN
                     CREATE ROLE {APP_ROLE} NOLOGIN;
                 END IF;
             END IF;
