@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -200,13 +201,23 @@ def sample(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (parsing is CPU-bound)")] = 1,
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
-    from ledger.app import create_app
-
-    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="info")
+    settings = get_settings()
+    if workers > 1 and not settings.database_url:
+        # Workers re-read the settings from the environment: hand them the resolved URL.
+        os.environ["DATABASE_URL"] = _url(settings)
+    uvicorn.run(
+        "ledger.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -265,3 +276,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -51,8 +51,11 @@ def _depth(value: Any) -> int:
 
 
 def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
-    if _depth(value) > MAX_ATTRIBUTES_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+    for v in value.values():
+        if isinstance(v, dict | list):
+            if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+            break
     try:
         encoded = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:

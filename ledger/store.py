@@ -12,7 +12,7 @@ from uuid import UUID
 import orjson
 import psycopg
 import psycopg.errors
-from psycopg.types.json import Jsonb
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import Engine
 
 from ledger.chain import GENESIS, block_hash, price_tag, row_digest
@@ -232,6 +232,7 @@ def _write_block(raw: psycopg.Connection[Any], fresh: list[_Rated], duplicates: 
     tags: dict[tuple[int, str], bytes] = {}
     # Rows are built inside the COPY so the server indexes early rows while we build later ones.
     with raw.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+        set_json_dumps(_dumps, cur)
         copy.set_types(_COPY_TYPES)
         for seq, r in enumerate(fresh, start=first_seq):
             tag = tags.get(r.price_key)
@@ -271,7 +272,7 @@ def _copy_row(seq: int, r: _Rated, block_id: int) -> tuple[Any, ...]:
         e.baseline_quantity,
         e.outcome,
         e.reverses,
-        Jsonb(e.attributes, dumps=_dumps),
+        e.attributes,  # the connection's jsonb dumper is orjson (see _write_block)
         r.price_version,
         r.unit_price_nanos,
         r.cost_nanos,

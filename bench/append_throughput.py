@@ -1,0 +1,216 @@
+"""Ingest throughput, side by side on the same generated events, each into a fresh database:
+
+raw COPY of pre-built rows (the limit), ``Ledger.append`` in bulk, HTTP ``POST /v1/events``
+with 1,000-event batches against ``renderledger serve`` in its own process, and a naive
+row-by-row INSERT with a commit per row. All durable: fsync and synchronous_commit on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import psycopg
+from sqlalchemy.engine import make_url
+
+from bench.report import write_section
+from ledger import database
+from ledger.cli import DEFAULT_PRICES
+from ledger.events import CostEvent
+from ledger.prices import load_price_book_file
+from ledger.sample import sample_events
+from ledger.store import COLUMNS, Ledger
+
+
+def fresh_db(server: str, name: str) -> str:
+    with psycopg.connect(database.libpq_url(server), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    database.migrate(url)
+    Ledger(database.make_engine(url)).load_prices(load_price_book_file(DEFAULT_PRICES))
+    return url
+
+
+def timed(fn: Callable[[], int]) -> tuple[int, float]:
+    start = time.perf_counter()
+    n = fn()
+    return n, time.perf_counter() - start
+
+
+def run_append(url: str, events: list[CostEvent], batch: int) -> int:
+    ledger = Ledger(database.make_engine(url, app_role="renderledger_app"))
+    ledger.price_book()
+    for i in range(0, len(events), batch):
+        ledger.append(events[i : i + batch])
+    return len(events)
+
+
+def copy_payload(url: str, events: list[CostEvent]) -> bytes:
+    """The rows exactly as append would store them, pre-rendered so timing is COPY alone."""
+    ledger = Ledger(database.make_engine(url))
+    book = ledger.price_book()
+    out = io.StringIO()
+    for seq, e in enumerate(events, start=1):
+        version, price = book.price(e.sku, e.occurred_at)
+        cols = [
+            seq, e.event_id, e.tenant_id, e.use_case, e.render_id, e.stage.value, e.sku,
+            e.quantity, e.occurred_at.isoformat(), e.cache.value if e.cache else None,
+            e.baseline_quantity, e.outcome.value if e.outcome else None, None,
+            orjson.dumps(e.attributes).decode(), version.version, price.unit_price_nanos,
+            int(e.quantity * price.unit_price_nanos), None, "USD",
+            "\\\\x" + e.content_hash().hex(), 1,
+        ]  # fmt: skip
+        out.write("\t".join("\\N" if c is None else str(c) for c in cols) + "\n")
+    return out.getvalue().encode()
+
+
+def run_raw_copy(url: str, payload: bytes, n: int) -> int:
+    with psycopg.connect(database.libpq_url(url)) as conn:
+        with conn.cursor() as cur, cur.copy(f"COPY cost_events ({COLUMNS}) FROM STDIN") as copy:
+            for i in range(0, len(payload), 1 << 20):
+                copy.write(payload[i : i + (1 << 20)])
+        conn.commit()
+    return n
+
+
+_INSERT = f"INSERT INTO cost_events ({COLUMNS}) VALUES ({', '.join(['%s'] * 21)})"
+
+
+def run_naive(url: str, payload: bytes, n: int) -> int:
+    lines = payload.decode().splitlines()[:n]
+    with psycopg.connect(database.libpq_url(url), autocommit=True) as conn:
+        for line in lines:
+            values = [None if v == "\\N" else v for v in line.split("\t")]
+            values[19] = bytes.fromhex(values[19][3:])
+            conn.execute(_INSERT, values)
+    return len(lines)
+
+
+def run_http(
+    url: str, events: list[CostEvent], batch: int, clients: int, workers: int
+) -> tuple[int, float]:
+    """Events sent and seconds from the first request to the last answer."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--workers", str(workers)],
+        env={**os.environ, "DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    bodies = [
+        orjson.dumps([e.model_dump(mode="json") for e in events[i : i + batch]])
+        for i in range(0, len(events), batch)
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):  # bounded wait for the server to come up
+            try:
+                httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        errors: list[str] = []
+
+        def send(share: list[bytes]) -> None:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                for body in share:
+                    r = client.post("/v1/events", content=body,
+                                    headers={"content-type": "application/json"})  # fmt: skip
+                    if r.status_code != 200:
+                        errors.append(r.text[:200])
+
+        start = time.perf_counter()
+        threads = [
+            threading.Thread(target=send, args=(bodies[k::clients],)) for k in range(clients)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        if errors:
+            raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return len(events), elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--naive-events", type=int, default=5_000)
+    parser.add_argument("--write", type=Path, default=None, help="BENCHMARKS.md to update")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="renderledger-bench-") as tmp:
+        server = database.start_embedded(Path(tmp), cleanup_mode="delete")
+        print("generating events…", file=sys.stderr)
+        events = list(itertools.islice(sample_events(args.events, seed=11), args.events))
+        n = len(events)
+        results: dict[str, tuple[int, float]] = {}
+
+        url = fresh_db(server, "bench_copy")
+        payload = copy_payload(url, events)
+        print("raw COPY…", file=sys.stderr)
+        results["raw COPY of pre-built rows (the limit)"] = timed(
+            lambda: run_raw_copy(url, payload, n)
+        )
+
+        url = fresh_db(server, "bench_append")
+        print("append…", file=sys.stderr)
+        results["`Ledger.append`, 10,000-event batches"] = timed(
+            lambda: run_append(url, events, 10_000)
+        )
+
+        print("HTTP…", file=sys.stderr)
+        for workers in (1, 2):
+            url = fresh_db(server, f"bench_http_{workers}")
+            label = f"HTTP `POST /v1/events`, 1,000-event batches, 2 clients, {workers} worker(s)"
+            results[label] = run_http(url, events, 1_000, clients=2, workers=workers)
+
+        url = fresh_db(server, "bench_naive")
+        print("naive INSERT…", file=sys.stderr)
+        results["naive row-by-row INSERT, commit per row"] = timed(
+            lambda: run_naive(url, payload, args.naive_events)
+        )
+
+    limit = results["raw COPY of pre-built rows (the limit)"]
+    limit_rate = limit[0] / limit[1]
+    rows = [
+        "| path | events | seconds | events/s | share of raw COPY |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (count, secs) in results.items():
+        rate = count / secs
+        rows.append(f"| {name} | {count:,} | {secs:.2f} | {rate:,.0f} | {rate / limit_rate:.2f} |")
+    table = "\n".join(rows)
+    print(table)
+    if args.write:
+        body = (
+            "## Ingest throughput (issue 2)\n\n"
+            "Same generated events (about nine per render, every stage) into a fresh, migrated "
+            "database each, embedded PostgreSQL 18, durable commits. Targets: append ≥ 50,000 "
+            "events/s, HTTP ≥ 25,000 events/s.\n\n" + table
+        )
+        write_section(args.write, "ingest", body, "make bench")
+
+
+if __name__ == "__main__":
+    main()
