@@ -1,0 +1,1 @@
+"""The bundled renderer: diffusers pipelines metered stage by stage, emitting cost events."""

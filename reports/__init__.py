@@ -1,0 +1,1 @@
+"""The read path: Polars rollups, per-tenant reports, invoices and anomaly alerts."""
