@@ -115,3 +115,27 @@ cost_events = Table(
         postgresql_where=text("reverses IS NOT NULL"),
     ),
 )
+
+# Caches the renderer keeps in PostgreSQL. Unlike the ledger they are ordinary tables: an
+# entry is written once per key and read many times, and losing one costs only a miss.
+caption_cache = Table(
+    "caption_cache",
+    metadata,
+    Column("key", LargeBinary, primary_key=True),
+    Column("prompt", Text, nullable=False),
+    Column("rewritten", Text, nullable=False),
+    Column("sku_prefix", Text, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+embedding_cache = Table(
+    "embedding_cache",
+    metadata,
+    Column("key", LargeBinary, primary_key=True),
+    Column("model_id", Text, nullable=False),
+    Column("tensors", LargeBinary, nullable=False),
+    Column("miss_seconds", Numeric, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

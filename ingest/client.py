@@ -1,0 +1,190 @@
+"""The producer client: events are fsync'd to a local spool, then delivered, exactly once.
+
+A render is reported done only after its events are durable on local disk. Delivery
+(in-process to the store, or over HTTP to the API) happens right away when the ledger is
+up and later, with backoff, when it is not; a batch leaves the spool only after the ledger
+acknowledged it. A crash between the two makes a resend, and a resend of the same
+``event_id``s is a duplicate the ledger acknowledges without storing: never lost, never
+doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import orjson
+
+from ledger.events import CostEvent
+from ledger.store import Ledger, LedgerError
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """The ledger could not be reached or refused for a passing reason; try again later."""
+
+
+class Rejected(Exception):
+    """The ledger refused the batch for good (invalid or conflicting); retrying cannot help."""
+
+
+class Transport(Protocol):
+    def send(self, events: Sequence[CostEvent]) -> None: ...
+
+
+@dataclass
+class LedgerTransport:
+    """In-process: append straight to the store."""
+
+    ledger: Ledger
+
+    def send(self, events: Sequence[CostEvent]) -> None:
+        try:
+            self.ledger.append(events)
+        except LedgerError as exc:
+            raise Rejected(str(exc)) from exc
+        except Exception as exc:  # database down, network, pool exhausted: all passing
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class HttpTransport:
+    """Over HTTP to ``POST /v1/events`` as NDJSON."""
+
+    base_url: str
+    timeout_s: float = 10.0
+    api_key: str | None = None
+
+    def send(self, events: Sequence[CostEvent]) -> None:
+        body = b"".join(orjson.dumps(e.model_dump(mode="json")) + b"\n" for e in events)
+        headers = {"content-type": "application/x-ndjson"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        try:
+            r = httpx.post(
+                f"{self.base_url.rstrip('/')}/v1/events",
+                content=body,
+                headers=headers,
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        if r.status_code in (400, 409, 413, 422):
+            raise Rejected(f"HTTP {r.status_code}: {r.text[:500]}")
+        if r.status_code != 200:
+            raise DeliveryFailed(f"HTTP {r.status_code}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """A directory of NDJSON batches, each written to a temp file, fsync'd and renamed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "rejected").mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+
+    def write(self, events: Sequence[CostEvent]) -> Path:
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ndjson"
+        tmp = self.dir / f".{name}.tmp"
+        data = b"".join(orjson.dumps(e.model_dump(mode="json")) + b"\n" for e in events)
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        final = self.dir / name
+        tmp.rename(final)
+        _fsync_dir(self.dir)
+        return final
+
+    def pending(self) -> list[Path]:
+        return sorted(self.dir.glob("*.ndjson"))
+
+    def read(self, path: Path) -> list[CostEvent]:
+        return [
+            CostEvent.model_validate_json(line) for line in path.read_bytes().splitlines() if line
+        ]
+
+    def flush(self, transport: Transport) -> tuple[int, int]:
+        """Deliver every pending batch in order; (batches delivered, batches still pending).
+
+        Stops at the first passing failure, so batches keep their order. A rejected batch is
+        moved to ``rejected/`` for a person to look at, and the rest go on.
+        """
+        delivered = 0
+        with self._lock:
+            for path in self.pending():
+                try:
+                    transport.send(self.read(path))
+                except DeliveryFailed as exc:
+                    log.info("ledger unreachable, %s stays spooled: %s", path.name, exc)
+                    break
+                except Rejected as exc:
+                    log.error("ledger rejected %s; moved to rejected/: %s", path.name, exc)
+                    path.rename(self.dir / "rejected" / path.name)
+                    continue
+                path.unlink()
+                delivered += 1
+            _fsync_dir(self.dir)
+            return delivered, len(self.pending())
+
+
+class Emitter:
+    """Spool first, deliver next; a background thread retries with backoff while the ledger is away."""
+
+    def __init__(self, transport: Transport, spool: Spool, *, max_backoff_s: float = 30.0) -> None:
+        self.transport = transport
+        self.spool = spool
+        self.max_backoff_s = max_backoff_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def emit(self, events: Sequence[CostEvent]) -> None:
+        """Returns once the events are durable locally; delivery is attempted at once."""
+        if not events:
+            return
+        self.spool.write(events)
+        _, left = self.spool.flush(self.transport)
+        if left:
+            self._ensure_retrying()
+
+    def _ensure_retrying(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._retry, name="spool-retry", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _retry(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            self._wake.clear()
+            _, left = self.spool.flush(self.transport)
+            if not left:
+                return
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.max_backoff_s)
+
+    def close(self, timeout_s: float = 5.0) -> int:
+        """Stop retrying (after one last flush); returns how many batches remain spooled."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.spool.flush(self.transport)[1]
