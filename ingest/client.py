@@ -147,7 +147,7 @@ class Spool:
 
 
 class Emitter:
-    """Spool first, deliver next; a background thread retries with backoff while the ledger is away."""
+    """Spool first, deliver next; a thread retries with backoff while the ledger is away."""
 
     def __init__(self, transport: Transport, spool: Spool, *, max_backoff_s: float = 30.0) -> None:
         self.transport = transport

@@ -21,12 +21,14 @@ from urllib.parse import urlparse
 import orjson
 import pyarrow.parquet as pq
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
-from ingest.parsing import EVENT, field_errors
+from ingest.cdn_log import CdnStats, cdn_rows
+from ingest.parsing import EVENT, RowError, field_errors
 from ledger.events import CostEvent
 from ledger.store import BatchInvalid, EventConflict, Ledger
 
-FORMATS = ("ndjson", "csv", "parquet")
+FORMATS = ("ndjson", "csv", "parquet", "cdn-log")
 _SUFFIXES = {
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
@@ -35,14 +37,6 @@ _SUFFIXES = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-
-
-class RowError(ValueError):
-    def __init__(self, line: int, field: str, message: str) -> None:
-        super().__init__(f"line {line}, field {field}: {message}")
-        self.line = line
-        self.field = field
-        self.message = message
 
 
 class ImportFailed(ValueError):
@@ -135,8 +129,18 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, Any, int]]:
             yield n, clean, 1
 
 
-def open_source(location: str, fmt: str | None, stack: ExitStack, s3: Any = None) -> Source:
-    """Open a local path or ``s3://bucket/key``; the caller's ``stack`` closes what is opened."""
+def open_source(
+    location: str,
+    fmt: str | None,
+    stack: ExitStack,
+    s3: Any = None,
+    engine: Engine | None = None,
+    cdn_stats: CdnStats | None = None,
+) -> Source:
+    """Open a local path or ``s3://bucket/key``; the caller's ``stack`` closes what is opened.
+
+    ``cdn-log`` needs the ``engine`` to find each render's use case in the ledger.
+    """
     fmt = detect_format(location, fmt)
     parsed = urlparse(location)
     if parsed.scheme == "s3":
@@ -165,7 +169,12 @@ def open_source(location: str, fmt: str | None, stack: ExitStack, s3: Any = None
             )
         lines = stack.enter_context(path.open("rb"))
         total = os.path.getsize(path)
-    rows = _ndjson_rows(lines) if fmt == "ndjson" else _csv_rows(lines)
+    if fmt == "cdn-log":
+        if engine is None:
+            raise ValueError("a cdn-log import needs the ledger's database")
+        rows = cdn_rows(lines, engine, cdn_stats if cdn_stats is not None else CdnStats())
+    else:
+        rows = _ndjson_rows(lines) if fmt == "ndjson" else _csv_rows(lines)
     return Source(location, fmt, total, rows)
 
 

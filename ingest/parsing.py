@@ -14,6 +14,14 @@ EVENT = TypeAdapter(CostEvent)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
+class RowError(ValueError):
+    def __init__(self, line: int, field: str, message: str) -> None:
+        super().__init__(f"line {line}, field {field}: {message}")
+        self.line = line
+        self.field = field
+        self.message = message
+
+
 class MalformedBody(ValueError):
     """The body is not JSON (or NDJSON) at all; nothing about events can be said yet."""
 

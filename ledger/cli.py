@@ -7,19 +7,19 @@ import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ledger import database
 from ledger.chain import verify as verify_chain
+from ledger.cli_common import database_url, fail, open_ledger, out, progress_bar, s3_client
+from ledger.cli_render import render, spool_app
 from ledger.prices import PriceBookError, load_price_book_file
 from ledger.sample import sample_events
-from ledger.settings import Settings, get_settings
+from ledger.settings import get_settings
 from ledger.store import Ledger, LedgerError
 
 DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
@@ -35,36 +35,8 @@ db_app = typer.Typer(
 prices_app = typer.Typer(help="Cost price books.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prices_app, name="prices")
-out = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _url(settings: Settings) -> str:
-    try:
-        return database.resolve_url(settings.database_url, settings.data_dir)
-    except database.DatabaseUnavailable as exc:
-        raise _fail(str(exc)) from exc
-
-
-def _ledger(settings: Settings) -> Ledger:
-    engine = database.make_engine(_url(settings), app_role=settings.db.app_role)
-    return Ledger(engine, max_batch_events=settings.ingest.max_batch_events)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
+app.add_typer(spool_app, name="spool")
+app.command()(render)
 
 
 @db_app.command("start")
@@ -72,8 +44,8 @@ def db_start() -> None:
     """Start the embedded server (data in RENDERLEDGER_DATA_DIR/pg) and print its URL."""
     settings = get_settings()
     if settings.database_url:
-        raise _fail("DATABASE_URL is set; renderledger uses that server, not an embedded one")
-    out.print(_url(settings), highlight=False)
+        raise fail("DATABASE_URL is set; renderledger uses that server, not an embedded one")
+    out.print(database_url(settings), highlight=False)
 
 
 @db_app.command("stop")
@@ -86,13 +58,13 @@ def db_stop() -> None:
 @db_app.command("url")
 def db_url() -> None:
     """Print the database URL in use (starting the embedded server if needed)."""
-    out.print(_url(get_settings()), highlight=False)
+    out.print(database_url(get_settings()), highlight=False)
 
 
 @app.command()
 def migrate() -> None:
     """Run the Alembic migrations up to the newest revision."""
-    database.migrate(_url(get_settings()))
+    database.migrate(database_url(get_settings()))
     out.print("database is at the newest revision")
 
 
@@ -101,9 +73,9 @@ def prices_load(file: Annotated[Path, typer.Argument(help="A price book TOML fil
     """Add FILE as a new price book version; loading the same file again changes nothing."""
     try:
         book = load_price_book_file(file)
-        version, created = _ledger(get_settings()).load_prices(book)
+        version, created = open_ledger(get_settings()).load_prices(book)
     except (PriceBookError, LedgerError) as exc:
-        raise _fail(f"{file}: {exc}") from exc
+        raise fail(f"{file}: {exc}") from exc
     verb = "loaded" if created else "already loaded"
     out.print(
         f"{verb}: version {version.version} {version.name!r}, {len(version.prices)} SKUs, "
@@ -114,7 +86,7 @@ def prices_load(file: Annotated[Path, typer.Argument(help="A price book TOML fil
 @prices_app.command("list")
 def prices_list() -> None:
     """Show every price book version and its SKUs."""
-    book = _ledger(get_settings()).price_book()
+    book = open_ledger(get_settings()).price_book()
     table = Table("version", "name", "effective from", "currency", "SKUs")
     for v in book.versions:
         table.add_row(
@@ -126,25 +98,32 @@ def prices_list() -> None:
 @app.command()
 def ingest(
     location: Annotated[str, typer.Argument(help="A file path or s3://bucket/key")],
-    fmt: Annotated[str | None, typer.Option("--format", help="ndjson, csv or parquet")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="ndjson, csv, parquet or cdn-log (from the file name if unset)"
+        ),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Events per append")] = None,
 ) -> None:
-    """Import cost events from NDJSON, CSV or Parquet, in batches, with a progress bar."""
+    """Import cost events from NDJSON, CSV or Parquet, or CDN egress from a CDN access log
+    (CloudFront standard format; see ingest/cdn_log.py), in batches, with a progress bar."""
+    from ingest.cdn_log import CdnStats
     from ingest.importer import ImportFailed, import_events, open_source
 
     settings = get_settings()
     size = batch_size or settings.ingest.import_batch_size
     if not 1 <= size <= settings.ingest.max_batch_events:
-        raise _fail(f"--batch-size must be between 1 and {settings.ingest.max_batch_events}")
-    ledger = _ledger(settings)
+        raise fail(f"--batch-size must be between 1 and {settings.ingest.max_batch_events}")
+    ledger = open_ledger(settings)
     with ExitStack() as stack:
         try:
-            source = open_source(
-                location, fmt, stack, s3=_s3(settings) if "://" in location else None
-            )
+            s3 = s3_client(settings) if "://" in location else None
+            cdn = CdnStats()
+            source = open_source(location, fmt, stack, s3, engine=ledger.engine, cdn_stats=cdn)
         except (ValueError, OSError) as exc:
-            raise _fail(str(exc)) from exc
-        with _progress() as progress:
+            raise fail(str(exc)) from exc
+        with progress_bar() as progress:
             unit = "rows" if source.format == "parquet" else "bytes"
             task = progress.add_task(f"{source.name} ({unit})", total=source.total)
             try:
@@ -152,33 +131,26 @@ def ingest(
                     ledger, source, batch_size=size, on_progress=lambda n: progress.advance(task, n)
                 )
             except ImportFailed as exc:
-                raise _fail(str(exc)) from exc
+                raise fail(str(exc)) from exc
     out.print(
         f"{report.rows} rows: {report.accepted} accepted, {report.duplicates} duplicates, "
         f"{report.batches} batches"
-    )
-
-
-def _s3(settings: Settings) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3", endpoint_url=settings.effective_s3_endpoint, region_name=settings.s3.region
+        + (f"; {cdn.unmatched} log lines matched no known render" if cdn.unmatched else "")
     )
 
 
 @app.command()
 def verify() -> None:
     """Recompute the hash chain over every event; name the first broken block."""
-    ledger = _ledger(get_settings())
+    ledger = open_ledger(get_settings())
     from ledger.journal import last_seq
 
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("verifying events", total=last_seq(ledger.engine))
         result = verify_chain(ledger.engine, progress=lambda n: progress.advance(task, n))
     if not result.ok:
         where = f"block {result.broken_block}" if result.broken_block else "the log"
-        raise _fail(f"chain broken at {where}: {result.reason}", code=2)
+        raise fail(f"chain broken at {where}: {result.reason}", code=2)
     out.print(f"ok: {result.blocks_checked} blocks, {result.events_checked} events verified")
 
 
@@ -209,7 +181,7 @@ def serve(
     settings = get_settings()
     if workers > 1 and not settings.database_url:
         # Workers re-read the settings from the environment: hand them the resolved URL.
-        os.environ["DATABASE_URL"] = _url(settings)
+        os.environ["DATABASE_URL"] = database_url(settings)
     uvicorn.run(
         "ledger.app:create_app",
         factory=True,
@@ -229,7 +201,7 @@ def demo(
 ) -> None:
     """What `make run` does: database, migrations, default prices, a sample, then the API."""
     settings = get_settings()
-    url = _url(settings)
+    url = database_url(settings)
     out.print(f"[bold]database[/] {url}", highlight=False)
     database.migrate(url)
     ledger = Ledger(database.make_engine(url, app_role=settings.db.app_role))
@@ -238,7 +210,7 @@ def demo(
     events = sample_events(renders)
     accepted = duplicates = 0
     first_render = None
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("ingesting sample events", total=None)
         while chunk := list(itertools.islice(events, 5000)):
             first_render = first_render or chunk[0].render_id

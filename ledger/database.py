@@ -146,3 +146,19 @@ def downgrade(url: str, revision: str) -> None:
             command.downgrade(cfg, revision)
     finally:
         engine.dispose()
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        if raw.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,):
+            return None
+        row = raw.execute("SELECT version_num FROM alembic_version").fetchone()
+        return str(row[0]) if row else None

@@ -77,3 +77,16 @@ def last_seq(engine: Engine) -> int:
         assert raw is not None
         row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
         return int(row[0]) if row else 0
+
+
+def render_owners(engine: Engine, render_ids: list[UUID]) -> dict[UUID, tuple[str, str]]:
+    """(tenant, use case) of each known render, for producers that only know the render id."""
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        rows = raw.execute(
+            "SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM cost_events "
+            "WHERE render_id = ANY(%s) ORDER BY render_id, seq",
+            (render_ids,),
+        ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}

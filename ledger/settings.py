@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,30 @@ class IngestSettings(BaseModel):
     # 10,000 events of ~600 bytes with room for attributes.
     max_body_bytes: int = 32 * 1024 * 1024
     import_batch_size: int = 5_000
+
+
+class CaptionProvider(BaseModel):
+    """One OpenAI-compatible chat-completions endpoint, tried in list order."""
+
+    name: str
+    base_url: str
+    model: str
+    sku_prefix: str  # e.g. "llm.gpt-4o-mini": events go to <prefix>.input_token / .output_token
+    api_key: str | None = None
+    timeout_s: float = 10.0
+
+
+class CaptionSettings(BaseModel):
+    # JSON in RENDERLEDGER_CAPTION__PROVIDERS; empty means the built-in offline rewriter.
+    providers: list[CaptionProvider] = []
+    retries: int = 2
+
+
+class RenderSettings(BaseModel):
+    bucket: str | None = None  # S3 bucket for images; without one, --out DIR
+    ledger_url: str | None = None  # emit over HTTP to this API instead of in-process
+    storage_months: Decimal = Decimal(1)  # how long an image is kept, for GB-month metering
+    gpu_sku: str | None = None  # when the GPU's name maps to no known SKU
 
 
 class S3Settings(BaseModel):
@@ -53,6 +78,12 @@ class Settings(BaseSettings):
     db: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
     s3: S3Settings = S3Settings()
+    caption: CaptionSettings = CaptionSettings()
+    render: RenderSettings = RenderSettings()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
     @property
     def effective_s3_endpoint(self) -> str | None:

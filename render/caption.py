@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from pydantic import BaseModel
 
 from ledger.caches import CachedCaption, CacheStore
+from ledger.settings import CaptionProvider
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,7 @@ STYLE_VERSION = "v1"
 OFFLINE_SKU = "llm.offline"
 
 
-class Provider(BaseModel):
-    """One OpenAI-compatible endpoint; ``sku_prefix`` + ``.input_token`` / ``.output_token``."""
-
-    name: str
-    base_url: str
-    model: str
-    sku_prefix: str
-    api_key: str | None = None
-    timeout_s: float = 10.0
+Provider = CaptionProvider
 
 
 @dataclass(frozen=True)

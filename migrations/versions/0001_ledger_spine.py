@@ -143,6 +143,8 @@ def upgrade() -> None:
                 GRANT SELECT, INSERT ON cost_events, blocks TO {APP_ROLE};
                 GRANT SELECT, INSERT ON tenants, price_versions, prices TO {APP_ROLE};
                 GRANT USAGE ON SEQUENCE price_versions_version_seq TO {APP_ROLE};
+                -- so the application can tell that its schema is out of date
+                GRANT SELECT ON alembic_version TO {APP_ROLE};
             END IF;
         END $$
         """

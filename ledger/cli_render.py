@@ -1,0 +1,147 @@
+"""The renderer's commands: composed here, so ``render/`` knows nothing of settings or the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ingest.client import Emitter, HttpTransport, LedgerTransport, Spool, Transport
+from ledger.caches import CacheStore
+from ledger.cli_common import fail, open_ledger, out, progress_bar, s3_client
+from ledger.settings import Settings, get_settings
+from ledger.store import Ledger
+
+if TYPE_CHECKING:
+    from render.renderer import Renderer
+
+spool_app = typer.Typer(help="The local spool of events not yet delivered.", no_args_is_help=True)
+
+
+def transport_for(settings: Settings, ledger: Ledger) -> Transport:
+    if settings.render.ledger_url:
+        return HttpTransport(settings.render.ledger_url)
+    return LedgerTransport(ledger)
+
+
+def make_renderer(
+    settings: Settings,
+    ledger: Ledger,
+    *,
+    preset: str = "tiny",
+    weights: Path | None = None,
+    precision: str = "fp32",
+    out_dir: Path | None = None,
+    bucket: str | None = None,
+    gpu_sku: str | None = None,
+) -> Renderer:
+    from render.caption import CaptionClient
+    from render.presets import build
+    from render.renderer import Renderer
+    from render.storage import ImageStore, LocalStore, S3Store
+
+    cache = CacheStore(ledger.engine)
+    store: ImageStore | None = None
+    if bucket:
+        store = S3Store(s3_client(settings), bucket)
+    elif out_dir is not None:
+        store = LocalStore(out_dir)
+    return Renderer(
+        build(preset, weights=weights, precision=precision),
+        Emitter(transport_for(settings, ledger), Spool(settings.spool_dir)),
+        captions=CaptionClient(settings.caption.providers, cache, retries=settings.caption.retries),
+        cache=cache,
+        store=store,
+        gpu_sku=gpu_sku or settings.render.gpu_sku,
+        storage_months=settings.render.storage_months,
+        precision=precision,
+    )
+
+
+def render(
+    tenant: Annotated[str, typer.Option(help="Tenant the renders are for")],
+    prompt: Annotated[str, typer.Option(help="What to render")],
+    use_case: Annotated[str, typer.Option(help="e.g. ecommerce, social")] = "default",
+    n: Annotated[int, typer.Option("--n", help="Images (each is its own render)")] = 1,
+    preset: Annotated[str, typer.Option(help="tiny (CPU, seconds) or sdxl (GPU)")] = "tiny",
+    weights: Annotated[Path | None, typer.Option(help="A local diffusers folder")] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps")] = 25,
+    size: Annotated[int | None, typer.Option(help="Width and height (64 tiny, 1024 sdxl)")] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale")] = 5.0,
+    batch_size: Annotated[int, typer.Option(help="Images per pipeline call")] = 1,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (GPU) or bf16")] = "fp32",
+    image_format: Annotated[str, typer.Option("--format", help="webp, jpeg or png")] = "webp",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the images")] = None,
+    bucket: Annotated[str | None, typer.Option(help="S3 bucket for the images")] = None,
+    seed: Annotated[int | None, typer.Option(help="For reproducible images")] = None,
+    gpu_sku: Annotated[str | None, typer.Option(help="SKU for an unknown GPU")] = None,
+) -> None:
+    """Render images; every stage of every render lands in the ledger as priced events."""
+    from ledger.events import TENANT_RE
+    from render.renderer import RenderRequest
+
+    settings = get_settings()
+    if not TENANT_RE.match(tenant):
+        raise fail(f"--tenant {tenant!r}: lowercase letters, digits, '_' and '-' only")
+    if n < 1 or batch_size < 1 or steps < 1:
+        raise fail("--n, --batch-size and --steps must be at least 1")
+    ledger = open_ledger(settings)
+    try:
+        renderer = make_renderer(
+            settings,
+            ledger,
+            preset=preset,
+            weights=weights,
+            precision=precision,
+            out_dir=out_dir or Path("out"),
+            bucket=bucket or settings.render.bucket,
+            gpu_sku=gpu_sku,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    side = size or (1024 if preset == "sdxl" else 64)
+    request = RenderRequest(
+        tenant,
+        use_case,
+        prompt,
+        n=n,
+        steps=steps,
+        width=side,
+        height=side,
+        guidance=guidance,
+        batch_size=batch_size,
+        seed=seed,
+        image_format=image_format,
+    )
+    with progress_bar() as bar:
+        task = bar.add_task("rendering", total=n)
+        results = renderer.render(request, on_done=lambda k: bar.advance(task, k))
+    left = renderer.emitter.close()
+    for r in results:
+        status = r.uri if r.outcome.value == "delivered" else f"FAILED {r.error}"
+        out.print(
+            f"{r.render_id}  {r.outcome.value:9}  {r.latency_s:6.2f}s  {status}", highlight=False
+        )
+    failed = sum(r.outcome.value != "delivered" for r in results)
+    out.print(
+        f"{len(results) - failed} delivered, {failed} failed; "
+        f"{sum(len(r.events) for r in results)} cost events"
+        + (f", {left} batch(es) spooled until the ledger is back" if left else "")
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+@spool_app.command("flush")
+def spool_flush() -> None:
+    """Deliver spooled events now (to DATABASE_URL, or RENDERLEDGER_RENDER__LEDGER_URL)."""
+    settings = get_settings()
+    spool = Spool(settings.spool_dir)
+    if not spool.pending():
+        out.print("spool is empty")
+        return
+    delivered, left = spool.flush(transport_for(settings, open_ledger(settings)))
+    out.print(f"{delivered} batch(es) delivered, {left} left")
+    if left:
+        raise fail("the ledger is still unreachable; the events stay spooled")
