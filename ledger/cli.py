@@ -16,7 +16,7 @@ from rich.table import Table
 from ledger import database
 from ledger.chain import verify as verify_chain
 from ledger.cli_common import database_url, fail, open_ledger, out, progress_bar, s3_client
-from ledger.cli_render import render, spool_app
+from ledger.cli_render import render, render_demo, spool_app
 from ledger.prices import PriceBookError, load_price_book_file
 from ledger.sample import sample_events
 from ledger.settings import get_settings
@@ -198,6 +198,7 @@ def demo(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after ingesting")] = False,
+    render_images: Annotated[bool, typer.Option(help="Render a few images (tiny preset)")] = True,
 ) -> None:
     """What `make run` does: database, migrations, default prices, a sample, then the API."""
     settings = get_settings()
@@ -219,6 +220,12 @@ def demo(
             duplicates += receipt.duplicates
             progress.advance(task, len(chunk))
     out.print(f"[bold]sample[/] {accepted} events accepted, {duplicates} already there")
+    images = settings.data_dir / "images"
+    rendered = render_demo(settings, ledger, images) if render_images else []
+    if rendered:
+        out.print(
+            f"[bold]renders[/] {len(rendered)} images in {images}, their events in the ledger"
+        )
     result = verify_chain(ledger.engine)
     out.print(
         f"[bold]verify[/] {'ok' if result.ok else result.reason}: {result.events_checked} events"
@@ -232,7 +239,7 @@ def demo(
   API docs     {base}/docs
   health       {base}/healthz
   event log    {base}/v1/events?limit=20
-  one render   {base}/v1/renders/{first_render}
+  one render   {base}/v1/renders/{rendered[0] if rendered else first_render}
 """,
         highlight=False,
     )

@@ -32,8 +32,10 @@ def open_ledger(settings: Settings) -> Ledger:
     engine = database.make_engine(database_url(settings), app_role=settings.db.app_role)
     current, head = database.current_revision(engine), database.head_revision()
     if current != head:
-        raise fail(f"the database schema is at revision {current}, the code needs {head}: "
-                   "run `renderledger migrate`")
+        raise fail(
+            f"the database schema is at revision {current}, the code needs {head}: "
+            "run `renderledger migrate`"
+        )
     return Ledger(engine, max_batch_events=settings.ingest.max_batch_events)
 
 

@@ -145,3 +145,27 @@ def spool_flush() -> None:
     out.print(f"{delivered} batch(es) delivered, {left} left")
     if left:
         raise fail("the ledger is still unreachable; the events stay spooled")
+
+
+DEMO_JOBS = (
+    ("acme", "ecommerce", "white sneaker on a beach, product photo"),
+    ("acme", "social", "a cat astronaut, poster"),
+    ("globex", "game_assets", "isometric stone tower, game sprite"),
+    ("initech", "architecture", "glass office lobby at dusk"),
+)
+
+
+def render_demo(settings: Settings, ledger: Ledger, out_dir: Path, per_job: int = 2) -> list[str]:
+    """A few real renders with the tiny preset, so the ledger holds the renderer's own events."""
+    from render.renderer import RenderRequest
+
+    renderer = make_renderer(settings, ledger, out_dir=out_dir)
+    render_ids = []
+    with progress_bar() as bar:
+        task = bar.add_task("rendering demo images (tiny preset)", total=per_job * len(DEMO_JOBS))
+        for tenant, use_case, prompt in DEMO_JOBS:
+            request = RenderRequest(tenant, use_case, prompt, n=per_job, steps=12, seed=1)
+            results = renderer.render(request, on_done=lambda k: bar.advance(task, k))
+            render_ids += [str(r.render_id) for r in results]
+    renderer.emitter.close()
+    return render_ids

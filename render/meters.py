@@ -110,15 +110,16 @@ class PipelineMeter:
             self.clock.mark("denoise")
         try:
             yield times
+        finally:
+            # Also when the pipeline raised: time spent before the failure was spent.
             self.clock.mark("end")
             if not self.clock.has("vae"):
-                self.clock.mark("vae")  # output_type="latent": nothing decoded
+                self.clock.mark("vae")  # failed in the UNet, or output_type="latent"
             self.clock.settle()
             times.text_encoder = self.clock.seconds("encode", "denoise")
             times.unet = self.clock.seconds("denoise", "vae")
             times.vae_decode = self.clock.seconds("vae", "end")
             times.unet_steps = self.steps
-        finally:
             for handle in handles:
                 handle.remove()
             self.clock = Clock(self.device)

@@ -60,7 +60,9 @@ def scheduler(config: dict[str, Any] | None = None) -> Any:
     from diffusers import DPMSolverMultistepScheduler
 
     base = dict(config or {})
-    base.update(algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True)
+    base.update(
+        algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True, steps_offset=1
+    )
     return (
         DPMSolverMultistepScheduler.from_config(base)
         if config

@@ -19,10 +19,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import psycopg
 import pytest
 import uvicorn
+from moto.server import ThreadedMotoServer
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
@@ -159,3 +161,19 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
 def http(api_base: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_base, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[Any]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    yield client
+    server.stop()

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from ingest.importer import ImportFailed, import_events, open_source
 from ledger.store import Ledger
-from tests.conftest import EventFactory, free_port
+from tests.conftest import EventFactory
 
 FIELDS = [
     "event_id",
@@ -125,23 +122,6 @@ def test_unknown_format_and_missing_file(ledger: Ledger, tmp_path: Path) -> None
         _import(ledger, str(tmp_path / "missing.ndjson"))
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[Any]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    client.create_bucket(Bucket="events")
-    yield client
-    server.stop()
-
-
 @pytest.mark.parametrize(
     ("writer", "name"),
     [(write_ndjson, "a.ndjson"), (write_csv, "a.csv"), (write_parquet, "a.parquet")],
@@ -156,6 +136,7 @@ def test_import_from_s3(
     name: str,
 ) -> None:
     path = writer(tmp_path / name, _rows(make_event, 9))
+    s3.create_bucket(Bucket="events")
     s3.upload_file(str(path), "events", f"{tenant}/{name}")
     report = _import(ledger, f"s3://events/{tenant}/{name}", s3=s3)
     assert (report.rows, report.accepted) == (9, 9)
