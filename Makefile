@@ -31,6 +31,8 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) -m bench.append_throughput --events 200000 --write BENCHMARKS.md
+	$(PY) -m bench.render_overhead --pairs 30 --write BENCHMARKS.md
+	$(PY) -m bench.sdxl_stages
 
 db-stop: $(STAMP)
 	$(VENV)/bin/renderledger db stop

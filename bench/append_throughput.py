@@ -66,13 +66,28 @@ def copy_payload(url: str, events: list[CostEvent]) -> bytes:
     for seq, e in enumerate(events, start=1):
         version, price = book.price(e.sku, e.occurred_at)
         cols = [
-            seq, e.event_id, e.tenant_id, e.use_case, e.render_id, e.stage.value, e.sku,
-            e.quantity, e.occurred_at.isoformat(), e.cache.value if e.cache else None,
-            e.baseline_quantity, e.outcome.value if e.outcome else None, None,
-            orjson.dumps(e.attributes).decode(), version.version, price.unit_price_nanos,
-            int(e.quantity * price.unit_price_nanos), None, "USD",
-            "\\\\x" + e.content_hash().hex(), 1,
-        ]  # fmt: skip
+            seq,
+            e.event_id,
+            e.tenant_id,
+            e.use_case,
+            e.render_id,
+            e.stage.value,
+            e.sku,
+            e.quantity,
+            e.occurred_at.isoformat(),
+            e.cache.value if e.cache else None,
+            e.baseline_quantity,
+            e.outcome.value if e.outcome else None,
+            None,
+            orjson.dumps(e.attributes).decode(),
+            version.version,
+            price.unit_price_nanos,
+            int(e.quantity * price.unit_price_nanos),
+            None,
+            "USD",
+            "\\\\x" + e.content_hash().hex(),
+            1,
+        ]
         out.write("\t".join("\\N" if c is None else str(c) for c in cols) + "\n")
     return out.getvalue().encode()
 
@@ -130,8 +145,9 @@ def run_http(
         def send(share: list[bytes]) -> None:
             with httpx.Client(base_url=base, timeout=60) as client:
                 for body in share:
-                    r = client.post("/v1/events", content=body,
-                                    headers={"content-type": "application/json"})  # fmt: skip
+                    r = client.post(
+                        "/v1/events", content=body, headers={"content-type": "application/json"}
+                    )
                     if r.status_code != 200:
                         errors.append(r.text[:200])
 
