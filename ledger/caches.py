@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
+from ledger.connections import connection
+
 
 @dataclass(frozen=True)
 class CachedCaption:
@@ -27,9 +29,7 @@ class CacheStore:
         self.engine = engine
 
     def caption(self, key: bytes) -> CachedCaption | None:
-        with self.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
+        with connection(self.engine) as raw:
             row = raw.execute(
                 "SELECT rewritten, sku_prefix, input_tokens, output_tokens "
                 "FROM caption_cache WHERE key = %s",
@@ -38,9 +38,7 @@ class CacheStore:
         return CachedCaption(*row) if row else None
 
     def put_caption(self, key: bytes, prompt: str, entry: CachedCaption) -> None:
-        with self.engine.begin() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
+        with connection(self.engine, transaction=True) as raw:
             raw.execute(
                 "INSERT INTO caption_cache "
                 "(key, prompt, rewritten, sku_prefix, input_tokens, output_tokens) "
@@ -56,18 +54,14 @@ class CacheStore:
             )
 
     def embedding(self, key: bytes) -> CachedEmbedding | None:
-        with self.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
+        with connection(self.engine) as raw:
             row = raw.execute(
                 "SELECT tensors, miss_seconds FROM embedding_cache WHERE key = %s", (key,)
             ).fetchone()
         return CachedEmbedding(bytes(row[0]), row[1]) if row else None
 
     def put_embedding(self, key: bytes, model_id: str, entry: CachedEmbedding) -> None:
-        with self.engine.begin() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
+        with connection(self.engine, transaction=True) as raw:
             raw.execute(
                 "INSERT INTO embedding_cache (key, model_id, tensors, miss_seconds) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from ledger.connections import connection
 from ledger.events import content_hash
 from ledger.money import canonical_decimal
 
@@ -59,13 +60,10 @@ FROM cost_events ORDER BY seq
 
 
 def _rows(engine: Engine) -> Iterator[tuple[Any, ...]]:
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor(name="renderledger_verify") as cur:
-            cur.itersize = 20_000
-            cur.execute(_EVENTS_SQL)
-            yield from cur
+    with connection(engine) as raw, raw.cursor(name="renderledger_verify") as cur:
+        cur.itersize = 20_000
+        cur.execute(_EVENTS_SQL)
+        yield from cur
 
 
 def _check_rows(
@@ -90,9 +88,7 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
 
     Reads the log once in ``seq`` order (a server-side cursor, so memory stays flat).
     """
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
+    with connection(engine) as raw:
         chain = raw.execute(
             "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count "
             "FROM blocks ORDER BY block_id"

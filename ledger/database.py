@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 import migrations
+from ledger.connections import connection
 
 log = logging.getLogger(__name__)
 DATABASE_NAME = "renderledger"
@@ -125,27 +127,24 @@ def alembic_config() -> Config:
     return cfg
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Run the Alembic revisions up to ``revision`` as the connecting (owner) role."""
+def _run_alembic(url: str, action: Callable[[Config, str], None], revision: str) -> None:
     engine = create_engine(sqlalchemy_url(url))
     try:
         with engine.begin() as conn:
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            action(cfg, revision)
     finally:
         engine.dispose()
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Run the Alembic revisions up to ``revision`` as the connecting (owner) role."""
+    _run_alembic(url, command.upgrade, revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    engine = create_engine(sqlalchemy_url(url))
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
-    finally:
-        engine.dispose()
+    _run_alembic(url, command.downgrade, revision)
 
 
 def head_revision() -> str | None:
@@ -155,9 +154,7 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
+    with connection(engine) as raw:
         if raw.execute("SELECT to_regclass('alembic_version')").fetchone() == (None,):
             return None
         row = raw.execute("SELECT version_num FROM alembic_version").fetchone()

@@ -11,6 +11,7 @@ from uuid import UUID
 from psycopg.rows import class_row
 from sqlalchemy import Engine
 
+from ledger.connections import connection
 from ledger.store import COLUMNS
 
 _SELECT = f"SELECT {COLUMNS}, recorded_at FROM cost_events"
@@ -45,12 +46,9 @@ class StoredEvent:
 
 
 def _fetch(engine: Engine, sql: str, params: tuple[Any, ...]) -> list[StoredEvent]:
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor(row_factory=class_row(StoredEvent)) as cur:
-            rows: list[StoredEvent] = cur.execute(sql, params).fetchall()
-            return rows
+    with connection(engine) as raw, raw.cursor(row_factory=class_row(StoredEvent)) as cur:
+        rows: list[StoredEvent] = cur.execute(sql, params).fetchall()
+        return rows
 
 
 def read_after(
@@ -72,18 +70,14 @@ def read_render(engine: Engine, render_id: UUID) -> list[StoredEvent]:
 
 
 def last_seq(engine: Engine) -> int:
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
+    with connection(engine) as raw:
         row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
         return int(row[0]) if row else 0
 
 
 def render_owners(engine: Engine, render_ids: list[UUID]) -> dict[UUID, tuple[str, str]]:
     """(tenant, use case) of each known render, for producers that only know the render id."""
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
+    with connection(engine) as raw:
         rows = raw.execute(
             "SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM cost_events "
             "WHERE render_id = ANY(%s) ORDER BY render_id, seq",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -16,6 +16,7 @@ from psycopg.types.json import set_json_dumps
 from sqlalchemy import Engine
 
 from ledger.chain import GENESIS, block_hash, price_tag, row_digest
+from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.money import cost_nanos
 from ledger.prices import Price, PriceBook, PriceBookFile, PriceVersion, UnpricedSku
@@ -132,17 +133,13 @@ class Ledger:
     def price_book(self, *, refresh: bool = False) -> PriceBook:
         with self._book_lock:
             if self._book is None or refresh:
-                with self.engine.connect() as conn:
-                    raw = conn.connection.driver_connection
-                    assert raw is not None
+                with connection(self.engine) as raw:
                     self._book = _read_price_book(raw)
             return self._book
 
     def load_prices(self, book: PriceBookFile) -> tuple[PriceVersion, bool]:
         """Store a book as a new version; (version, False) if this very file was loaded before."""
-        with self.engine.begin() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
+        with connection(self.engine, transaction=True) as raw:
             raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
             found = raw.execute(
                 "SELECT version, source_sha256 FROM price_versions WHERE name = %s", (book.name,)
@@ -181,37 +178,56 @@ class Ledger:
             raise BatchTooLarge(len(events), self.max_batch_events)
         if not events:
             return Receipt(0, 0, None, None, None)
-        book = self.price_book()
-        rated = _rate_all(events, book)
-        with self.engine.begin() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
-            latest = raw.execute("SELECT coalesce(max(version), 0) FROM price_versions").fetchone()
-            if latest is not None and latest[0] != book.latest_version:
-                rated = _rate_all(events, self.price_book(refresh=True))
-            fresh, duplicates = _split_duplicates(rated, {})
-            if any(r.event.reverses for r in fresh):
-                # A resent reversal must count as a duplicate before it is judged as a reversal.
-                fresh, stored_dups = _drop_stored(raw, fresh)
-                duplicates += stored_dups
-                _price_reversals(raw, fresh)
-            elif fresh:
-                # Resends are rare: write optimistically and let the unique index find them.
+        with connection(self.engine, transaction=True) as raw:
+            prerated: list[_Rated] | None = None
+            lock = raw.execute("SELECT pg_try_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+            if not (lock.fetchone() or (False,))[0]:
+                # Another append holds the lock: price now, while waiting, not after.
+                early = self.price_book()
+                prerated = _rate_all(events, early)
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+            book = self._book_in_force(raw)
+            if prerated is not None and book is not early:
+                prerated = None  # a price book was loaded meanwhile
+            simple = len({e.event_id for e in events}) == len(events) and not any(
+                e.reverses for e in events
+            )
+            if simple:
+                # Resends are rare: let the unique index find them. Uncontended, price while
+                # the COPY streams, so the server indexes early rows while later ones are priced.
+                rated = prerated if prerated is not None else _rate_each(events, book)
                 try:
                     with raw.transaction():
-                        return _write_block(raw, fresh, duplicates)
+                        return _write_block(raw, rated, events, 0)
+                except UnpricedSku:
+                    pass  # _rate_all below names every unpriced event, not just the first
                 except psycopg.errors.UniqueViolation as exc:
                     if exc.diag.constraint_name != "cost_events_event_id_key":
                         raise
-                fresh, stored_dups = _drop_stored(raw, fresh)
-                duplicates += stored_dups
+            fresh, duplicates = _split_duplicates(prerated or _rate_all(events, book), {})
+            # A resent reversal must count as a duplicate before it is judged as a reversal.
+            fresh, stored_dups = _drop_stored(raw, fresh)
+            _price_reversals(raw, fresh)
             if not fresh:
-                return Receipt(0, duplicates, None, None, None)
-            return _write_block(raw, fresh, duplicates)
+                return Receipt(0, duplicates + stored_dups, None, None, None)
+            return _write_block(raw, fresh, [r.event for r in fresh], duplicates + stored_dups)
+
+    def _book_in_force(self, raw: psycopg.Connection[Any]) -> PriceBook:
+        """The cached book, reloaded if a version was added since; called under the lock."""
+        book = self.price_book()
+        latest = raw.execute("SELECT coalesce(max(version), 0) FROM price_versions").fetchone()
+        if latest is not None and latest[0] != book.latest_version:
+            book = self.price_book(refresh=True)
+        return book
 
 
-def _write_block(raw: psycopg.Connection[Any], fresh: list[_Rated], duplicates: int) -> Receipt:
+def _write_block(
+    raw: psycopg.Connection[Any],
+    rated: Iterable[_Rated],
+    events: Sequence[CostEvent],
+    duplicates: int,
+) -> Receipt:
+    """COPY the rated events (``events`` are the same ones, for counting) as the next block."""
     head = raw.execute(
         "SELECT block_id, hash, last_seq FROM blocks ORDER BY block_id DESC LIMIT 1"
     ).fetchone()
@@ -226,7 +242,7 @@ def _write_block(raw: psycopg.Connection[Any], fresh: list[_Rated], duplicates: 
     )
     raw.execute(
         "INSERT INTO tenants (tenant_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-        (sorted({r.event.tenant_id for r in fresh}),),
+        (sorted({e.tenant_id for e in events}),),
     )
     digests = []
     tags: dict[tuple[int, str], bytes] = {}
@@ -234,13 +250,13 @@ def _write_block(raw: psycopg.Connection[Any], fresh: list[_Rated], duplicates: 
     with raw.cursor() as cur, cur.copy(_COPY_SQL) as copy:
         set_json_dumps(_dumps, cur)
         copy.set_types(_COPY_TYPES)
-        for seq, r in enumerate(fresh, start=first_seq):
+        for seq, r in enumerate(rated, start=first_seq):
             tag = tags.get(r.price_key)
             if tag is None:
                 tag = tags[r.price_key] = price_tag(r.price_version, r.unit_price_nanos, r.currency)
             digests.append(row_digest(r.content, seq, r.cost_nanos, r.baseline_cost_nanos, tag))
             copy.write_row(_copy_row(seq, r, block_id))
-    last_seq = first_seq + len(fresh) - 1
+    last_seq = first_seq + len(events) - 1
     raw.execute(
         "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count) "
         "VALUES (%s, %s, %s, %s, %s, %s)",
@@ -250,10 +266,10 @@ def _write_block(raw: psycopg.Connection[Any], fresh: list[_Rated], duplicates: 
             block_hash(prev_hash, block_id, digests),
             first_seq,
             last_seq,
-            len(fresh),
+            len(events),
         ),
     )
-    return Receipt(len(fresh), duplicates, first_seq, last_seq, block_id)
+    return Receipt(len(events), duplicates, first_seq, last_seq, block_id)
 
 
 def _copy_row(seq: int, r: _Rated, block_id: int) -> tuple[Any, ...]:
@@ -287,29 +303,37 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _rate(i: int, e: CostEvent, book: PriceBook) -> _Rated:
+    version, price = book.price(e.sku, e.occurred_at)
+    unit = price.unit_price_nanos
+    baseline = None if e.baseline_quantity is None else cost_nanos(e.baseline_quantity, unit)
+    return _Rated(
+        i,
+        e,
+        e.content_hash(),
+        version.version,
+        unit,
+        version.currency,
+        cost_nanos(e.quantity, unit),
+        baseline,
+    )
+
+
+def _rate_each(events: Sequence[CostEvent], book: PriceBook) -> Iterator[_Rated]:
+    """Price lazily; the first unpriced event raises ``UnpricedSku``."""
+    for i, e in enumerate(events):
+        yield _rate(i, e, book)
+
+
 def _rate_all(events: Sequence[CostEvent], book: PriceBook) -> list[_Rated]:
     """Price every event with the version in force at its time; collect every failure."""
     out: list[_Rated] = []
     errors: list[FieldError] = []
     for i, e in enumerate(events):
         try:
-            version, price = book.price(e.sku, e.occurred_at)
+            out.append(_rate(i, e, book))
         except UnpricedSku as exc:
             errors.append(FieldError(i, "sku", str(exc)))
-            continue
-        unit = price.unit_price_nanos
-        out.append(
-            _Rated(
-                i,
-                e,
-                e.content_hash(),
-                version.version,
-                unit,
-                version.currency,
-                cost_nanos(e.quantity, unit),
-                None if e.baseline_quantity is None else cost_nanos(e.baseline_quantity, unit),
-            )
-        )
     if errors:
         raise BatchInvalid(errors)
     return out

@@ -106,7 +106,6 @@ cost_events = Table(
     CheckConstraint(
         "outcome IS NULL OR outcome IN ('delivered', 'failed', 'cancelled')", name="outcome_known"
     ),
-    Index("cost_events_tenant_time", "tenant_id", "occurred_at"),
     Index("cost_events_render", "render_id"),
     Index(
         "cost_events_reverses_once",

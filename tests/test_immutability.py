@@ -10,6 +10,7 @@ from psycopg import errors
 
 from ledger import database
 from ledger.chain import verify
+from ledger.connections import connection
 from ledger.store import Ledger
 from tests.conftest import EventFactory, ledger_with_prices
 
@@ -44,12 +45,18 @@ def test_the_application_role_has_no_update_grant(
     ledger: Ledger, make_event: EventFactory, tenant: str
 ) -> None:
     ledger.append([make_event()])
-    with ledger.engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
+    with connection(ledger.engine) as raw:
         assert raw.execute("SELECT current_user").fetchone() == ("renderledger_app",)
         with pytest.raises(errors.InsufficientPrivilege, match="permission denied"):
             raw.execute("UPDATE cost_events SET cost_nanos = 0 WHERE tenant_id = %s", (tenant,))
+
+
+def tamper(url: str, assignment: str, seq: int | None) -> None:
+    """What a superuser can do behind the ledger's back: lift the trigger, change a row."""
+    with psycopg.connect(database.libpq_url(url), autocommit=True) as su, su.transaction():
+        su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
+        su.execute(f"UPDATE cost_events SET {assignment} WHERE seq = %s", (seq,))
+        su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
 
 
 def test_verify_names_the_block_altered_behind_the_ledgers_back(
@@ -60,13 +67,7 @@ def test_verify_names_the_block_altered_behind_the_ledgers_back(
     receipts = [ledger.append([make_event() for _ in range(5)]) for _ in range(4)]
     assert verify(engine).ok
     target = receipts[2]
-    with (
-        psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su,
-        su.transaction(),
-    ):
-        su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
-        su.execute("UPDATE cost_events SET cost_nanos = 1 WHERE seq = %s", (target.last_seq,))
-        su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
+    tamper(fresh_database, "cost_nanos = 1", target.last_seq)
     result = verify(engine)
     assert not result.ok
     assert result.broken_block == target.block_id
@@ -81,13 +82,7 @@ def test_verify_notices_altered_producer_content(
     engine = database.make_engine(fresh_database, app_role="renderledger_app")
     ledger = ledger_with_prices(engine)
     receipt = ledger.append([make_event() for _ in range(3)])
-    with (
-        psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su,
-        su.transaction(),
-    ):
-        su.execute("ALTER TABLE cost_events DISABLE TRIGGER cost_events_append_only")
-        su.execute("UPDATE cost_events SET quantity = 0 WHERE seq = %s", (receipt.first_seq,))
-        su.execute("ALTER TABLE cost_events ENABLE TRIGGER cost_events_append_only")
+    tamper(fresh_database, "quantity = 0", receipt.first_seq)
     result = verify(engine)
     assert (result.ok, result.broken_block) == (False, receipt.block_id)
     assert result.reason is not None

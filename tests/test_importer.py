@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest.importer import ImportFailed, import_events, open_source
+from ledger.connections import connection
 from ledger.store import Ledger
 from tests.conftest import EventFactory
 
@@ -63,9 +64,7 @@ def _import(ledger: Ledger, location: str, s3: Any = None, batch_size: int = 4) 
 
 
 def _tenant_count(ledger: Ledger, tenant: str) -> int:
-    with ledger.engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
+    with connection(ledger.engine) as raw:
         row = raw.execute("SELECT count(*) FROM cost_events WHERE tenant_id = %s", (tenant,))
         return int((row.fetchone() or (0,))[0])
 

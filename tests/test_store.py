@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.journal import last_seq, read_after, read_render
 from ledger.prices import parse_price_book
@@ -21,9 +22,7 @@ from tests.conftest import EventFactory
 
 
 def _tenant_rows(ledger: Ledger, tenant: str) -> list[tuple[object, ...]]:
-    with ledger.engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
+    with connection(ledger.engine) as raw:
         return raw.execute(
             "SELECT event_id, cost_nanos FROM cost_events WHERE tenant_id = %s ORDER BY seq",
             (tenant,),
