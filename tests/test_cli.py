@@ -52,3 +52,57 @@ def test_errors_exit_non_zero_with_a_message(cli: CliRunner, tmp_path: Path) -> 
     assert missing.exit_code == 1
     assert "no such file" in missing.output
     assert cli.invoke(app, ["ingest", "x.ndjson", "--batch-size", "0"]).exit_code == 1
+
+
+def test_render_command_and_weights_folder(cli: CliRunner, tmp_path: Path) -> None:
+    from render.presets import build
+
+    assert cli.invoke(app, ["prices", "load", str(DEFAULT_PRICES)]).exit_code == 0
+    result = cli.invoke(
+        app,
+        [
+            "render",
+            "--tenant",
+            "acme",
+            "--use-case",
+            "ecommerce",
+            "--prompt",
+            "white sneaker",
+            "--n",
+            "2",
+            "--steps",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 delivered, 0 failed; 18 cost events" in result.output
+    assert len(list((tmp_path / "out" / "acme").glob("*.webp"))) == 2
+
+    # A platform team's own diffusers folder: here the tiny pipeline, saved and loaded back.
+    weights = tmp_path / "weights"
+    build("tiny").pipe.save_pretrained(weights)
+    result = cli.invoke(
+        app,
+        [
+            "render",
+            "--tenant",
+            "acme",
+            "--prompt",
+            "red chair",
+            "--weights",
+            str(weights),
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 delivered" in result.output
+    bad = cli.invoke(
+        app, ["render", "--tenant", "acme", "--prompt", "x", "--weights", str(tmp_path)]
+    )
+    assert bad.exit_code == 1
+    assert "not a diffusers folder" in bad.output
