@@ -1,0 +1,157 @@
+"""The rollup job: read new events by position, update the rollups, move the checkpoint.
+
+Each chunk is one transaction that writes the rollup rows *and* the checkpoint, so a
+crash can neither count an event twice nor skip one. A session advisory lock keeps a
+second process (another API replica, a CLI run) from running the job at the same time.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import psycopg
+from sqlalchemy import Engine
+
+from ledger.connections import connection
+from reports.rollups import (
+    DAILY_KEYS,
+    as_partials,
+    combine,
+    daily,
+    render_partials,
+)
+from reports.source import read_events, read_renders
+
+JOB = "rollup"
+LOCK_KEY = 0x524F4C4C  # "ROLL"
+
+
+@dataclass(frozen=True)
+class RollupResult:
+    ran: bool
+    events: int = 0
+    chunks: int = 0
+    last_seq: int = 0
+    seconds: float = 0.0
+
+
+def checkpoint(raw: psycopg.Connection[Any]) -> int:
+    row = raw.execute("SELECT last_seq FROM rollup_checkpoints WHERE job = %s", (JOB,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _head(raw: psycopg.Connection[Any]) -> int:
+    row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False, null_value="")
+    cols = ", ".join(frame.columns)
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(buffer.getvalue())
+
+
+def _upsert(
+    raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame, keys: list[str], assign: str
+) -> None:
+    """COPY into a temp table, then one INSERT … ON CONFLICT with ``assign`` per column."""
+    staging = f"staging_{table}"
+    raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS")
+    _copy_in(raw, staging, frame)
+    cols = ", ".join(frame.columns)
+    updates = ", ".join(
+        f"{c} = {assign.format(table=table, c=c)}" for c in frame.columns if c not in keys
+    )
+    raw.execute(
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+    raw.execute(f"TRUNCATE {staging}")
+
+
+def apply_chunk(raw: psycopg.Connection[Any], events: pl.DataFrame, *, fresh: bool) -> None:
+    """Fold one slice of the log into the rollups (``fresh``: the tables start empty)."""
+    lazy = events.lazy()
+    day_rows = daily(lazy).collect()
+    partials = render_partials(lazy)
+    if not fresh:
+        old = read_renders(raw, events.get_column("render_id").unique())
+        if old.height:
+            partials = pl.concat([as_partials(old.lazy()), partials], how="diagonal_relaxed")
+    renders = combine(partials).collect()
+    _upsert(raw, "daily_rollup", day_rows, DAILY_KEYS, "{table}.{c} + EXCLUDED.{c}")
+    _upsert(raw, "render_rollup", renders, ["render_id"], "EXCLUDED.{c}")
+
+
+def run_rollup(
+    engine: Engine,
+    *,
+    rebuild: bool = False,
+    chunk_events: int = 1_000_000,
+    progress: Callable[[int, int], None] | None = None,
+    stop_after_chunks: int | None = None,
+) -> RollupResult:
+    """Bring the rollups up to the ledger's head; ``RollupResult(ran=False)`` if another runs.
+
+    ``stop_after_chunks`` ends the run early, as a crash between chunks would.
+    """
+    started = time.perf_counter()
+    with connection(engine) as session:
+        session.autocommit = True
+        if not session.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+            return RollupResult(False)
+        try:
+            session.autocommit = False
+            return _run(session, rebuild, chunk_events, progress, stop_after_chunks, started)
+        finally:
+            session.rollback()
+            session.autocommit = True
+            session.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            session.autocommit = False
+
+
+def _run(
+    raw: psycopg.Connection[Any],
+    rebuild: bool,
+    chunk: int,
+    progress: Callable[[int, int], None] | None,
+    stop_after: int | None,
+    started: float,
+) -> RollupResult:
+    with raw.transaction():
+        if rebuild:
+            raw.execute("TRUNCATE render_rollup, daily_rollup")
+            _save_checkpoint(raw, 0, 0)
+        position, head = checkpoint(raw), _head(raw)
+        fresh = position == 0
+    total = head - position
+    done = chunks = 0
+    while position < head and (stop_after is None or chunks < stop_after):
+        hi = min(position + chunk, head)
+        with raw.transaction():
+            events = read_events(raw, position + 1, hi)
+            apply_chunk(raw, events, fresh=fresh and chunks == 0)
+            _save_checkpoint(raw, hi, events.height)
+        done += hi - position
+        position, chunks = hi, chunks + 1
+        if progress:
+            progress(done, total)
+    return RollupResult(True, done, chunks, position, time.perf_counter() - started)
+
+
+def _save_checkpoint(raw: psycopg.Connection[Any], last_seq: int, applied: int) -> None:
+    raw.execute(
+        "INSERT INTO rollup_checkpoints (job, last_seq, updated_at, events_applied) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (job) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
+        "updated_at = EXCLUDED.updated_at, "
+        "events_applied = rollup_checkpoints.events_applied + EXCLUDED.events_applied",
+        (JOB, last_seq, datetime.now(UTC), applied),
+    )

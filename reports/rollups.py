@@ -1,0 +1,90 @@
+"""The rollups as Polars LazyFrames: per-render rows and daily aggregates, both additive.
+
+A rollup is built from *partials*, so that running over the log in one go and running
+chunk by chunk (incrementally, over late events, over reversals) end in the same rows:
+``combine(partials(a) ∪ partials(b)) == partials(a ∪ b)``. Sums add; a render's outcome,
+latency and pipeline attributes come from its one ``render`` event; its day is that
+event's day, or the earliest day of its events until the render event arrives.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+STAGE_COLUMNS = {
+    "text_encoder": "text_encoder_nanos",
+    "caption_llm": "caption_llm_nanos",
+    "unet": "unet_nanos",
+    "vae_decode": "vae_decode_nanos",
+    "postprocess": "postprocess_nanos",
+    "storage": "storage_nanos",
+    "cdn_egress": "cdn_egress_nanos",
+}
+SUMS = ["total_nanos", "baseline_nanos", *STAGE_COLUMNS.values(), "cache_hits", "cache_lookups"]
+FIRSTS = ["outcome", "latency_ms", "model", "pipeline_version", "gpu_type", "precision"]
+RENDER_COLUMNS = ["render_id", "tenant_id", "use_case", "day", *FIRSTS, *SUMS, "last_seq"]
+DAILY_KEYS = ["day", "tenant_id", "use_case", "stage", "sku", "outcome"]
+DAILY_SUMS = ["events", "quantity", "cost_nanos", "baseline_nanos", "cache_hits", "cache_lookups"]
+
+
+def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
+    """One partial row per render from a slice of the log."""
+    is_render = (pl.col("stage") == "render") & (pl.col("sign") == 1)
+    stage_sums = [
+        pl.col("cost_nanos").filter(pl.col("stage") == stage).sum().alias(column)
+        for stage, column in STAGE_COLUMNS.items()
+    ]
+    return events.group_by("render_id").agg(
+        pl.col("tenant_id").first(),
+        pl.col("use_case").first(),
+        pl.col("day").filter(is_render).first().alias("render_day"),
+        pl.col("day").min().alias("min_day"),
+        pl.col("outcome").filter(is_render).first(),
+        pl.col("latency_ms").filter(is_render).first(),
+        *(pl.col(c).filter(is_render).first() for c in FIRSTS[2:]),
+        pl.col("cost_nanos").sum().alias("total_nanos"),
+        pl.col("baseline_nanos").sum(),
+        *stage_sums,
+        pl.col("cache_hit").sum().alias("cache_hits"),
+        pl.col("cache_lookup").sum().alias("cache_lookups"),
+        pl.col("seq").max().alias("last_seq"),
+    )
+
+
+def as_partials(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Stored render rows back into partial form, to merge new events into them."""
+    seen_render = pl.col("outcome").is_not_null()
+    return rows.with_columns(
+        pl.when(seen_render).then(pl.col("day")).alias("render_day"),
+        pl.col("day").alias("min_day"),
+    ).drop("day")
+
+
+def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
+    """Merge partials of the same render; the result has the stored render_rollup columns."""
+    return (
+        partials.group_by("render_id")
+        .agg(
+            pl.col("tenant_id").first(),
+            pl.col("use_case").first(),
+            pl.col("render_day").drop_nulls().first(),
+            pl.col("min_day").min(),
+            *(pl.col(c).drop_nulls().first() for c in FIRSTS),
+            *(pl.col(c).sum() for c in SUMS),
+            pl.col("last_seq").max(),
+        )
+        .with_columns(pl.coalesce("render_day", "min_day").alias("day"))
+        .select(RENDER_COLUMNS)
+    )
+
+
+def daily(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Daily aggregates by tenant × use case × stage × SKU × outcome, signed sums."""
+    return events.group_by(DAILY_KEYS).agg(
+        pl.col("sign").sum().alias("events"),
+        pl.col("quantity").sum(),
+        pl.col("cost_nanos").sum(),
+        pl.col("baseline_nanos").sum(),
+        pl.col("cache_hit").sum().alias("cache_hits"),
+        pl.col("cache_lookup").sum().alias("cache_lookups"),
+    )

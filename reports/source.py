@@ -1,0 +1,112 @@
+"""Reading the ledger into Polars: COPY of a seq range to CSV, parsed by Polars in Rust.
+
+Measured against the alternatives in ``bench/rollup_rebuild.py``. Each row is signed: a
+reversal (``sign`` −1) subtracts its quantity, its lookups and its event count; its cost
+is already stored negated.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import polars as pl
+import psycopg
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "seq": pl.Int64,
+    "tenant_id": pl.String,
+    "use_case": pl.String,
+    "render_id": pl.String,
+    "stage": pl.String,
+    "sku": pl.String,
+    "outcome": pl.String,
+    "day": pl.Date,
+    "sign": pl.Int64,
+    "quantity": pl.Decimal(38, 18),
+    "cost_nanos": pl.Int64,
+    "baseline_nanos": pl.Int64,
+    "cache_hit": pl.Int64,
+    "cache_lookup": pl.Int64,
+    "latency_ms": pl.Float64,
+    "model": pl.String,
+    "pipeline_version": pl.String,
+    "gpu_type": pl.String,
+    "precision": pl.String,
+}
+
+_SELECT = """
+SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS outcome,
+       (occurred_at AT TIME ZONE 'UTC')::date AS day,
+       CASE WHEN reverses IS NULL THEN 1 ELSE -1 END AS sign,
+       CASE WHEN reverses IS NULL THEN quantity ELSE -quantity END AS quantity,
+       cost_nanos,
+       coalesce(baseline_cost_nanos, cost_nanos) AS baseline_nanos,
+       CASE WHEN cache = 'hit' THEN 1 ELSE 0 END * CASE WHEN reverses IS NULL THEN 1 ELSE -1 END
+           AS cache_hit,
+       CASE WHEN cache IS NULL THEN 0 ELSE 1 END * CASE WHEN reverses IS NULL THEN 1 ELSE -1 END
+           AS cache_lookup,
+       CASE WHEN stage = 'render' AND reverses IS NULL
+            THEN (attributes->>'latency_ms')::float8 END AS latency_ms,
+       CASE WHEN stage = 'render' THEN attributes->>'model' END AS model,
+       CASE WHEN stage = 'render' THEN attributes->>'pipeline_version' END AS pipeline_version,
+       CASE WHEN stage = 'render' THEN attributes->>'gpu_type' END AS gpu_type,
+       CASE WHEN stage = 'render' THEN attributes->>'precision' END AS precision
+FROM cost_events WHERE seq BETWEEN {lo} AND {hi} ORDER BY seq
+"""
+
+
+def read_events(raw: psycopg.Connection[Any], lo: int, hi: int) -> pl.DataFrame:
+    """Events with ``lo <= seq <= hi``, one signed row each, in the caller's transaction."""
+    return copy_out(raw, _SELECT.format(lo=int(lo), hi=int(hi)), EVENT_SCHEMA)
+
+
+RENDER_SCHEMA: dict[str, Any] = {
+    "render_id": pl.String,
+    "tenant_id": pl.String,
+    "use_case": pl.String,
+    "day": pl.Date,
+    "outcome": pl.String,
+    "latency_ms": pl.Float64,
+    "model": pl.String,
+    "pipeline_version": pl.String,
+    "gpu_type": pl.String,
+    "precision": pl.String,
+    **{
+        c: pl.Int64
+        for c in (
+            "total_nanos",
+            "baseline_nanos",
+            "text_encoder_nanos",
+            "caption_llm_nanos",
+            "unet_nanos",
+            "vae_decode_nanos",
+            "postprocess_nanos",
+            "storage_nanos",
+            "cdn_egress_nanos",
+            "cache_hits",
+            "cache_lookups",
+            "last_seq",
+        )
+    },
+}
+
+
+def copy_out(raw: psycopg.Connection[Any], query: str, schema: dict[str, Any]) -> pl.DataFrame:
+    buffer = io.BytesIO()
+    with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    buffer.seek(0)
+    return pl.read_csv(buffer, schema=schema)
+
+
+def read_renders(raw: psycopg.Connection[Any], render_ids: pl.Series) -> pl.DataFrame:
+    """Stored render rows for these ids, joined through a temp table (COPY takes no params)."""
+    raw.execute("CREATE TEMP TABLE IF NOT EXISTS affected (render_id uuid) ON COMMIT DELETE ROWS")
+    raw.execute("TRUNCATE affected")
+    with raw.cursor() as cur, cur.copy("COPY affected (render_id) FROM STDIN") as copy:
+        copy.write("\n".join(render_ids.to_list()) + "\n")
+    cols = ", ".join(f"r.{c}" for c in RENDER_SCHEMA)
+    query = f"SELECT {cols} FROM render_rollup r JOIN affected a USING (render_id)"
+    return copy_out(raw, query, RENDER_SCHEMA)
