@@ -82,7 +82,9 @@ async def post_events(request: Request, ledger: LedgerDep, settings: SettingsDep
     except EventConflict as exc:
         raise _error(409, str(exc), event_ids=[str(i) for i in exc.event_ids]) from exc
     return Response(
-        orjson.dumps(ReceiptOut.of(receipt).model_dump()), media_type="application/json"
+        orjson.dumps(ReceiptOut.of(receipt).model_dump()),
+        media_type="application/json",
+        headers={"x-accepted-events": str(receipt.accepted)},
     )
 
 

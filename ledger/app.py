@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from ingest.api import router as events_router
@@ -16,10 +18,19 @@ from ledger.database import make_engine, resolve_url
 from ledger.deps import LedgerDep
 from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
+from reports.api import router as reports_router
+from reports.metrics import Metrics
+from reports.scheduler import start as start_scheduler
 
 
-def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -> FastAPI:
-    """Build the app; a ``ledger`` handed in (tests, the demo) is used as is and not disposed."""
+def create_app(
+    settings: Settings | None = None, ledger: Ledger | None = None, *, schedule: bool = True
+) -> FastAPI:
+    """Build the app; a ``ledger`` handed in (tests, the demo) is used as is and not disposed.
+
+    With ``schedule`` (and a non-zero ``reports.rollup_interval_s``) the rollup runs in this
+    process on an interval.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -34,9 +45,19 @@ def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -
         else:
             app.state.ledger = ledger
         app.state.settings = settings
+        app.state.metrics = Metrics(app.state.ledger.engine)
+        scheduler = None
+        if schedule and settings.reports.rollup_interval_s > 0:
+            scheduler = start_scheduler(
+                app.state.ledger.engine,
+                settings.reports.rollup_interval_s,
+                settings.reports.rollup_chunk_events,
+            )
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=True)
             if own:
                 app.state.ledger.engine.dispose()
 
@@ -47,6 +68,24 @@ def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -
         lifespan=lifespan,
     )
     app.include_router(events_router)
+    app.include_router(reports_router)
+
+    @app.middleware("http")
+    async def time_ingest(request: Request, call_next: Any) -> Any:
+        if request.url.path != "/v1/events" or request.method != "POST":
+            return await call_next(request)
+        started = time.perf_counter()
+        response = await call_next(request)
+        request.app.state.metrics.observe_ingest(started, response.status_code)
+        accepted = response.headers.get("x-accepted-events")
+        if accepted:
+            request.app.state.metrics.ingested.inc(int(accepted))
+        return response
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    def metrics(request: Request) -> Response:
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:

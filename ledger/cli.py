@@ -155,6 +155,35 @@ def verify() -> None:
 
 
 @app.command()
+def rollup(
+    rebuild: Annotated[bool, typer.Option(help="Empty the rollups and rebuild from seq 0")] = False,
+) -> None:
+    """Run the rollup job once; the API runs it on its own every 60 s (configurable)."""
+    from reports.jobs import run_rollup
+
+    settings = get_settings()
+    ledger = open_ledger(settings)
+    with progress_bar() as progress:
+        task = progress.add_task("rolling up events", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = run_rollup(
+            ledger.engine,
+            rebuild=rebuild,
+            progress=advance,
+            chunk_events=settings.reports.rollup_chunk_events,
+        )
+    if not result.ran:
+        raise fail("another rollup holds the lock (an API process?); try again shortly", code=3)
+    out.print(
+        f"rolled up {result.events} events in {result.chunks} chunk(s), "
+        f"{result.seconds:.2f}s; checkpoint at seq {result.last_seq}"
+    )
+
+
+@app.command()
 def sample(
     file: Annotated[Path, typer.Argument(help="Where to write NDJSON events")],
     renders: Annotated[int, typer.Option(help="Renders to generate (~9 events each)")] = 1000,
@@ -230,6 +259,12 @@ def demo(
     out.print(
         f"[bold]verify[/] {'ok' if result.ok else result.reason}: {result.events_checked} events"
     )
+    for whatif in sorted((DEFAULT_PRICES.parent / "whatif").glob("*.toml")):
+        ledger.load_prices(load_price_book_file(whatif))
+    from reports.jobs import run_rollup
+
+    rolled = run_rollup(ledger.engine)
+    out.print(f"[bold]rollup[/] {rolled.events} new events rolled up")
     if no_serve:
         return
     base = f"http://{host}:{port}"
@@ -240,6 +275,10 @@ def demo(
   health       {base}/healthz
   event log    {base}/v1/events?limit=20
   one render   {base}/v1/renders/{rendered[0] if rendered else first_render}
+  report       {base}/v1/tenants/acme/report?from=2026-10-01&to=2026-12-01&group_by=use_case,stage
+  vs an API    {base}/v1/tenants/acme/report?group_by=use_case&what_if=openai-dalle3-standard
+  as CSV       {base}/v1/tenants/acme/report?group_by=day&format=csv
+  metrics      {base}/metrics
 """,
         highlight=False,
     )

@@ -84,6 +84,7 @@ class PriceBookFile:
     currency: str
     prices: tuple[Price, ...]
     source_sha256: str
+    kind: str = "cost"  # or "what_if": priced for comparison, never used to rate events
 
 
 def parse_price_book(text: str) -> PriceBookFile:
@@ -103,12 +104,16 @@ def parse_price_book(text: str) -> PriceBookFile:
     if not table:
         raise PriceBookError("the book prices no SKU")
     prices = tuple(_parse_price(sku, entry) for sku, entry in sorted(table.items()))
+    kind = str(doc.get("kind", "cost")).replace("-", "_")
+    if kind not in ("cost", "what_if"):
+        raise PriceBookError(f"kind {kind!r}: either cost (the default) or what-if")
     return PriceBookFile(
         name=name,
         effective_from=effective_from,
         currency=currency,
         prices=prices,
         source_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        kind=kind,
     )
 
 

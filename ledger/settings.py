@@ -48,6 +48,11 @@ class RenderSettings(BaseModel):
     gpu_sku: str | None = None  # when the GPU's name maps to no known SKU
 
 
+class ReportsSettings(BaseModel):
+    rollup_interval_s: int = 60  # 0 turns the in-process scheduler off
+    rollup_chunk_events: int = 1_000_000
+
+
 class S3Settings(BaseModel):
     endpoint_url: str | None = None
     region: str = "us-east-1"
@@ -80,6 +85,7 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     caption: CaptionSettings = CaptionSettings()
     render: RenderSettings = RenderSettings()
+    reports: ReportsSettings = ReportsSettings()
 
     @property
     def spool_dir(self) -> Path:

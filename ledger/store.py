@@ -150,12 +150,13 @@ class Ledger:
                         f"a price book named {book.name!r} is already loaded with other "
                         "content; give the new version a new name"
                     )
-                existing = self.price_book(refresh=True)
-                return next(v for v in existing.versions if v.version == found[0]), False
+                existing = _read_version(raw, book.name)
+                assert existing is not None
+                return existing, False
             (version,) = raw.execute(
-                "INSERT INTO price_versions (name, effective_from, currency, source_sha256) "
-                "VALUES (%s, %s, %s, %s) RETURNING version",
-                (book.name, book.effective_from, book.currency, book.source_sha256),
+                "INSERT INTO price_versions (name, effective_from, currency, source_sha256, kind) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING version",
+                (book.name, book.effective_from, book.currency, book.source_sha256, book.kind),
             ).fetchone() or (0,)
             with raw.cursor() as cur:
                 cur.executemany(
@@ -169,6 +170,11 @@ class Ledger:
         self.price_book(refresh=True)
         prices = {p.sku: p for p in book.prices}
         return PriceVersion(version, book.name, book.effective_from, book.currency, prices), True
+
+    def price_version(self, name: str) -> PriceVersion | None:
+        """Any version by name, what-if books included (those never rate events)."""
+        with connection(self.engine) as raw:
+            return _read_version(raw, name)
 
     # -- the write path ---------------------------------------------------------------
 
@@ -215,7 +221,9 @@ class Ledger:
     def _book_in_force(self, raw: psycopg.Connection[Any]) -> PriceBook:
         """The cached book, reloaded if a version was added since; called under the lock."""
         book = self.price_book()
-        latest = raw.execute("SELECT coalesce(max(version), 0) FROM price_versions").fetchone()
+        latest = raw.execute(
+            "SELECT coalesce(max(version), 0) FROM price_versions WHERE kind = 'cost'"
+        ).fetchone()
         if latest is not None and latest[0] != book.latest_version:
             book = self.price_book(refresh=True)
         return book
@@ -452,13 +460,31 @@ def _reversal_problem(e: CostEvent, target: tuple[Any, ...] | None, twice: bool)
     return None
 
 
+def _read_version(raw: psycopg.Connection[Any], name: str) -> PriceVersion | None:
+    head = raw.execute(
+        "SELECT version, name, effective_from, currency, source_sha256 FROM price_versions "
+        "WHERE name = %s",
+        (name,),
+    ).fetchone()
+    if head is None:
+        return None
+    rows = raw.execute(
+        "SELECT sku, unit, unit_price_nanos, description FROM prices WHERE version = %s",
+        (head[0],),
+    ).fetchall()
+    prices = {r[0]: Price(*r) for r in rows}
+    return PriceVersion(head[0], head[1], head[2], head[3], prices, head[4])
+
+
 def _read_price_book(raw: psycopg.Connection[Any]) -> PriceBook:
     versions = raw.execute(
-        "SELECT version, name, effective_from, currency, source_sha256 FROM price_versions"
+        "SELECT version, name, effective_from, currency, source_sha256 FROM price_versions "
+        "WHERE kind = 'cost'"
     ).fetchall()
     prices: dict[int, dict[str, Price]] = {v[0]: {} for v in versions}
     for version, sku, unit, unit_price, description in raw.execute(
-        "SELECT version, sku, unit, unit_price_nanos, description FROM prices"
+        "SELECT p.version, sku, unit, unit_price_nanos, description FROM prices p "
+        "JOIN price_versions v USING (version) WHERE v.kind = 'cost'"
     ):
         prices[version][sku] = Price(sku, unit, unit_price, description)
     return PriceBook(

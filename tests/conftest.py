@@ -142,7 +142,10 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, ledger), host="127.0.0.1", port=port, log_level="warning"
+            create_app(settings, ledger, schedule=False),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -1,0 +1,104 @@
+"""``/v1/tenants/{tenant}/report``: cost per tenant from the rollups, as JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel
+
+from ledger.connections import connection
+from ledger.deps import LedgerDep
+from reports.tenant_report import GROUPS, ReportQuery, build, read_inputs
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class Report(BaseModel):
+    tenant: str
+    start: date
+    end: date
+    group_by: list[str]
+    currency: str
+    what_if: str | None
+    rows: list[dict[str, Any]]
+
+
+def _bad(message: str, status: int = 422) -> HTTPException:
+    return HTTPException(status_code=status, detail={"message": message})
+
+
+def _parse_groups(text: str) -> tuple[str, ...]:
+    groups = tuple(g.strip() for g in text.split(",") if g.strip())
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or len(set(groups)) != len(groups):
+        raise _bad(f"group_by: use distinct names from {', '.join(GROUPS)}; got {text!r}")
+    return groups
+
+
+@router.get("/tenants/{tenant}/report", response_model=Report, summary="A tenant's cost report")
+def tenant_report(
+    ledger: LedgerDep,
+    tenant: Annotated[str, Path(pattern=TENANT)],
+    start: Annotated[date, Query(alias="from", description="First day, UTC")] = date(2026, 1, 1),
+    end: Annotated[date, Query(alias="to", description="Day after the last, UTC")] = date(
+        2100, 1, 1
+    ),
+    group_by: Annotated[str, Query(description="Any of use_case, stage, day")] = "use_case",
+    what_if: Annotated[str | None, Query(description="Also price with this book")] = None,
+    fmt: Annotated[str, Query(alias="format", pattern="^(json|csv)$")] = "json",
+) -> Any:
+    if start >= end:
+        raise _bad("from must be before to")
+    groups = _parse_groups(group_by)
+    prices = None
+    if what_if is not None:
+        version = ledger.price_version(what_if)
+        if version is None:
+            raise _bad(f"what_if: no price book named {what_if!r}", 404)
+        prices = {sku: p.unit_price_nanos for sku, p in version.prices.items()}
+    with connection(ledger.engine) as raw:
+        known = raw.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
+        if known is None:
+            raise _bad(f"no tenant {tenant!r}", 404)
+        renders, daily = read_inputs(raw, ReportQuery(tenant, start, end, groups))
+    rows = build(renders, daily, groups, prices)
+    report = Report(
+        tenant=tenant,
+        start=start,
+        end=end,
+        group_by=list(groups),
+        currency="USD",
+        what_if=what_if,
+        rows=rows,
+    )
+    if fmt == "csv":
+        return Response(to_csv(rows), media_type="text/csv")
+    return report
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    flat = [_flatten(r) for r in rows]
+    columns: list[str] = []
+    for r in flat:
+        columns += [c for c in r if c not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns)
+    writer.writeheader()
+    writer.writerows(flat)
+    return out.getvalue()

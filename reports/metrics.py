@@ -1,0 +1,83 @@
+"""``/metrics`` in Prometheus format: what the ledger holds, read at scrape time, plus this
+process's ingest counters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+
+from ledger.connections import connection
+
+_LAG_SQL = """
+SELECT (SELECT coalesce(max(last_seq), 0) FROM blocks),
+       (SELECT coalesce(max(last_seq), 0) FROM rollup_checkpoints WHERE job = 'rollup')
+"""
+_OLDEST_SQL = "SELECT recorded_at FROM cost_events WHERE seq = %s"
+_COST_SQL = """
+SELECT tenant_id, use_case, avg(total_nanos)::float8, count(*)
+FROM render_rollup WHERE outcome = 'delivered' AND day >= current_date - 1
+GROUP BY tenant_id, use_case
+"""
+
+
+class LedgerCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with connection(self.engine) as raw:
+            head, done = raw.execute(_LAG_SQL).fetchone() or (0, 0)
+            oldest = raw.execute(_OLDEST_SQL, (done + 1,)).fetchone() if head > done else None
+            costs = raw.execute(_COST_SQL).fetchall()
+        yield GaugeMetricFamily("renderledger_events", "Events in the ledger (last seq)", head)
+        yield GaugeMetricFamily(
+            "renderledger_rollup_lag_events", "Events not yet in the rollups", head - done
+        )
+        age = (datetime.now(UTC) - oldest[0]).total_seconds() if oldest else 0.0
+        yield GaugeMetricFamily(
+            "renderledger_rollup_lag_seconds", "Age of the oldest event not yet rolled up", age
+        )
+        per_render = GaugeMetricFamily(
+            "renderledger_cost_per_render_nanos",
+            "Mean cost per delivered render since yesterday (UTC), in nanos",
+            labels=["tenant", "use_case"],
+        )
+        renders = GaugeMetricFamily(
+            "renderledger_delivered_renders",
+            "Delivered renders since yesterday (UTC)",
+            labels=["tenant", "use_case"],
+        )
+        for tenant, use_case, mean, count in costs:
+            per_render.add_metric([tenant, use_case], mean)
+            renders.add_metric([tenant, use_case], count)
+        yield per_render
+        yield renders
+
+
+class Metrics:
+    """One registry per app, so tests and several apps in a process do not collide."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(LedgerCollector(engine))
+        self.ingested = Counter(
+            "renderledger_ingested_events",
+            "Events accepted by this process",
+            registry=self.registry,
+        )
+        self.ingest_seconds = Histogram(
+            "renderledger_ingest_request_seconds",
+            "POST /v1/events latency",
+            ["status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+    def observe_ingest(self, started: float, status: int) -> None:
+        self.ingest_seconds.labels(str(status)).observe(time.perf_counter() - started)
