@@ -135,7 +135,11 @@ def test_incremental_equals_rebuild(own_ledger: Ledger, history: list[Any], chun
                     }
                 )
             ]
-            if target.stage == "render" or any(e.reverses == target.event_id for e in sent):
+            if (
+                target.stage == "render"
+                or target.reverses is not None
+                or any(e.reverses == target.event_id for e in sent)
+            ):
                 batch = [event]
         if action == "resend" and sent:
             batch = [sent[-1], event]
