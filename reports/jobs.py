@@ -21,12 +21,14 @@ from sqlalchemy import Engine
 from ledger.connections import connection
 from reports.rollups import (
     DAILY_KEYS,
-    as_partials,
+    DAILY_SUMS,
+    FIRSTS,
+    SUMS,
     combine,
     daily,
     render_partials,
 )
-from reports.source import read_events, read_renders
+from reports.source import read_events
 
 JOB = "rollup"
 LOCK_KEY = 0x524F4C4C  # "ROLL"
@@ -60,35 +62,44 @@ def _copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> N
 
 
 def _upsert(
-    raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame, keys: list[str], assign: str
+    raw: psycopg.Connection[Any],
+    table: str,
+    frame: pl.DataFrame,
+    keys: list[str],
+    assign: dict[str, str],
 ) -> None:
-    """COPY into a temp table, then one INSERT … ON CONFLICT with ``assign`` per column."""
+    """COPY into a temp table, then one INSERT … ON CONFLICT merging old (``t``) and new
+    (``EXCLUDED``) rows column by column."""
     staging = f"staging_{table}"
     raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS")
     _copy_in(raw, staging, frame)
     cols = ", ".join(frame.columns)
-    updates = ", ".join(
-        f"{c} = {assign.format(table=table, c=c)}" for c in frame.columns if c not in keys
-    )
+    updates = ", ".join(f"{c} = {assign[c]}" for c in frame.columns if c not in keys)
     raw.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} "
+        f"INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {staging} "
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )
     raw.execute(f"TRUNCATE {staging}")
 
 
-def apply_chunk(raw: psycopg.Connection[Any], events: pl.DataFrame, *, fresh: bool) -> None:
-    """Fold one slice of the log into the rollups (``fresh``: the tables start empty)."""
+# Merging a stored render row (t, earlier events) with a new partial (EXCLUDED, later ones):
+# the same rules as ``rollups.combine``, in SQL, so no stored row is read back into Python.
+_RENDER_MERGE = {
+    **{c: f"t.{c} + EXCLUDED.{c}" for c in SUMS},
+    **{c: f"coalesce(t.{c}, EXCLUDED.{c})" for c in (*FIRSTS, "tenant_id", "use_case")},
+    "day": "CASE WHEN t.outcome IS NOT NULL THEN t.day WHEN EXCLUDED.outcome IS NOT NULL "
+    "THEN EXCLUDED.day ELSE least(t.day, EXCLUDED.day) END",
+    "last_seq": "greatest(t.last_seq, EXCLUDED.last_seq)",
+}
+_DAILY_MERGE = {c: f"t.{c} + EXCLUDED.{c}" for c in DAILY_SUMS}
+
+
+def apply_chunk(raw: psycopg.Connection[Any], events: pl.DataFrame) -> None:
+    """Fold one slice of the log into the rollups; every merge is additive or first-wins."""
     lazy = events.lazy()
-    day_rows = daily(lazy).collect()
-    partials = render_partials(lazy)
-    if not fresh:
-        old = read_renders(raw, events.get_column("render_id").unique())
-        if old.height:
-            partials = pl.concat([as_partials(old.lazy()), partials], how="diagonal_relaxed")
-    renders = combine(partials).collect()
-    _upsert(raw, "daily_rollup", day_rows, DAILY_KEYS, "{table}.{c} + EXCLUDED.{c}")
-    _upsert(raw, "render_rollup", renders, ["render_id"], "EXCLUDED.{c}")
+    _upsert(raw, "daily_rollup", daily(lazy).collect(), DAILY_KEYS, _DAILY_MERGE)
+    renders = combine(render_partials(lazy)).collect()
+    _upsert(raw, "render_rollup", renders, ["render_id"], _RENDER_MERGE)
 
 
 def run_rollup(
@@ -131,14 +142,13 @@ def _run(
             raw.execute("TRUNCATE render_rollup, daily_rollup")
             _save_checkpoint(raw, 0, 0)
         position, head = checkpoint(raw), _head(raw)
-        fresh = position == 0
     total = head - position
     done = chunks = 0
     while position < head and (stop_after is None or chunks < stop_after):
         hi = min(position + chunk, head)
         with raw.transaction():
             events = read_events(raw, position + 1, hi)
-            apply_chunk(raw, events, fresh=fresh and chunks == 0)
+            apply_chunk(raw, events)
             _save_checkpoint(raw, hi, events.height)
         done += hi - position
         position, chunks = hi, chunks + 1

@@ -51,15 +51,6 @@ def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def as_partials(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Stored render rows back into partial form, to merge new events into them."""
-    seen_render = pl.col("outcome").is_not_null()
-    return rows.with_columns(
-        pl.when(seen_render).then(pl.col("day")).alias("render_day"),
-        pl.col("day").alias("min_day"),
-    ).drop("day")
-
-
 def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
     """Merge partials of the same render; the result has the stored render_rollup columns."""
     return (

@@ -99,14 +99,3 @@ def copy_out(raw: psycopg.Connection[Any], query: str, schema: dict[str, Any]) -
             buffer.write(chunk)
     buffer.seek(0)
     return pl.read_csv(buffer, schema=schema)
-
-
-def read_renders(raw: psycopg.Connection[Any], render_ids: pl.Series) -> pl.DataFrame:
-    """Stored render rows for these ids, joined through a temp table (COPY takes no params)."""
-    raw.execute("CREATE TEMP TABLE IF NOT EXISTS affected (render_id uuid) ON COMMIT DELETE ROWS")
-    raw.execute("TRUNCATE affected")
-    with raw.cursor() as cur, cur.copy("COPY affected (render_id) FROM STDIN") as copy:
-        copy.write("\n".join(render_ids.to_list()) + "\n")
-    cols = ", ".join(f"r.{c}" for c in RENDER_SCHEMA)
-    query = f"SELECT {cols} FROM render_rollup r JOIN affected a USING (render_id)"
-    return copy_out(raw, query, RENDER_SCHEMA)
