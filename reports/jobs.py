@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +21,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from ledger.connections import connection
+from ledger.database import libpq_url
 from reports.rollups import (
     DAILY_KEYS,
     DAILY_SUMS,
@@ -28,7 +31,7 @@ from reports.rollups import (
     daily,
     render_partials,
 )
-from reports.source import read_events
+from reports.source import read_events, read_events_adbc
 
 JOB = "rollup"
 LOCK_KEY = 0x524F4C4C  # "ROLL"
@@ -121,7 +124,10 @@ def run_rollup(
             return RollupResult(False)
         try:
             session.autocommit = False
-            return _run(session, rebuild, chunk_events, progress, stop_after_chunks, started)
+            if rebuild:
+                url = libpq_url(engine.url.render_as_string(hide_password=False))
+                return _rebuild(session, url, chunk_events, progress, started)
+            return _run(session, chunk_events, progress, stop_after_chunks, started)
         finally:
             session.rollback()
             session.autocommit = True
@@ -129,18 +135,50 @@ def run_rollup(
             session.autocommit = False
 
 
+def _rebuild(
+    raw: psycopg.Connection[Any],
+    url: str,
+    chunk: int,
+    progress: Callable[[int, int], None] | None,
+    started: float,
+) -> RollupResult:
+    """Aggregate the whole log in memory while the next chunk streams in, then replace the
+    rollups and the checkpoint in one transaction: a crash leaves the old rollups whole."""
+    with raw.transaction():
+        head = _head(raw)
+        role_row = raw.execute("SELECT current_user, session_user").fetchone()
+    role = role_row[0] if role_row and role_row[0] != role_row[1] else None
+    ranges = [(lo, min(lo + chunk - 1, head)) for lo in range(1, head + 1, chunk)]
+    day_parts: list[pl.DataFrame] = []
+    render_parts: list[pl.DataFrame] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollup-read") as reader:
+        futures: deque[Future[pl.DataFrame]] = deque()
+        for i, (_, hi) in enumerate(ranges):
+            for lo2, hi2 in ranges[i : i + 2][len(futures) :]:  # keep one read ahead
+                futures.append(reader.submit(read_events_adbc, url, lo2, hi2, role))
+            lazy = futures.popleft().result().lazy()
+            day_parts.append(daily(lazy).collect())
+            render_parts.append(render_partials(lazy).collect())
+            if progress:
+                progress(hi, head)
+    with raw.transaction():
+        raw.execute("TRUNCATE render_rollup, daily_rollup")
+        if ranges:
+            days = pl.concat(day_parts).group_by(DAILY_KEYS).agg(pl.col(DAILY_SUMS).sum())
+            _copy_in(raw, "daily_rollup", days)
+            _copy_in(raw, "render_rollup", combine(pl.concat(render_parts).lazy()).collect())
+        _save_checkpoint(raw, head, head, reset=True)
+    return RollupResult(True, head, len(ranges), head, time.perf_counter() - started)
+
+
 def _run(
     raw: psycopg.Connection[Any],
-    rebuild: bool,
     chunk: int,
     progress: Callable[[int, int], None] | None,
     stop_after: int | None,
     started: float,
 ) -> RollupResult:
     with raw.transaction():
-        if rebuild:
-            raw.execute("TRUNCATE render_rollup, daily_rollup")
-            _save_checkpoint(raw, 0, 0)
         position, head = checkpoint(raw), _head(raw)
     total = head - position
     done = chunks = 0
@@ -157,11 +195,17 @@ def _run(
     return RollupResult(True, done, chunks, position, time.perf_counter() - started)
 
 
-def _save_checkpoint(raw: psycopg.Connection[Any], last_seq: int, applied: int) -> None:
+def _save_checkpoint(
+    raw: psycopg.Connection[Any], last_seq: int, applied: int, *, reset: bool = False
+) -> None:
+    total = (
+        "EXCLUDED.events_applied"
+        if reset
+        else ("rollup_checkpoints.events_applied + EXCLUDED.events_applied")
+    )
     raw.execute(
         "INSERT INTO rollup_checkpoints (job, last_seq, updated_at, events_applied) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (job) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
-        "updated_at = EXCLUDED.updated_at, "
-        "events_applied = rollup_checkpoints.events_applied + EXCLUDED.events_applied",
+        f"updated_at = EXCLUDED.updated_at, events_applied = {total}",
         (JOB, last_seq, datetime.now(UTC), applied),
     )

@@ -1,8 +1,10 @@
-"""Reading the ledger into Polars: COPY of a seq range to CSV, parsed by Polars in Rust.
+"""Reading the ledger into Polars, two ways, each where it measured fastest.
 
-Measured against the alternatives in ``bench/rollup_rebuild.py``. Each row is signed: a
-reversal (``sign`` −1) subtracts its quantity, its lookups and its event count; its cost
-is already stored negated.
+A small range (an incremental run) is a COPY to CSV inside the job's own transaction,
+parsed by Polars. A rebuild streams the whole log through ADBC (binary COPY decoded to
+Arrow in C++, no Python per row): 1.8 million events in 2.9 s, where the CSV route took
+5.2 s and ConnectorX 2.9 s. Each row is signed: a reversal (``sign`` −1) subtracts its
+quantity, its lookups and its event count; its cost is already stored negated.
 """
 
 from __future__ import annotations
@@ -54,6 +56,28 @@ SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS
        CASE WHEN stage = 'render' THEN attributes->>'precision' END AS precision
 FROM cost_events WHERE seq BETWEEN {lo} AND {hi} ORDER BY seq
 """
+
+
+def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFrame:
+    """Events with ``lo <= seq <= hi`` over a connection of their own. They are committed
+    and immutable (below the chain head), so reading outside the job's transaction is safe."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    query = _SELECT.format(lo=int(lo), hi=int(hi)).replace(
+        "THEN quantity ELSE -quantity END AS quantity",
+        "THEN quantity ELSE -quantity END::text AS quantity",
+    )
+    with adbc.connect(url) as conn, conn.cursor() as cur:
+        if role:
+            cur.execute(f'SET ROLE "{role}"')
+        cur.execute(query)
+        frame = pl.from_arrow(cur.fetch_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns(
+        pl.col("render_id").bin.encode("hex"),
+        pl.col("quantity").str.to_decimal(scale=18),
+        pl.col(["sign", "cache_hit", "cache_lookup"]).cast(pl.Int64),
+    ).select(list(EVENT_SCHEMA))
 
 
 def read_events(raw: psycopg.Connection[Any], lo: int, hi: int) -> pl.DataFrame:
