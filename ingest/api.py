@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ingest.parsing import MalformedBody, parse_body
-from ingest.schemas import ErrorOut, EventOut, EventPage, ReceiptOut, RenderTrace
+from ingest.schemas import ErrorOut, EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
 from ledger.deps import LedgerDep, SettingsDep
-from ledger.journal import read_after, read_render
+from ledger.journal import StoredEvent, read_after, read_render
 from ledger.money import format_nanos
 from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger, Receipt
 
@@ -112,11 +112,32 @@ def get_render(ledger: LedgerDep, render_id: UUID) -> RenderTrace:
     if not stored:
         raise _error(404, f"no events for render {render_id}")
     total = sum(e.cost_nanos for e in stored)
+    stages: dict[str, list[StoredEvent]] = {}
+    for e in stored:
+        stages.setdefault(e.stage, []).append(e)
+    trace = []
+    for stage, events in stages.items():  # in the order the stages first appear
+        cost = sum(e.cost_nanos for e in events)
+        walls = [float(e.attributes["wall_s"]) for e in events if "wall_s" in e.attributes]
+        trace.append(
+            StageCost(
+                stage=stage,
+                cost_nanos=cost,
+                cost=format_nanos(cost),
+                share=round(cost / total, 6) if total else 0.0,
+                wall_s=round(sum(walls), 6) if walls else None,
+                events=len(events),
+            )
+        )
+    outcome = next((e.outcome for e in stored if e.stage == "render" and not e.reverses), None)
     return RenderTrace(
         render_id=render_id,
         tenant_id=stored[0].tenant_id,
+        use_case=stored[0].use_case,
+        outcome=outcome,
         total_cost_nanos=total,
         total_cost=format_nanos(total),
         currency=stored[0].currency,
+        stages=trace,
         events=[EventOut.of(e) for e in stored],
     )

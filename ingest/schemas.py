@@ -104,10 +104,22 @@ class EventPage(BaseModel):
     next_after_seq: int | None
 
 
+class StageCost(BaseModel):
+    stage: str
+    cost_nanos: int
+    cost: str
+    share: float
+    wall_s: float | None
+    events: int
+
+
 class RenderTrace(BaseModel):
     render_id: UUID
     tenant_id: str
+    use_case: str
+    outcome: str | None
     total_cost_nanos: int
     total_cost: str
     currency: str
+    stages: list[StageCost]
     events: list[EventOut]

@@ -166,7 +166,9 @@ def _rebuild(
         if ranges:
             days = pl.concat(day_parts).group_by(DAILY_KEYS).agg(pl.col(DAILY_SUMS).sum())
             _copy_in(raw, "daily_rollup", days)
-            _copy_in(raw, "render_rollup", combine(pl.concat(render_parts).lazy()).collect())
+            # In key order, so the primary key's B-tree grows at its right edge.
+            renders = combine(pl.concat(render_parts).lazy()).sort("render_id").collect()
+            _copy_in(raw, "render_rollup", renders)
         _save_checkpoint(raw, head, head, reset=True)
     return RollupResult(True, head, len(ranges), head, time.perf_counter() - started)
 

@@ -167,6 +167,16 @@ def test_read_log_in_order_and_by_render(
     trace = http.get(f"/v1/renders/{body[0]['render_id']}").json()
     assert trace["total_cost_nanos"] == 5 * 2_750_000
     assert trace["total_cost"] == "0.013750000"
+    assert trace["stages"] == [
+        {
+            "stage": "unet",
+            "cost_nanos": 5 * 2_750_000,
+            "cost": "0.013750000",
+            "share": 1.0,
+            "wall_s": None,
+            "events": 5,
+        }
+    ]
     assert http.get(f"/v1/renders/{uuid.uuid4()}").status_code == 404
 
 
