@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ledger.connections import connection
 from ledger.deps import LedgerDep
-from reports.tenant_report import GROUPS, ReportQuery, build, read_inputs
+from reports.tenant_report import GROUPS, ReportQuery, report
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -65,9 +65,8 @@ def tenant_report(
         known = raw.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
         if known is None:
             raise _bad(f"no tenant {tenant!r}", 404)
-        renders, daily = read_inputs(raw, ReportQuery(tenant, start, end, groups))
-    rows = build(renders, daily, groups, prices)
-    report = Report(
+        rows = report(raw, ReportQuery(tenant, start, end, groups), prices)
+    body = Report(
         tenant=tenant,
         start=start,
         end=end,
@@ -78,7 +77,7 @@ def tenant_report(
     )
     if fmt == "csv":
         return Response(to_csv(rows), media_type="text/csv")
-    return report
+    return body
 
 
 def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
