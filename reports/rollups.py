@@ -23,7 +23,7 @@ STAGE_COLUMNS = {
 SUMS = ["total_nanos", "baseline_nanos", *STAGE_COLUMNS.values(), "cache_hits", "cache_lookups"]
 FIRSTS = ["outcome", "latency_ms", "model", "pipeline_version", "gpu_type", "precision"]
 RENDER_COLUMNS = ["render_id", "tenant_id", "use_case", "day", *FIRSTS, *SUMS, "last_seq"]
-DAILY_KEYS = ["day", "tenant_id", "use_case", "stage", "sku", "outcome"]
+DAILY_KEYS = ["tenant_id", "day", "use_case", "stage", "sku", "outcome"]
 DAILY_SUMS = ["events", "quantity", "cost_nanos", "baseline_nanos", "cache_hits", "cache_lookups"]
 
 

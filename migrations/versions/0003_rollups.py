@@ -61,10 +61,12 @@ def upgrade() -> None:
         sa.Column("last_seq", sa.BigInteger, nullable=False),
     )
     op.create_index("render_rollup_tenant_day", "render_rollup", ["tenant_id", "day"])
+    # The key leads with the tenant: reports read a tenant's days, and one index fewer
+    # to maintain is a third off every incremental upsert.
     op.create_table(
         "daily_rollup",
-        sa.Column("day", sa.Date, primary_key=True),
         sa.Column("tenant_id", sa.Text, primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
         sa.Column("use_case", sa.Text, primary_key=True),
         sa.Column("stage", sa.Text, primary_key=True),
         sa.Column("sku", sa.Text, primary_key=True),
@@ -77,7 +79,10 @@ def upgrade() -> None:
         sa.Column("cache_hits", sa.BigInteger, nullable=False),
         sa.Column("cache_lookups", sa.BigInteger, nullable=False),
     )
-    op.create_index("daily_rollup_tenant_day", "daily_rollup", ["tenant_id", "day"])
+    # Rollup rows are updated in place on every run: room on each page lets PostgreSQL
+    # keep the new version beside the old (a HOT update) without touching the indexes.
+    for table in ("daily_rollup", "render_rollup"):
+        op.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
     op.execute(
         f"""
         DO $$
