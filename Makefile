@@ -32,6 +32,7 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) -m bench.append_throughput --events 200000 --write BENCHMARKS.md
 	$(PY) -m bench.render_overhead --pairs 30 --write BENCHMARKS.md
+	$(PY) -m bench.rollup_rebuild --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.sdxl_stages
 
 db-stop: $(STAMP)
