@@ -27,9 +27,11 @@ import psycopg
 from bench.report import write_section
 from ledger import database
 from ledger.cli import DEFAULT_PRICES
+from ledger.connections import connection
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports.jobs import run_rollup
+from reports.source import read_events, read_events_adbc
 
 TENANTS = 1000
 _GENERATE = """
@@ -180,6 +182,15 @@ def main() -> None:
         print("rebuild…", file=sys.stderr)
         rebuild = run_rollup(engine, rebuild=True, chunk_events=args.chunk)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("read paths…", file=sys.stderr)
+        sample = min(n, 1_000_000)
+        t0 = time.perf_counter()
+        with connection(engine) as raw:
+            read_events(raw, 1, sample)
+        csv_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        read_events_adbc(database.libpq_url(url), 1, sample, None)
+        adbc_s = time.perf_counter() - t0
         print("SQL GROUP BY…", file=sys.stderr)
         sql_daily_s, sql_renders_s = sql_side_by_side(url)
         # New events continue the log; a third of them are late events of renders already rolled up.
@@ -201,6 +212,8 @@ def main() -> None:
             f"before) | {peak_mb:,.0f} MiB | |",
             "| same daily aggregation as SQL GROUP BY in PostgreSQL (no write-back) "
             f"| {sql_daily_s:.1f} s | |",
+            f"| reading {sample:,} events into Polars: COPY to CSV (psycopg) / ADBC "
+            f"| {csv_s:.2f} s / {adbc_s:.2f} s | |",
             "| same per-render aggregation as SQL GROUP BY (no write-back) "
             f"| {sql_renders_s:.1f} s | |",
             f"| incremental update, {incremental.events:,} new events "
