@@ -40,54 +40,52 @@ def _select(keys: Iterable[str]) -> tuple[str, str]:
     return ("".join(f"{c}, " for c in cols), ", ".join(cols) or "()")
 
 
-def _costs(
-    raw: psycopg.Connection[Any], q: ReportQuery, keys: list[str]
-) -> dict[Key, tuple[Any, ...]]:
-    head, group = _select(keys)
+def _daily(raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str]) -> list[dict[str, Any]]:
+    """Cost, savings and cache counts per outer group and stage: costs and shares both."""
+    head, _ = _select(outer)
     rows = raw.execute(
-        f"SELECT {head} sum(cost_nanos), sum(baseline_nanos) - sum(cost_nanos), "
-        f"sum(cache_hits), sum(cache_lookups) FROM daily_rollup WHERE {_RANGE} GROUP BY {group}",
+        f"SELECT {head} stage, sum(cost_nanos), sum(baseline_nanos) - sum(cost_nanos), "
+        f"sum(cache_hits), sum(cache_lookups) FROM daily_rollup WHERE {_RANGE} "
+        f"GROUP BY {', '.join([*outer, 'stage'])}",
         _params(q),
     ).fetchall()
-    return {tuple(r[: len(keys)]): r[len(keys) :] for r in rows}
+    names = [*outer, "stage", "cost", "savings", "hits", "lookups"]
+    return [dict(zip(names, r, strict=True)) for r in rows]
 
 
 def _facts(
-    raw: psycopg.Connection[Any], q: ReportQuery, keys: list[str]
-) -> dict[Key, tuple[Any, ...]]:
-    """Counts, latency percentiles and waste per group, from one row per render. Grouped by
-    stage, a render is one row per stage (its cost there): counts repeat, waste splits."""
-    head, group = _select(keys)
-    cost, source = "total_nanos", "render_rollup"
-    if "stage" in keys:
-        cost = "s.nanos"
-        source = f"render_rollup CROSS JOIN LATERAL (VALUES {_STAGES}) AS s(stage, nanos)"
+    raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str]
+) -> dict[Key, dict[str, Any]]:
+    """Counts, latency percentiles and waste per outer group, from one row per render; the
+    waste also per stage, so grouping by stage needs no second pass."""
+    head, group = _select(outer)
+    failed = "outcome IN ('failed', 'cancelled')"
+    per_stage = "".join(
+        f", coalesce(sum({column}) FILTER (WHERE {failed}), 0)" for column in STAGE_COLUMNS.values()
+    )
     rows = raw.execute(
         f"SELECT {head} count(*) FILTER (WHERE outcome = 'delivered'), "
         "count(*) FILTER (WHERE outcome = 'failed'), "
         "count(*) FILTER (WHERE outcome = 'cancelled'), "
         "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms), "
         "percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms), "
-        f"coalesce(sum({cost}) FILTER (WHERE outcome IN ('failed', 'cancelled')), 0) "
-        f"FROM {source} WHERE {_RANGE} GROUP BY {group}",
+        f"coalesce(sum(total_nanos) FILTER (WHERE {failed}), 0){per_stage} "
+        f"FROM render_rollup WHERE {_RANGE} GROUP BY {group}",
         _params(q),
     ).fetchall()
-    return {tuple(r[: len(keys)]): r[len(keys) :] for r in rows}
-
-
-def _shares(
-    raw: psycopg.Connection[Any], q: ReportQuery, keys: list[str]
-) -> dict[Key, dict[str, int]]:
-    outer = [k for k in keys if k != "stage"]
-    head, _ = _select(outer)
-    rows = raw.execute(
-        f"SELECT {head} stage, sum(cost_nanos) FROM daily_rollup WHERE {_RANGE} "
-        f"GROUP BY {', '.join([*outer, 'stage'])}",
-        _params(q),
-    ).fetchall()
-    out: dict[Key, dict[str, int]] = {}
+    out = {}
     for r in rows:
-        out.setdefault(tuple(r[: len(outer)]), {})[r[len(outer)]] = int(r[-1])
+        n = len(outer)
+        delivered, failed_n, cancelled, p50, p95, waste = r[n : n + 6]
+        out[tuple(r[:n])] = {
+            "delivered": delivered,
+            "failed": failed_n,
+            "cancelled": cancelled,
+            "p50": p50,
+            "p95": p95,
+            "waste": waste,
+            "stage_waste": dict(zip(STAGE_COLUMNS, r[n + 6 :], strict=True)),
+        }
     return out
 
 
@@ -119,10 +117,22 @@ def report(
 ) -> list[dict[str, Any]]:
     """One dict per group, sorted by the group keys; no keys means one row for everything."""
     keys = list(q.group_by)
-    costs, facts, shares = _costs(raw, q, keys), _facts(raw, q, keys), _shares(raw, q, keys)
+    outer = [k for k in keys if k != "stage"]
+    costs: dict[Key, list[int]] = {}
+    shares: dict[Key, dict[str, int]] = {}
+    for d in _daily(raw, q, outer):
+        key = tuple(d[k] for k in keys)
+        total = costs.setdefault(key, [0, 0, 0, 0])
+        for i, name in enumerate(("cost", "savings", "hits", "lookups")):
+            total[i] += int(d[name])
+        shares.setdefault(tuple(d[k] for k in outer), {})[d["stage"]] = int(d["cost"])
+    facts = _facts(raw, q, outer)
     alt = _what_if(raw, q, keys, what_if) if what_if is not None else None
-    groups = sorted(set(costs) | set(facts), key=lambda k: tuple(str(v) for v in k))
-    return [_row(k, keys, costs.get(k), facts.get(k), shares, alt) for k in groups]
+    groups = set(costs)
+    if "stage" not in keys:
+        groups |= set(facts)
+    ordered = sorted(groups, key=lambda k: tuple(str(v) for v in k))
+    return [_row(k, keys, costs.get(k), facts, shares, alt) for k in ordered]
 
 
 def _money(nanos: int | Decimal | None) -> dict[str, Any]:
@@ -139,30 +149,35 @@ def _per(nanos: int, count: int) -> dict[str, Any] | None:
 def _row(
     key: Key,
     keys: list[str],
-    cost_row: tuple[Any, ...] | None,
-    fact_row: tuple[Any, ...] | None,
+    cost_row: list[int] | None,
+    facts: dict[Key, dict[str, Any]],
     shares: dict[Key, dict[str, int]],
     alt: dict[Key, int] | None,
 ) -> dict[str, Any]:
     cost, savings, hits, lookups = cost_row or (0, 0, 0, 0)
-    delivered, failed, cancelled, p50, p95, waste = fact_row or (0, 0, 0, None, None, 0)
-    cost, delivered, lookups = int(cost), int(delivered), int(lookups)
+    values = dict(zip(keys, key, strict=True))
+    outer = tuple(v for k, v in values.items() if k != "stage")
+    fact = facts.get(outer, {})
+    waste = fact.get("waste", 0)
+    if "stage" in keys:
+        waste = fact.get("stage_waste", {}).get(values["stage"], 0)
+    delivered = int(fact.get("delivered", 0))
     out: dict[str, Any] = {
-        k: (v.isoformat() if isinstance(v, date) else v) for k, v in zip(keys, key, strict=True)
+        k: (v.isoformat() if isinstance(v, date) else v) for k, v in values.items()
     }
     out |= {
         "renders_delivered": delivered,
-        "renders_failed": int(failed),
-        "renders_cancelled": int(cancelled),
+        "renders_failed": int(fact.get("failed", 0)),
+        "renders_cancelled": int(fact.get("cancelled", 0)),
         "cost": _money(cost),
         "cost_per_delivered_render": _per(cost, delivered),
-        "latency_p50_ms": p50,
-        "latency_p95_ms": p95,
-        "cache_hit_rate": round(int(hits) / lookups, 6) if lookups else None,
+        "latency_p50_ms": fact.get("p50"),
+        "latency_p95_ms": fact.get("p95"),
+        "cache_hit_rate": round(hits / lookups, 6) if lookups else None,
         "cache_savings": _money(savings),
         "waste": _money(waste),
     }
-    by_stage = shares.get(tuple(v for k, v in zip(keys, key, strict=True) if k != "stage"), {})
+    by_stage = shares.get(outer, {})
     whole = sum(by_stage.values())
     if "stage" in keys:
         out["share_of_cost"] = round(cost / whole, 6) if whole else None
