@@ -174,8 +174,8 @@ def _rebuild(
             _copy_in(raw, "daily_rollup", days)
             # Written in (tenant, day) order: a tenant's month then sits on a few dozen pages,
             # which is what a report reads (a render_id order scattered it over thousands).
-            renders = combine(pl.concat(render_parts).lazy())
-            renders = renders.sort("tenant_id", "day", "render_id").collect()
+            merged = combine(pl.concat(render_parts).lazy())
+            renders = merged.sort("tenant_id", "day", "render_id").collect()
             _copy_in(raw, "render_rollup", renders)
         _save_checkpoint(raw, head, head, reset=True)
     return RollupResult(True, head, len(ranges), head, time.perf_counter() - started)
