@@ -6,7 +6,9 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -50,6 +52,9 @@ price_versions = Table(
     Column("currency", String(3), nullable=False),
     Column("source_sha256", Text, nullable=False),
     Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # "what_if" books price reports for comparison and never rate events.
+    Column("kind", Text, nullable=False, server_default="cost"),
+    CheckConstraint("kind IN ('cost', 'what_if')", name="price_versions_kind_known"),
 )
 
 prices = Table(
@@ -137,4 +142,63 @@ embedding_cache = Table(
     Column("tensors", LargeBinary, nullable=False),
     Column("miss_seconds", Numeric, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Rollups (reports/): derived from the log, rebuilt at will, so ordinary tables.
+rollup_checkpoints = Table(
+    "rollup_checkpoints",
+    metadata,
+    Column("job", Text, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("events_applied", BigInteger, nullable=False, server_default="0"),
+)
+
+_STAGE_NANOS = (
+    "text_encoder",
+    "caption_llm",
+    "unet",
+    "vae_decode",
+    "postprocess",
+    "storage",
+    "cdn_egress",
+)
+
+render_rollup = Table(
+    "render_rollup",
+    metadata,
+    Column("render_id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("use_case", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("outcome", Text),
+    Column("latency_ms", Float),
+    Column("total_nanos", BigInteger, nullable=False),
+    Column("baseline_nanos", BigInteger, nullable=False),
+    *(Column(f"{stage}_nanos", BigInteger, nullable=False) for stage in _STAGE_NANOS),
+    Column("cache_hits", Integer, nullable=False),
+    Column("cache_lookups", Integer, nullable=False),
+    Column("model", Text),
+    Column("pipeline_version", Text),
+    Column("gpu_type", Text),
+    Column("precision", Text),
+    Column("last_seq", BigInteger, nullable=False),
+    Index("render_rollup_tenant_day", "tenant_id", "day"),
+)
+
+daily_rollup = Table(
+    "daily_rollup",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("use_case", Text, primary_key=True),
+    Column("stage", Text, primary_key=True),
+    Column("sku", Text, primary_key=True),
+    Column("outcome", Text, primary_key=True),
+    Column("events", BigInteger, nullable=False),
+    Column("quantity", Numeric, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("baseline_nanos", BigInteger, nullable=False),
+    Column("cache_hits", BigInteger, nullable=False),
+    Column("cache_lookups", BigInteger, nullable=False),
 )

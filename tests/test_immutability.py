@@ -97,3 +97,18 @@ def test_migrations_go_down_and_up_again(fresh_database: str) -> None:
     database.migrate(fresh_database)
     with psycopg.connect(database.libpq_url(fresh_database)) as conn:
         assert conn.execute("SELECT to_regclass('cost_events')").fetchone() == ("cost_events",)
+
+
+def test_the_migrated_schema_matches_the_table_definitions(db_url: str) -> None:
+    """ledger/tables.py and the hand-written revisions must not drift apart."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from ledger.tables import metadata
+
+    engine = create_engine(database.sqlalchemy_url(db_url))
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
