@@ -15,12 +15,20 @@ from rich.table import Table
 
 from ledger import database
 from ledger.chain import verify as verify_chain
-from ledger.cli_common import database_url, fail, open_ledger, out, progress_bar, s3_client
+from ledger.cli_common import (
+    database_url,
+    err,
+    fail,
+    open_ledger,
+    out,
+    progress_bar,
+    s3_client,
+)
 from ledger.cli_render import render, render_demo, spool_app
 from ledger.prices import PriceBookError, load_price_book_file
 from ledger.sample import sample_events
 from ledger.settings import get_settings
-from ledger.store import Ledger, LedgerError
+from ledger.store import EventConflict, Ledger, LedgerError
 
 DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
 
@@ -244,7 +252,11 @@ def demo(
         task = progress.add_task("ingesting sample events", total=None)
         while chunk := list(itertools.islice(events, 5000)):
             first_render = first_render or chunk[0].render_id
-            receipt = ledger.append(chunk)
+            try:
+                receipt = ledger.append(chunk)
+            except EventConflict:
+                err.print("an older sample with the same ids is already in the ledger; kept it")
+                break
             accepted += receipt.accepted
             duplicates += receipt.duplicates
             progress.advance(task, len(chunk))

@@ -51,18 +51,13 @@ def sample_events(
         failed = rng.random() < 0.03
         hit = rng.random() < 0.8
 
+        attrs = {"model": "sdxl-1.0", "gpu_type": gpu, "steps": 25, "width": 1024, "height": 1024}
         common = {
             "tenant_id": tenant,
             "use_case": use_case,
             "render_id": render_id,
             "occurred_at": at,
-            "attributes": {
-                "model": "sdxl-1.0",
-                "gpu_type": gpu,
-                "steps": 25,
-                "width": 1024,
-                "height": 1024,
-            },
+            "attributes": attrs,
         }
         event = partial(_event, rng, common)
         encoder = _q(rng.uniform(0.015, 0.03))
@@ -77,15 +72,18 @@ def sample_events(
         yield event(
             Stage.CAPTION_LLM, "llm.gpt-4o-mini.output_token", Decimal(rng.randint(60, 160))
         )
-        yield event(Stage.UNET, f"gpu.{gpu}.second", _q(rng.gauss(2.6, 0.2)))
+        unet = _q(max(0.5, rng.gauss(2.6, 0.2)))
+        yield event(Stage.UNET, f"gpu.{gpu}.second", unet)
         if not failed:
             yield event(Stage.VAE_DECODE, f"gpu.{gpu}.second", _q(rng.uniform(0.12, 0.2)))
             yield event(Stage.POSTPROCESS, "image.transform", Decimal(1))
             yield event(Stage.STORAGE, "s3.put_request", Decimal(1))
             yield event(Stage.STORAGE, "s3.standard.gb_month", _q(rng.uniform(0.0009, 0.0016), 9))
+        unet_s = float(unet)
         yield event(
             Stage.RENDER,
             "render.image",
             Decimal(1),
             outcome=Outcome.FAILED if failed else Outcome.DELIVERED,
+            attributes={**attrs, "latency_ms": round(unet_s * 1000 + 450, 1)},
         )
