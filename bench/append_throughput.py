@@ -29,6 +29,7 @@ from bench.report import write_section
 from ledger import database
 from ledger.cli import DEFAULT_PRICES
 from ledger.events import CostEvent
+from ledger.keys import create_key
 from ledger.prices import load_price_book_file
 from ledger.sample import sample_events
 from ledger.store import COLUMNS, Ledger
@@ -133,6 +134,12 @@ def run_http(
         for i in range(0, len(events), batch)
     ]
     base = f"http://127.0.0.1:{port}"
+    engine = database.make_engine(url)
+    headers = {
+        "content-type": "application/json",
+        "authorization": f"Bearer {create_key(engine, None, ['admin'], 'bench')}",
+    }
+    engine.dispose()
     try:
         for _ in range(200):  # bounded wait for the server to come up
             try:
@@ -145,9 +152,7 @@ def run_http(
         def send(share: list[bytes]) -> None:
             with httpx.Client(base_url=base, timeout=60) as client:
                 for body in share:
-                    r = client.post(
-                        "/v1/events", content=body, headers={"content-type": "application/json"}
-                    )
+                    r = client.post("/v1/events", content=body, headers=headers)
                     if r.status_code != 200:
                         errors.append(r.text[:200])
 

@@ -28,6 +28,7 @@ from bench.report import write_section
 from ledger import database
 from ledger.cli import DEFAULT_PRICES
 from ledger.connections import connection
+from ledger.keys import create_key
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports.jobs import run_rollup
@@ -123,6 +124,9 @@ def report_latency(url: str, requests: int, clients: int) -> list[float]:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+    engine = database.make_engine(url)
+    auth = {"authorization": f"Bearer {create_key(engine, None, ['admin'], 'bench')}"}
+    engine.dispose()
     latencies: list[float] = []
     try:
         for _ in range(200):
@@ -134,7 +138,7 @@ def report_latency(url: str, requests: int, clients: int) -> list[float]:
 
         def run(seed: int) -> None:
             rng = random.Random(seed)
-            with httpx.Client(base_url=base, timeout=10) as client:
+            with httpx.Client(base_url=base, timeout=10, headers=auth) as client:
                 for _ in range(requests // clients):
                     tenant = f"t{rng.randrange(TENANTS):04d}"
                     t0 = time.perf_counter()

@@ -11,8 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from ingest.parsing import MalformedBody, parse_body
 from ingest.schemas import ErrorOut, EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
-from ledger.deps import LedgerDep, SettingsDep
+from ledger.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
 from ledger.journal import StoredEvent, read_after, read_render
+from ledger.keys import Principal
 from ledger.money import format_nanos
 from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger, Receipt
 
@@ -20,6 +21,8 @@ router = APIRouter(prefix="/v1", tags=["events"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "Body is not JSON / NDJSON"},
+    401: {"model": ErrorOut, "description": "No key, or an unknown or revoked one"},
+    403: {"model": ErrorOut, "description": "The key lacks the scope, or writes another tenant"},
     409: {"model": ErrorOut, "description": "A known event_id with different content"},
     413: {"model": ErrorOut, "description": "Body or batch too large"},
     422: {"model": ErrorOut, "description": "Invalid events, each with its index and field"},
@@ -44,8 +47,25 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _ingest(ledger: Ledger, body: bytes, content_type: str | None) -> Receipt:
+class ForeignTenant(Exception):
+    def __init__(self, errors: list[dict[str, object]]) -> None:
+        self.errors = errors
+
+
+def _ingest(ledger: Ledger, body: bytes, content_type: str | None, key: Principal) -> Receipt:
     events = parse_body(body, content_type)
+    if not key.is_admin:
+        foreign = [
+            {
+                "index": i,
+                "field": "tenant_id",
+                "message": f"this key writes for {key.tenant_id!r} only",
+            }
+            for i, e in enumerate(events)
+            if e.tenant_id != key.tenant_id
+        ]
+        if foreign:
+            raise ForeignTenant(foreign)
     return ledger.append(events)
 
 
@@ -66,12 +86,16 @@ def _ingest(ledger: Ledger, body: bytes, content_type: str | None) -> Receipt:
         }
     },
 )
-async def post_events(request: Request, ledger: LedgerDep, settings: SettingsDep) -> Response:
+async def post_events(
+    request: Request, ledger: LedgerDep, settings: SettingsDep, key: IngestKey
+) -> Response:
     body = await _read_capped(request, settings.ingest.max_body_bytes)
     try:
         receipt = await run_in_threadpool(
-            _ingest, ledger, body, request.headers.get("content-type")
+            _ingest, ledger, body, request.headers.get("content-type"), key
         )
+    except ForeignTenant as exc:
+        raise _error(403, "events for another tenant", errors=exc.errors) from exc
     except MalformedBody as exc:
         raise _error(400, str(exc)) from exc
     except BatchTooLarge as exc:
@@ -91,13 +115,21 @@ async def post_events(request: Request, ledger: LedgerDep, settings: SettingsDep
 @router.get("/events", response_model=EventPage, summary="Read the log in seq order")
 def get_events(
     ledger: LedgerDep,
+    key: ReadKey,
     after_seq: Annotated[int, Query(ge=0, description="Return events with seq above this")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     render_id: Annotated[UUID | None, Query(description="Only this render's events")] = None,
     tenant_id: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = None,
 ) -> EventPage:
+    if not key.is_admin:
+        if tenant_id not in (None, key.tenant_id):
+            raise _error(404, f"no tenant {tenant_id!r}")
+        tenant_id = key.tenant_id
     if render_id is not None:
-        stored = [e for e in read_render(ledger.engine, render_id) if e.seq > after_seq][:limit]
+        render = [e for e in read_render(ledger.engine, render_id) if key.can_see(e.tenant_id)]
+        if not render:  # unknown, or another tenant's: the same answer
+            raise _error(404, f"no events for render {render_id}")
+        stored = [e for e in render if e.seq > after_seq][:limit]
     else:
         stored = read_after(ledger.engine, after_seq, limit, tenant_id)
     if tenant_id is not None:
@@ -107,9 +139,9 @@ def get_events(
 
 
 @router.get("/renders/{render_id}", response_model=RenderTrace, summary="One render's events")
-def get_render(ledger: LedgerDep, render_id: UUID) -> RenderTrace:
+def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
     stored = read_render(ledger.engine, render_id)
-    if not stored:
+    if not stored or not key.can_see(stored[0].tenant_id):
         raise _error(404, f"no events for render {render_id}")
     total = sum(e.cost_nanos for e in stored)
     stages: dict[str, list[StoredEvent]] = {}

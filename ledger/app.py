@@ -15,7 +15,7 @@ from sqlalchemy import text
 from ingest.api import router as events_router
 from ingest.parsing import EVENT
 from ledger.database import make_engine, resolve_url
-from ledger.deps import LedgerDep
+from ledger.deps import AdminKey, LedgerDep
 from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
 from reports.api import router as reports_router
@@ -83,7 +83,7 @@ def create_app(
         return response
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
-    def metrics(request: Request) -> Response:
+    def metrics(request: Request, _key: AdminKey) -> Response:
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -27,7 +27,7 @@ from ledger.cli_common import (
 from ledger.cli_render import render, render_demo, spool_app
 from ledger.prices import PriceBookError, load_price_book_file
 from ledger.sample import sample_events
-from ledger.settings import get_settings
+from ledger.settings import Settings, get_settings
 from ledger.store import EventConflict, Ledger, LedgerError
 
 DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
@@ -44,6 +44,8 @@ prices_app = typer.Typer(help="Cost price books.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prices_app, name="prices")
 app.add_typer(spool_app, name="spool")
+keys_app = typer.Typer(help="API keys (printed once, stored as a hash).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.command()(render)
 
 
@@ -67,6 +69,50 @@ def db_stop() -> None:
 def db_url() -> None:
     """Print the database URL in use (starting the embedded server if needed)."""
     out.print(database_url(get_settings()), highlight=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str | None, typer.Option(help="The tenant the key acts for")] = None,
+    scopes: Annotated[str, typer.Option(help="Comma-separated: ingest, read, admin")] = "read",
+    name: Annotated[str, typer.Option(help="A label to recognise the key by")] = "",
+) -> None:
+    """Make a key and print it; only its hash is stored, so keep it now."""
+    from ledger.keys import KeyRefused, create_key
+
+    try:
+        key = create_key(
+            open_ledger(get_settings()).engine,
+            tenant,
+            [s.strip() for s in scopes.split(",") if s.strip()],
+            name,
+        )
+    except KeyRefused as exc:
+        raise fail(str(exc)) from exc
+    out.print(key, highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key or its id")]) -> None:
+    """Revoke a key at once; it stays listed, marked revoked."""
+    from ledger.keys import revoke_key
+
+    if not revoke_key(open_ledger(get_settings()).engine, key_id):
+        raise fail(f"no live key {key_id!r}")
+    out.print("revoked")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: id, tenant, scopes, name, created, revoked."""
+    from ledger.keys import list_keys
+
+    table = Table("id", "tenant", "scopes", "name", "created", "revoked")
+    for key_id, tenant, scopes, name, created, revoked in list_keys(
+        open_ledger(get_settings()).engine
+    ):
+        table.add_row(key_id, tenant or "(admin)", ",".join(scopes), name, created, revoked or "")
+    out.print(table)
 
 
 @app.command()
@@ -279,10 +325,15 @@ def demo(
     out.print(f"[bold]rollup[/] {rolled.events} new events rolled up")
     if no_serve:
         return
+    key = _demo_key(settings, ledger)
     base = f"http://{host}:{port}"
     out.print(
         f"""
 [bold green]renderledger is serving[/] (Ctrl-C to stop; `renderledger db stop` ends PostgreSQL)
+Every endpoint but /healthz wants a key; here is an admin one ({settings.data_dir}/demo-admin.key):
+  export RL_KEY={key}
+  curl -H "Authorization: Bearer $RL_KEY" '{base}/v1/tenants/acme/report?group_by=use_case'
+In the API docs, "Authorize" takes the same key.
   API docs     {base}/docs
   health       {base}/healthz
   event log    {base}/v1/events?limit=20
@@ -299,6 +350,19 @@ def demo(
     from ledger.app import create_app
 
     uvicorn.run(create_app(settings, ledger), host=host, port=port, log_level="warning")
+
+
+def _demo_key(settings: Settings, ledger: Ledger) -> str:
+    """The demo's admin key, reused across runs while it stays valid."""
+    from ledger.keys import authenticate, create_key
+
+    path = settings.data_dir / "demo-admin.key"
+    if path.exists() and authenticate(ledger.engine, key := path.read_text().strip()):
+        return key
+    key = create_key(ledger.engine, None, ["admin"], "make run demo")
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ spool_app = typer.Typer(help="The local spool of events not yet delivered.", no_
 
 def transport_for(settings: Settings, ledger: Ledger) -> Transport:
     if settings.render.ledger_url:
-        return HttpTransport(settings.render.ledger_url)
+        return HttpTransport(settings.render.ledger_url, api_key=settings.render.ledger_api_key)
     return LedgerTransport(ledger)
 
 

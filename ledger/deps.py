@@ -1,11 +1,14 @@
-"""``Annotated`` dependencies the routers share: the ledger and the settings of this app."""
+"""``Annotated`` dependencies the routers share: the ledger, the settings, the caller's key."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.keys import Principal, authenticate
 from ledger.settings import Settings
 from ledger.store import Ledger
 
@@ -22,3 +25,41 @@ def get_app_settings(request: Request) -> Settings:
 
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An `rlk_…` key from `renderledger keys create`; `X-API-Key` works too.",
+)
+
+
+def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    presented = credentials.credentials if credentials else request.headers.get("x-api-key")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if not presented:
+        raise HTTPException(
+            401, {"message": "an API key is required: Authorization: Bearer rlk_…"}, challenge
+        )
+    principal = authenticate(get_ledger(request).engine, presented)
+    if principal is None:
+        raise HTTPException(401, {"message": "unknown or revoked API key"}, challenge)
+    return principal
+
+
+def require(scope: str) -> Callable[[Principal], Principal]:
+    """A dependency that lets through keys with ``scope`` (admin keys have every scope)."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if scope not in principal.scopes and not principal.is_admin:
+            raise HTTPException(403, {"message": f"this key lacks the {scope!r} scope"})
+        return principal
+
+    return check
+
+
+IngestKey = Annotated[Principal, Depends(require("ingest"))]
+ReadKey = Annotated[Principal, Depends(require("read"))]
+AdminKey = Annotated[Principal, Depends(require("admin"))]

@@ -44,6 +44,7 @@ class CaptionSettings(BaseModel):
 class RenderSettings(BaseModel):
     bucket: str | None = None  # S3 bucket for images; without one, --out DIR
     ledger_url: str | None = None  # emit over HTTP to this API instead of in-process
+    ledger_api_key: str | None = None  # an ingest key for that API
     storage_months: Decimal = Decimal(1)  # how long an image is kept, for GB-month metering
     gpu_sku: str | None = None  # when the GPU's name maps to no known SKU
 

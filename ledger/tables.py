@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = MetaData()
 
@@ -201,4 +201,23 @@ daily_rollup = Table(
     Column("baseline_nanos", BigInteger, nullable=False),
     Column("cache_hits", BigInteger, nullable=False),
     Column("cache_lookups", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("secret_sha256", LargeBinary, nullable=False),
+    Column("tenant_id", Text),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "scopes <@ ARRAY['ingest', 'read', 'admin']::text[] AND cardinality(scopes) > 0",
+        name="api_keys_scopes_known",
+    ),
+    CheckConstraint(
+        "tenant_id IS NOT NULL OR 'admin' = ANY(scopes)", name="api_keys_tenant_or_admin"
+    ),
 )

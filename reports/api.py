@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel
 
 from ledger.connections import connection
-from ledger.deps import LedgerDep
+from ledger.deps import LedgerDep, ReadKey
 from reports.tenant_report import GROUPS, ReportQuery, report
 
 router = APIRouter(prefix="/v1", tags=["reports"])
@@ -44,6 +44,7 @@ def _parse_groups(text: str) -> tuple[str, ...]:
 @router.get("/tenants/{tenant}/report", response_model=Report, summary="A tenant's cost report")
 def tenant_report(
     ledger: LedgerDep,
+    key: ReadKey,
     tenant: Annotated[str, Path(pattern=TENANT)],
     start: Annotated[date, Query(alias="from", description="First day, UTC")] = date(2026, 1, 1),
     end: Annotated[date, Query(alias="to", description="Day after the last, UTC")] = date(
@@ -53,6 +54,8 @@ def tenant_report(
     what_if: Annotated[str | None, Query(description="Also price with this book")] = None,
     fmt: Annotated[str, Query(alias="format", pattern="^(json|csv)$")] = "json",
 ) -> Any:
+    if not key.can_see(tenant):
+        raise _bad(f"no tenant {tenant!r}", 404)  # the same answer as for a tenant never seen
     if start >= end:
         raise _bad("from must be before to")
     groups = _parse_groups(group_by)

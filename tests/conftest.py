@@ -160,9 +160,18 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
     thread.join(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def admin_key(ledger: Ledger) -> str:
+    from ledger.keys import create_key
+
+    return create_key(ledger.engine, None, ["admin"], "tests")
+
+
 @pytest.fixture
-def http(api_base: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_base, timeout=30) as client:
+def http(api_base: str, admin_key: str) -> Iterator[httpx.Client]:
+    """An admin's client; tests of keys and tenants make their own."""
+    headers = {"authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=api_base, timeout=30, headers=headers) as client:
         yield client
 
 

@@ -106,3 +106,22 @@ def test_render_command_and_weights_folder(cli: CliRunner, tmp_path: Path) -> No
     )
     assert bad.exit_code == 1
     assert "not a diffusers folder" in bad.output
+
+
+def test_keys_create_list_revoke(cli: CliRunner) -> None:
+    made = cli.invoke(app, ["keys", "create", "--tenant", "acme", "--scopes", "ingest,read"])
+    assert made.exit_code == 0, made.output
+    key = made.output.strip()
+    assert key.startswith("rlk_")
+    key_id = key.split("_")[1]
+    listed = cli.invoke(app, ["keys", "list"])
+    assert key_id in listed.output
+    assert key.split("_", 2)[2] not in listed.output  # the secret is never shown again
+    assert cli.invoke(app, ["keys", "revoke", key_id]).exit_code == 0
+    again = cli.invoke(app, ["keys", "revoke", key_id])
+    assert again.exit_code == 1
+    assert "no live key" in again.output
+    bad = cli.invoke(app, ["keys", "create", "--tenant", "acme", "--scopes", "root"])
+    assert bad.exit_code == 1
+    assert "scopes must be some of" in bad.output
+    assert cli.invoke(app, ["keys", "create", "--scopes", "read"]).exit_code == 1

@@ -130,6 +130,9 @@ def test_a_failing_vae_leaves_failed_with_the_costs_already_spent(
 def test_with_the_ledger_down_renders_complete_and_events_arrive_once_later(
     tiny: Built, ledger: Ledger, tenant: str, tmp_path: Path, api_base: str
 ) -> None:
+    from ledger.keys import create_key
+
+    key = create_key(ledger.engine, tenant, ["ingest"])
     down = HttpTransport(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
     with pytest.raises(DeliveryFailed):
         down.send([])
@@ -141,7 +144,7 @@ def test_with_the_ledger_down_renders_complete_and_events_arrive_once_later(
     assert emitter.close(timeout_s=2) == 3  # three batches wait on disk
     for x in results:
         assert read_render(ledger.engine, x.render_id) == []
-    up = HttpTransport(api_base)
+    up = HttpTransport(api_base, api_key=key)
     assert spool.flush(up) == (3, 0)
     # A crash after delivery but before the spool file was removed means a resend:
     spool.write(results[0].events)

@@ -1,0 +1,148 @@
+"""API keys and tenant isolation: every endpoint × no key, bad key, wrong scope, other tenant."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from ledger.events import CostEvent
+from ledger.keys import create_key, revoke_key
+from ledger.store import Ledger
+from reports.jobs import run_rollup
+
+
+def _event(tenant: str, render: uuid.UUID) -> CostEvent:
+    return CostEvent(
+        event_id=uuid.uuid4(),
+        tenant_id=tenant,
+        use_case="social",
+        render_id=render,
+        stage="unet",
+        sku="gpu.h100.second",
+        quantity=Decimal(1),
+        occurred_at=datetime(2026, 10, 3, tzinfo=UTC),
+    )
+
+
+@pytest.fixture(scope="module")
+def world(ledger: Ledger) -> dict[str, Any]:
+    a, b = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
+    render_a, render_b = uuid.uuid4(), uuid.uuid4()
+    ledger.append([_event(a, render_a), _event(b, render_b)])
+    run_rollup(ledger.engine)
+    revoked = create_key(ledger.engine, a, ["read", "ingest"])
+    revoke_key(ledger.engine, revoked)
+    return {
+        "a": a,
+        "b": b,
+        "render_a": render_a,
+        "a_read": create_key(ledger.engine, a, ["read"]),
+        "a_ingest": create_key(ledger.engine, a, ["ingest"]),
+        "b_all": create_key(ledger.engine, b, ["read", "ingest"]),
+        "revoked": revoked,
+    }
+
+
+Call = Callable[[httpx.Client, dict[str, Any]], httpx.Response]
+
+READS: dict[str, Call] = {
+    "events by tenant": lambda c, w: c.get("/v1/events", params={"tenant_id": w["a"]}),
+    "events by render": lambda c, w: c.get("/v1/events", params={"render_id": str(w["render_a"])}),
+    "render trace": lambda c, w: c.get(f"/v1/renders/{w['render_a']}"),
+    "report": lambda c, w: c.get(f"/v1/tenants/{w['a']}/report"),
+}
+WRITE: Call = lambda c, w: c.post(  # noqa: E731
+    "/v1/events", json=[_event(w["a"], uuid.uuid4()).model_dump(mode="json")]
+)
+ALL = {**READS, "ingest": WRITE, "metrics": lambda c, w: c.get("/metrics")}
+
+
+def _client(api_base: str, key: str | None) -> httpx.Client:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=api_base, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize("endpoint", list(ALL))
+@pytest.mark.parametrize("key", [None, "rlk_nope_nope", "garbage", "revoked"])
+def test_no_valid_key_is_401(
+    api_base: str, world: dict[str, Any], endpoint: str, key: str | None
+) -> None:
+    with _client(api_base, world.get(key or "", key)) as c:
+        r = ALL[endpoint](c, world)
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("endpoint", list(READS))
+def test_another_tenants_resources_are_404(
+    api_base: str, world: dict[str, Any], endpoint: str
+) -> None:
+    with _client(api_base, world["b_all"]) as c:
+        assert READS[endpoint](c, world).status_code == 404
+    with _client(api_base, world["a_read"]) as c:
+        assert READS[endpoint](c, world).status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", list(READS))
+def test_an_ingest_only_key_cannot_read(
+    api_base: str, world: dict[str, Any], endpoint: str
+) -> None:
+    with _client(api_base, world["a_ingest"]) as c:
+        assert READS[endpoint](c, world).status_code == 403
+
+
+def test_writes_only_for_its_own_tenant(api_base: str, world: dict[str, Any]) -> None:
+    with _client(api_base, world["a_read"]) as c:
+        assert WRITE(c, world).status_code == 403  # no ingest scope
+    with _client(api_base, world["b_all"]) as c:
+        r = WRITE(c, world)
+        assert r.status_code == 403
+        assert r.json()["detail"]["errors"][0]["field"] == "tenant_id"
+    with _client(api_base, world["a_ingest"]) as c:
+        assert WRITE(c, world).status_code == 200
+
+
+def test_a_tenant_listing_sees_only_its_events(api_base: str, world: dict[str, Any]) -> None:
+    with _client(api_base, world["b_all"]) as c:
+        events = c.get("/v1/events", params={"limit": 10_000}).json()["events"]
+    assert events
+    assert {e["tenant_id"] for e in events} == {world["b"]}
+
+
+def test_metrics_need_admin(api_base: str, world: dict[str, Any], admin_key: str) -> None:
+    with _client(api_base, world["a_read"]) as c:
+        assert c.get("/metrics").status_code == 403
+    with _client(api_base, admin_key) as c:
+        assert c.get("/metrics").status_code == 200
+    with _client(api_base, None) as c:
+        assert c.get("/healthz").status_code == 200
+
+
+def test_x_api_key_header_works_too(api_base: str, world: dict[str, Any]) -> None:
+    with httpx.Client(base_url=api_base, headers={"x-api-key": world["a_read"]}) as c:
+        assert READS["report"](c, world).status_code == 200
+
+
+def test_keys_are_stored_as_hashes_and_revocation_is_immediate(
+    ledger: Ledger, api_base: str, tenant: str
+) -> None:
+    from ledger.connections import connection
+
+    key = create_key(ledger.engine, tenant, ["read"])
+    with connection(ledger.engine) as raw:
+        stored = raw.execute(
+            "SELECT secret_sha256 FROM api_keys WHERE key_id = %s", (key.split("_")[1],)
+        ).fetchone()
+    assert stored is not None
+    assert key.split("_", 2)[2].encode() not in bytes(stored[0])
+    with _client(api_base, key) as c:
+        assert c.get("/v1/events").status_code == 200
+        assert revoke_key(ledger.engine, key)
+        assert c.get("/v1/events").status_code == 401
+    assert not revoke_key(ledger.engine, key)
