@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -18,6 +18,8 @@ from ledger.money import canonical_decimal
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 MAX_ATTRIBUTES_DEPTH = 8
+MAX_FUTURE = timedelta(days=1)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class Stage(StrEnum):
@@ -91,6 +93,17 @@ class CostEvent(BaseModel):
     attributes: Annotated[dict[str, Any], AfterValidator(_check_attributes)] = Field(
         default_factory=dict
     )
+
+    @model_validator(mode="after")
+    def _occurred_plausibly(self) -> Self:
+        # A clock a day fast is a skewed producer; a year off is a bug we must not bill.
+        if self.occurred_at > datetime.now(UTC) + MAX_FUTURE:
+            raise ValueError(f"occurred_at: {self.occurred_at.isoformat()} is in the future")
+        if self.occurred_at < EARLIEST:
+            raise ValueError(
+                f"occurred_at: {self.occurred_at.isoformat()} is before {EARLIEST.year}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _outcome_only_on_render(self) -> Self:

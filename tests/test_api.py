@@ -71,6 +71,15 @@ def test_conflict_is_409_naming_the_id(
 
 BAD_EVENTS = [
     ({"occurred_at": "2026-10-01T10:00:00"}, "occurred_at", "timezone"),
+    ({"occurred_at": "2099-01-01T00:00:00Z"}, "occurred_at", "in the future"),
+    ({"occurred_at": "1970-01-01T00:00:00Z"}, "occurred_at", "before 2000"),
+    (
+        {"attributes": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}},
+        "attributes",
+        "nested deeper",
+    ),
+    ({"attributes": {"x": "nul\u0000"}}, "attributes", "NUL"),
+    ({"use_case": "e\u0000c"}, "use_case", "pattern"),
     ({"quantity": "-1"}, "quantity", "greater than or equal to 0"),
     ({"quantity": "NaN"}, "quantity", "finite"),
     ({"quantity": "Infinity"}, "quantity", "finite"),

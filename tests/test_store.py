@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -13,12 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger import database
 from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.journal import last_seq, read_after, read_render
 from ledger.prices import parse_price_book
 from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger
-from tests.conftest import EventFactory
+from tests.conftest import EventFactory, ledger_with_prices
 
 
 def _tenant_rows(ledger: Ledger, tenant: str) -> list[tuple[object, ...]]:
@@ -105,25 +106,29 @@ def test_oversize_batch_is_refused(ledger: Ledger, make_event: EventFactory) -> 
 
 
 def test_the_version_in_force_at_occurred_at_prices_the_event(
-    ledger: Ledger, make_event: EventFactory, tmp_path: Path
+    fresh_database: str, make_event: EventFactory
 ) -> None:
+    # A database of its own: a new book in force from an hour ago would reprice other tests.
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    switch = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     text = (Path(__file__).parents[1] / "ledger" / "default_prices.toml").read_text()
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    future = text.replace('name = "public-list-2026"', f'name = "{name}"').replace(
-        "effective_from = 2025-01-01T00:00:00Z", "effective_from = 2099-01-01T00:00:00Z"
+    newer = text.replace('name = "public-list-2026"', 'name = "newer"').replace(
+        "effective_from = 2025-01-01T00:00:00Z", f"effective_from = {switch.isoformat()}"
     )
-    future = future.replace('price = "0.0011"', 'price = "0.0022"')
-    version, created = ledger.load_prices(parse_price_book(future))
+    newer = newer.replace('price = "0.0011"', 'price = "0.0022"')
+    version, created = ledger.load_prices(parse_price_book(newer))
     assert created
-    before = make_event(occurred_at=datetime(2098, 12, 31, 23, 59, 59, tzinfo=UTC))
-    after = make_event(occurred_at=datetime(2099, 1, 1, tzinfo=UTC))
+    before = make_event(occurred_at=switch - timedelta(microseconds=1))
+    after = make_event(occurred_at=switch)
     ledger.append([before, after])
     stored = {e.event_id: e for e in read_render(ledger.engine, before.render_id)}
     assert stored[before.event_id].cost_nanos == 2_750_000
     assert stored[after.event_id].cost_nanos == 5_500_000
     assert stored[after.event_id].price_version == version.version
     # The same file again is a no-op, not a third version.
-    assert ledger.load_prices(parse_price_book(future))[1] is False
+    assert ledger.load_prices(parse_price_book(newer))[1] is False
+    engine.dispose()
 
 
 def test_reversal_negates_cost_and_only_once(
