@@ -10,23 +10,17 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ingest.parsing import MalformedBody, parse_body
-from ingest.schemas import ErrorOut, EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
+from ingest.schemas import EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
+from ledger.api_errors import responses
 from ledger.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
 from ledger.journal import StoredEvent, read_after, read_render
 from ledger.keys import Principal
 from ledger.money import format_nanos
 from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger, Receipt
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], responses=responses(401, 403, 404, 422))
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorOut, "description": "Body is not JSON / NDJSON"},
-    401: {"model": ErrorOut, "description": "No key, or an unknown or revoked one"},
-    403: {"model": ErrorOut, "description": "The key lacks the scope, or writes another tenant"},
-    409: {"model": ErrorOut, "description": "A known event_id with different content"},
-    413: {"model": ErrorOut, "description": "Body or batch too large"},
-    422: {"model": ErrorOut, "description": "Invalid events, each with its index and field"},
-}
+_ERRORS = responses(400, 401, 403, 409, 413, 422)
 
 
 def _error(status: int, message: str, **extra: object) -> HTTPException:

@@ -31,18 +31,6 @@ class ReceiptOut(BaseModel):
         )
 
 
-class FieldErrorOut(BaseModel):
-    index: int
-    field: str
-    message: str
-
-
-class ErrorOut(BaseModel):
-    message: str
-    errors: list[FieldErrorOut] = []
-    event_ids: list[UUID] = []
-
-
 class EventOut(BaseModel):
     seq: int
     event_id: UUID

@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from ingest.api import router as events_router
 from ingest.parsing import EVENT
+from ledger.api_errors import responses, validation_error
 from ledger.database import make_engine, resolve_url
 from ledger.deps import AdminKey, LedgerDep
 from ledger.settings import Settings, get_settings
@@ -67,6 +69,7 @@ def create_app(
         summary="Cost ledger for diffusion image generation: priced, append-only, verifiable.",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(events_router)
     app.include_router(reports_router)
 
@@ -82,7 +85,13 @@ def create_app(
             request.app.state.metrics.ingested.inc(int(accepted))
         return response
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        responses=responses(401, 403),
+        response_class=PlainTextResponse,
+    )
     def metrics(request: Request, _key: AdminKey) -> Response:
         registry = request.app.state.metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -11,11 +11,12 @@ import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel
 
+from ledger.api_errors import responses
 from ledger.connections import connection
 from ledger.deps import LedgerDep, ReadKey
 from reports.tenant_report import GROUPS, ReportQuery, report
 
-router = APIRouter(prefix="/v1", tags=["reports"])
+router = APIRouter(prefix="/v1", tags=["reports"], responses=responses(401, 403, 404, 422))
 TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
