@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +22,7 @@ import orjson
 import psycopg
 from sqlalchemy.engine import make_url
 
+from bench.processes import api_server, free_port
 from bench.report import write_section
 from ledger import database
 from ledger.cli import DEFAULT_PRICES
@@ -119,16 +117,7 @@ def run_http(
     url: str, events: list[CostEvent], batch: int, clients: int, workers: int
 ) -> tuple[int, float]:
     """Events sent and seconds from the first request to the last answer."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--workers", str(workers)],
-        env={**os.environ, "DATABASE_URL": url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     bodies = [
         orjson.dumps([e.model_dump(mode="json") for e in events[i : i + batch]])
         for i in range(0, len(events), batch)
@@ -140,13 +129,7 @@ def run_http(
         "authorization": f"Bearer {create_key(engine, None, ['admin'], 'bench')}",
     }
     engine.dispose()
-    try:
-        for _ in range(200):  # bounded wait for the server to come up
-            try:
-                httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with api_server(url, port, workers=workers):
         errors: list[str] = []
 
         def send(share: list[bytes]) -> None:
@@ -165,11 +148,8 @@ def run_http(
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
-        if errors:
-            raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
     return len(events), elapsed
 
 

@@ -10,11 +10,8 @@ is measured here is the read path, not ingest (see append_throughput.py for that
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,6 +21,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.processes import api_server, free_port
 from bench.report import write_section
 from ledger import database
 from ledger.cli import DEFAULT_PRICES
@@ -113,54 +111,30 @@ def sql_side_by_side(owner: str) -> tuple[float, float]:
 
 
 def report_latency(url: str, requests: int, clients: int) -> list[float]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": url, "RENDERLEDGER_REPORTS__ROLLUP_INTERVAL_S": "0"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     engine = database.make_engine(url)
     auth = {"authorization": f"Bearer {create_key(engine, None, ['admin'], 'bench')}"}
     engine.dispose()
     latencies: list[float] = []
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
 
-        def run(seed: int) -> None:
-            rng = random.Random(seed)
-            with httpx.Client(base_url=base, timeout=10, headers=auth) as client:
-                for _ in range(requests // clients):
-                    tenant = f"t{rng.randrange(TENANTS):04d}"
-                    t0 = time.perf_counter()
-                    r = client.get(
-                        f"/v1/tenants/{tenant}/report",
-                        params={
-                            "from": "2026-10-01",
-                            "to": "2026-11-01",
-                            "group_by": "use_case,stage",
-                        },
-                    )
-                    latencies.append(time.perf_counter() - t0)
-                    r.raise_for_status()
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=base, timeout=10, headers=auth) as client:
+            for _ in range(requests // clients):
+                tenant = f"t{rng.randrange(TENANTS):04d}"
+                params = {"from": "2026-10-01", "to": "2026-11-01", "group_by": "use_case,stage"}
+                t0 = time.perf_counter()
+                r = client.get(f"/v1/tenants/{tenant}/report", params=params)
+                latencies.append(time.perf_counter() - t0)
+                r.raise_for_status()
 
+    with api_server(url, port):
         threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return sorted(latencies)
 
 

@@ -3,49 +3,22 @@ is there once, no batch is half-written, the client's retries converge, verify p
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 
+from bench.processes import api_server, free_port
 from ledger import database
 from ledger.chain import verify
 from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.keys import create_key
-from tests.conftest import free_port, ledger_with_prices
-
-
-@contextmanager
-def server(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "DATABASE_URL": url, "RENDERLEDGER_REPORTS__ROLLUP_INTERVAL_S": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):  # bounded: ~30 s to come up
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+from tests.conftest import ledger_with_prices
 
 
 def _batch(tenant: str, n: int) -> list[dict[str, object]]:
@@ -87,7 +60,7 @@ def test_kill_9_mid_ingest_then_restart_converges(fresh_database: str) -> None:
                         pass
                     time.sleep(0.05)
 
-    with server(fresh_database, port) as first:
+    with api_server(fresh_database, port) as first:
         sender = threading.Thread(target=client)
         sender.start()
         for _ in range(600):
@@ -97,7 +70,7 @@ def test_kill_9_mid_ingest_then_restart_converges(fresh_database: str) -> None:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     killed_after = len(acknowledged)
-    with server(fresh_database, port):
+    with api_server(fresh_database, port):
         sender.join(timeout=120)
     assert not sender.is_alive()
     assert 8 <= killed_after < len(batches)
