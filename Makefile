@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: install run test lint bench clean db-stop
+.PHONY: install run test lint bench reliability clean db-stop
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: $(STAMP)
 	$(PY) -m bench.render_overhead --pairs 30 --write BENCHMARKS.md
 	$(PY) -m bench.rollup_rebuild --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.sdxl_stages
+
+# kill -9 scenarios and a 5-minute bounded load; results in RELIABILITY.md
+reliability: $(STAMP)
+	$(PY) -m bench.reliability --kills 5 --load-seconds 300 --write RELIABILITY.md
 
 db-stop: $(STAMP)
 	$(VENV)/bin/renderledger db stop

@@ -34,7 +34,8 @@ def write_section(path: Path, key: str, body: str, command: str) -> None:
         f"<!-- {key}:start -->\n{body.rstrip()}\n\n"
         f"Command: `{command}`  \nMachine: {machine()}  \nDate: {stamp}\n<!-- {key}:end -->"
     )
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `make bench`.\n"
+    title = "Reliability" if path.name.startswith("RELIABILITY") else "Benchmarks"
+    text = path.read_text() if path.exists() else f"# {title}\n\nWritten by `{command}`.\n"
     pattern = re.compile(rf"<!-- {key}:start -->.*?<!-- {key}:end -->", re.DOTALL)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text}\n{section}\n"
     path.write_text(text)
