@@ -50,6 +50,10 @@ def start_embedded(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
     server = _server(data_dir, cleanup_mode=cleanup_mode)
     admin_uri: str = server.get_uri()
     with psycopg.connect(admin_uri, autocommit=True) as conn:
+        # A ledger writes WAL steadily; rarer checkpoints keep commit latency even.
+        if conn.execute("SHOW max_wal_size").fetchone() != ("4GB",):
+            conn.execute("ALTER SYSTEM SET max_wal_size = '4GB'")
+            conn.execute("SELECT pg_reload_conf()")
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
         ).fetchone()
