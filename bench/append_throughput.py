@@ -11,7 +11,6 @@ import argparse
 import io
 import itertools
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -161,8 +160,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None, help="BENCHMARKS.md to update")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="renderledger-bench-") as tmp:
-        server = database.start_embedded(Path(tmp), cleanup_mode="delete")
+    with database.throwaway_server("renderledger-bench-") as server:
         print("generating events…", file=sys.stderr)
         events = list(itertools.islice(sample_events(args.events, seed=11), args.events))
         n = len(events)

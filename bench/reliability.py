@@ -315,8 +315,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=8, help="ingest batches per second")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="renderledger-reliability-") as tmp:
-        url = database.start_embedded(Path(tmp), cleanup_mode="delete")
+    with (
+        database.throwaway_server("renderledger-reliability-") as url,
+        tempfile.TemporaryDirectory(prefix="renderledger-renderer-") as tmp,
+    ):
         database.migrate(url)
         engine = database.make_engine(url, app_role="renderledger_app")
         Ledger(engine).load_prices(load_price_book_file(DEFAULT_PRICES))

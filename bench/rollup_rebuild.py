@@ -13,7 +13,6 @@ import argparse
 import random
 import resource
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -147,8 +146,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
     n = args.events - args.events % 9
-    with tempfile.TemporaryDirectory(prefix="renderledger-rollup-") as tmp:
-        url = database.start_embedded(Path(tmp), cleanup_mode="delete")
+    with database.throwaway_server("renderledger-rollup-") as url:
         database.migrate(url)
         engine = database.make_engine(url, app_role="renderledger_app")
         Ledger(engine).load_prices(load_price_book_file(DEFAULT_PRICES))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +165,14 @@ def current_revision(engine: Engine) -> str | None:
             return None
         row = raw.execute("SELECT version_num FROM alembic_version").fetchone()
         return str(row[0]) if row else None
+
+
+@contextmanager
+def throwaway_server(prefix: str = "renderledger-") -> Iterator[str]:
+    """A fresh embedded server in a temporary folder, stopped and removed afterwards (the
+    server is stopped first, so it cannot write into a folder being deleted)."""
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as tmp:
+        try:
+            yield start_embedded(Path(tmp), cleanup_mode=None)
+        finally:
+            stop_embedded(Path(tmp))

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -44,8 +42,8 @@ def server_url() -> Iterator[str]:
     if given:
         yield given
         return
-    with tempfile.TemporaryDirectory(prefix="renderledger-test-") as tmp:
-        yield database.start_embedded(Path(tmp), cleanup_mode="delete")
+    with database.throwaway_server("renderledger-test-") as url:
+        yield url
 
 
 def _create_database(server_url: str, name: str) -> str:
