@@ -13,10 +13,11 @@ from ingest.parsing import MalformedBody, parse_body
 from ingest.schemas import EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
 from ledger.api_errors import responses
 from ledger.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
+from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict
 from ledger.journal import StoredEvent, read_after, read_render
 from ledger.keys import Principal
 from ledger.money import format_nanos
-from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger, Receipt
+from ledger.store import Ledger, Receipt
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=responses(401, 403, 404, 422))
 

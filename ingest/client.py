@@ -23,8 +23,9 @@ from typing import Protocol
 import httpx
 import orjson
 
+from ledger.errors import LedgerError
 from ledger.events import CostEvent
-from ledger.store import Ledger, LedgerError
+from ledger.store import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ from sqlalchemy import Engine
 
 from ingest.cdn_log import CdnStats, cdn_rows
 from ingest.parsing import EVENT, RowError, field_errors
+from ledger.errors import BatchInvalid, EventConflict
 from ledger.events import CostEvent
-from ledger.store import BatchInvalid, EventConflict, Ledger
+from ledger.store import Ledger
 
 FORMATS = ("ndjson", "csv", "parquet", "cdn-log")
 _SUFFIXES = {

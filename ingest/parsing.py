@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from ledger.errors import BatchInvalid, FieldError
 from ledger.events import CostEvent
-from ledger.store import BatchInvalid, FieldError
 
 EVENTS = TypeAdapter(list[CostEvent])
 EVENT = TypeAdapter(CostEvent)

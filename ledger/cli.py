@@ -25,10 +25,11 @@ from ledger.cli_common import (
     s3_client,
 )
 from ledger.cli_render import render, render_demo, spool_app
+from ledger.errors import EventConflict, LedgerError
 from ledger.prices import PriceBookError, load_price_book_file
 from ledger.sample import sample_events
 from ledger.settings import Settings, get_settings
-from ledger.store import EventConflict, Ledger, LedgerError
+from ledger.store import Ledger
 
 DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -17,9 +16,12 @@ from sqlalchemy import Engine
 
 from ledger.chain import GENESIS, block_hash, price_tag, row_digest
 from ledger.connections import connection
+from ledger.errors import BatchTooLarge, EventConflict, LedgerError
 from ledger.events import CostEvent
-from ledger.money import cost_nanos
-from ledger.prices import Price, PriceBook, PriceBookFile, PriceVersion, UnpricedSku
+from ledger.price_books import read_price_book, read_version
+from ledger.prices import PriceBook, PriceBookFile, PriceVersion, UnpricedSku
+from ledger.rating import Rated, rate_all, rate_each
+from ledger.reversals import price_reversals
 
 # One key for every append and every price-book load: the block chain needs a total
 # order, and taking it per transaction makes seq order equal commit order.
@@ -56,44 +58,6 @@ _COPY_TYPES = [
 _COPY_SQL = f"COPY cost_events ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 
-class LedgerError(Exception):
-    """Base of the errors an append can answer with; nothing was written."""
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    index: int
-    field: str
-    message: str
-
-
-class BatchInvalid(LedgerError):
-    def __init__(self, errors: list[FieldError]) -> None:
-        first = errors[0]
-        super().__init__(
-            f"{len(errors)} invalid event(s); first at index {first.index}, "
-            f"field {first.field}: {first.message}"
-        )
-        self.errors = errors
-
-
-class BatchTooLarge(LedgerError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"batch of {size} events exceeds the limit of {limit}")
-        self.size = size
-        self.limit = limit
-
-
-class EventConflict(LedgerError):
-    """Known ``event_id``s sent again with different content."""
-
-    def __init__(self, event_ids: list[UUID]) -> None:
-        shown = ", ".join(map(str, event_ids[:20]))
-        more = f" and {len(event_ids) - 20} more" if len(event_ids) > 20 else ""
-        super().__init__(f"event_id already recorded with different content: {shown}{more}")
-        self.event_ids = event_ids
-
-
 @dataclass(frozen=True, slots=True)
 class Receipt:
     accepted: int
@@ -101,22 +65,6 @@ class Receipt:
     first_seq: int | None
     last_seq: int | None
     block_id: int | None
-
-
-@dataclass(slots=True)
-class _Rated:
-    index: int
-    event: CostEvent
-    content: bytes
-    price_version: int
-    unit_price_nanos: Decimal
-    currency: str
-    cost_nanos: int
-    baseline_cost_nanos: int | None
-
-    @property
-    def price_key(self) -> tuple[int, str]:
-        return (self.price_version, self.event.sku)
 
 
 class Ledger:
@@ -134,7 +82,7 @@ class Ledger:
         with self._book_lock:
             if self._book is None or refresh:
                 with connection(self.engine) as raw:
-                    self._book = _read_price_book(raw)
+                    self._book = read_price_book(raw)
             return self._book
 
     def load_prices(self, book: PriceBookFile) -> tuple[PriceVersion, bool]:
@@ -150,7 +98,7 @@ class Ledger:
                         f"a price book named {book.name!r} is already loaded with other "
                         "content; give the new version a new name"
                     )
-                existing = _read_version(raw, book.name)
+                existing = read_version(raw, book.name)
                 assert existing is not None
                 return existing, False
             (version,) = raw.execute(
@@ -174,7 +122,7 @@ class Ledger:
     def price_version(self, name: str) -> PriceVersion | None:
         """Any version by name, what-if books included (those never rate events)."""
         with connection(self.engine) as raw:
-            return _read_version(raw, name)
+            return read_version(raw, name)
 
     # -- the write path ---------------------------------------------------------------
 
@@ -185,12 +133,12 @@ class Ledger:
         if not events:
             return Receipt(0, 0, None, None, None)
         with connection(self.engine, transaction=True) as raw:
-            prerated: list[_Rated] | None = None
+            prerated: list[Rated] | None = None
             lock = raw.execute("SELECT pg_try_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
             if not (lock.fetchone() or (False,))[0]:
                 # Another append holds the lock: price now, while waiting, not after.
                 early = self.price_book()
-                prerated = _rate_all(events, early)
+                prerated = rate_all(events, early)
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
             book = self._book_in_force(raw)
             if prerated is not None and book is not early:
@@ -201,7 +149,7 @@ class Ledger:
             if simple:
                 # Resends are rare: let the unique index find them. Uncontended, price while
                 # the COPY streams, so the server indexes early rows while later ones are priced.
-                rated = prerated if prerated is not None else _rate_each(events, book)
+                rated = prerated if prerated is not None else rate_each(events, book)
                 try:
                     with raw.transaction():
                         return _write_block(raw, rated, events, 0)
@@ -210,10 +158,10 @@ class Ledger:
                 except psycopg.errors.UniqueViolation as exc:
                     if exc.diag.constraint_name != "cost_events_event_id_key":
                         raise
-            fresh, duplicates = _split_duplicates(prerated or _rate_all(events, book), {})
+            fresh, duplicates = _split_duplicates(prerated or rate_all(events, book), {})
             # A resent reversal must count as a duplicate before it is judged as a reversal.
             fresh, stored_dups = _drop_stored(raw, fresh)
-            _price_reversals(raw, fresh)
+            price_reversals(raw, fresh)
             if not fresh:
                 return Receipt(0, duplicates + stored_dups, None, None, None)
             return _write_block(raw, fresh, [r.event for r in fresh], duplicates + stored_dups)
@@ -231,7 +179,7 @@ class Ledger:
 
 def _write_block(
     raw: psycopg.Connection[Any],
-    rated: Iterable[_Rated],
+    rated: Iterable[Rated],
     events: Sequence[CostEvent],
     duplicates: int,
 ) -> Receipt:
@@ -280,7 +228,7 @@ def _write_block(
     return Receipt(len(events), duplicates, first_seq, last_seq, block_id)
 
 
-def _copy_row(seq: int, r: _Rated, block_id: int) -> tuple[Any, ...]:
+def _copy_row(seq: int, r: Rated, block_id: int) -> tuple[Any, ...]:
     e = r.event
     return (
         seq,
@@ -311,50 +259,14 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _rate(i: int, e: CostEvent, book: PriceBook) -> _Rated:
-    version, price = book.price(e.sku, e.occurred_at)
-    unit = price.unit_price_nanos
-    baseline = None if e.baseline_quantity is None else cost_nanos(e.baseline_quantity, unit)
-    return _Rated(
-        i,
-        e,
-        e.content_hash(),
-        version.version,
-        unit,
-        version.currency,
-        cost_nanos(e.quantity, unit),
-        baseline,
-    )
-
-
-def _rate_each(events: Sequence[CostEvent], book: PriceBook) -> Iterator[_Rated]:
-    """Price lazily; the first unpriced event raises ``UnpricedSku``."""
-    for i, e in enumerate(events):
-        yield _rate(i, e, book)
-
-
-def _rate_all(events: Sequence[CostEvent], book: PriceBook) -> list[_Rated]:
-    """Price every event with the version in force at its time; collect every failure."""
-    out: list[_Rated] = []
-    errors: list[FieldError] = []
-    for i, e in enumerate(events):
-        try:
-            out.append(_rate(i, e, book))
-        except UnpricedSku as exc:
-            errors.append(FieldError(i, "sku", str(exc)))
-    if errors:
-        raise BatchInvalid(errors)
-    return out
-
-
-def _split_duplicates(rated: list[_Rated], stored: dict[UUID, bytes]) -> tuple[list[_Rated], int]:
+def _split_duplicates(rated: list[Rated], stored: dict[UUID, bytes]) -> tuple[list[Rated], int]:
     """Split a batch into new events and acknowledged duplicates, or refuse on conflict.
 
     ``stored`` holds the content hashes already in the ledger for ids of this batch; an id
     repeated inside the batch is judged against its first occurrence the same way.
     """
     seen: dict[UUID, bytes] = {}
-    fresh: list[_Rated] = []
+    fresh: list[Rated] = []
     duplicates = 0
     conflicts: dict[UUID, None] = {}
     for r in rated:
@@ -372,121 +284,9 @@ def _split_duplicates(rated: list[_Rated], stored: dict[UUID, bytes]) -> tuple[l
     return fresh, duplicates
 
 
-def _drop_stored(raw: psycopg.Connection[Any], fresh: list[_Rated]) -> tuple[list[_Rated], int]:
+def _drop_stored(raw: psycopg.Connection[Any], fresh: list[Rated]) -> tuple[list[Rated], int]:
     rows = raw.execute(
         "SELECT event_id, content_hash FROM cost_events WHERE event_id = ANY(%s)",
         ([r.event.event_id for r in fresh],),
     ).fetchall()
     return _split_duplicates(fresh, {eid: bytes(h) for eid, h in rows})
-
-
-_REVERSAL_TARGET_SQL = """
-SELECT t.event_id, t.tenant_id, t.render_id, t.stage, t.sku, t.quantity, t.reverses,
-       t.price_version, t.unit_price_nanos, t.cost_nanos, t.baseline_cost_nanos, t.currency,
-       EXISTS (SELECT 1 FROM cost_events r WHERE r.reverses = t.event_id)
-FROM cost_events t WHERE t.event_id = ANY(%s)
-"""
-
-
-def _price_reversals(raw: psycopg.Connection[Any], fresh: list[_Rated]) -> None:
-    """A reversal carries the negated cost of the event it cancels, at that event's price."""
-    reversals = [r for r in fresh if r.event.reverses is not None]
-    if not reversals:
-        return
-    targets: dict[UUID, tuple[Any, ...]] = {
-        row[0]: row
-        for row in raw.execute(
-            _REVERSAL_TARGET_SQL, ([r.event.reverses for r in reversals],)
-        ).fetchall()
-    }
-    in_batch = {r.event.event_id: r for r in fresh}
-    reversed_here: set[UUID] = set()
-    errors: list[FieldError] = []
-    for r in reversals:
-        e = r.event
-        assert e.reverses is not None
-        target = targets.get(e.reverses)
-        if target is None and e.reverses in in_batch and in_batch[e.reverses].index < r.index:
-            t = in_batch[e.reverses]
-            te = t.event
-            target = (
-                te.event_id,
-                te.tenant_id,
-                te.render_id,
-                te.stage.value,
-                te.sku,
-                te.quantity,
-                te.reverses,
-                t.price_version,
-                t.unit_price_nanos,
-                t.cost_nanos,
-                t.baseline_cost_nanos,
-                t.currency,
-                False,
-            )
-        problem = _reversal_problem(e, target, e.reverses in reversed_here)
-        if problem:
-            errors.append(FieldError(r.index, "reverses", problem))
-            continue
-        assert target is not None
-        reversed_here.add(e.reverses)
-        r.price_version, r.unit_price_nanos, r.currency = target[7], target[8], target[11]
-        r.cost_nanos = -target[9]
-        r.baseline_cost_nanos = None if target[10] is None else -target[10]
-    if errors:
-        raise BatchInvalid(errors)
-
-
-def _reversal_problem(e: CostEvent, target: tuple[Any, ...] | None, twice: bool) -> str | None:
-    if target is None:
-        return f"event {e.reverses} is not in the ledger"
-    if target[6] is not None:
-        return f"event {e.reverses} is itself a reversal; send a new event instead"
-    if target[12] or twice:
-        return f"event {e.reverses} is already reversed"
-    mismatched = [
-        name
-        for name, mine, theirs in (
-            ("tenant_id", e.tenant_id, target[1]),
-            ("render_id", e.render_id, target[2]),
-            ("stage", e.stage.value, target[3]),
-            ("sku", e.sku, target[4]),
-            ("quantity", e.quantity, target[5]),
-        )
-        if mine != theirs
-    ]
-    if mismatched:
-        return f"a reversal must repeat the reversed event's {', '.join(mismatched)}"
-    return None
-
-
-def _read_version(raw: psycopg.Connection[Any], name: str) -> PriceVersion | None:
-    head = raw.execute(
-        "SELECT version, name, effective_from, currency, source_sha256 FROM price_versions "
-        "WHERE name = %s",
-        (name,),
-    ).fetchone()
-    if head is None:
-        return None
-    rows = raw.execute(
-        "SELECT sku, unit, unit_price_nanos, description FROM prices WHERE version = %s",
-        (head[0],),
-    ).fetchall()
-    prices = {r[0]: Price(*r) for r in rows}
-    return PriceVersion(head[0], head[1], head[2], head[3], prices, head[4])
-
-
-def _read_price_book(raw: psycopg.Connection[Any]) -> PriceBook:
-    versions = raw.execute(
-        "SELECT version, name, effective_from, currency, source_sha256 FROM price_versions "
-        "WHERE kind = 'cost'"
-    ).fetchall()
-    prices: dict[int, dict[str, Price]] = {v[0]: {} for v in versions}
-    for version, sku, unit, unit_price, description in raw.execute(
-        "SELECT p.version, sku, unit, unit_price_nanos, description FROM prices p "
-        "JOIN price_versions v USING (version) WHERE v.kind = 'cost'"
-    ):
-        prices[version][sku] = Price(sku, unit, unit_price, description)
-    return PriceBook(
-        tuple(PriceVersion(v[0], v[1], v[2], v[3], prices[v[0]], v[4]) for v in versions)
-    )

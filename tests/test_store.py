@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from ledger import database
 from ledger.connections import connection
+from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict
 from ledger.events import CostEvent
 from ledger.journal import last_seq, read_after, read_render
 from ledger.prices import parse_price_book
-from ledger.store import BatchInvalid, BatchTooLarge, EventConflict, Ledger
+from ledger.store import Ledger
 from tests.conftest import EventFactory, ledger_with_prices
 
 

@@ -1,0 +1,64 @@
+"""Pricing events: the version in force at each event's time, one half-even rounding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ledger.errors import BatchInvalid, FieldError
+from ledger.events import CostEvent
+from ledger.money import cost_nanos
+from ledger.prices import PriceBook, UnpricedSku
+
+
+@dataclass(slots=True)
+class Rated:
+    index: int
+    event: CostEvent
+    content: bytes
+    price_version: int
+    unit_price_nanos: Decimal
+    currency: str
+    cost_nanos: int
+    baseline_cost_nanos: int | None
+
+    @property
+    def price_key(self) -> tuple[int, str]:
+        return (self.price_version, self.event.sku)
+
+
+def rate(i: int, e: CostEvent, book: PriceBook) -> Rated:
+    version, price = book.price(e.sku, e.occurred_at)
+    unit = price.unit_price_nanos
+    baseline = None if e.baseline_quantity is None else cost_nanos(e.baseline_quantity, unit)
+    return Rated(
+        i,
+        e,
+        e.content_hash(),
+        version.version,
+        unit,
+        version.currency,
+        cost_nanos(e.quantity, unit),
+        baseline,
+    )
+
+
+def rate_each(events: Sequence[CostEvent], book: PriceBook) -> Iterator[Rated]:
+    """Price lazily; the first unpriced event raises ``UnpricedSku``."""
+    for i, e in enumerate(events):
+        yield rate(i, e, book)
+
+
+def rate_all(events: Sequence[CostEvent], book: PriceBook) -> list[Rated]:
+    """Price every event with the version in force at its time; collect every failure."""
+    out: list[Rated] = []
+    errors: list[FieldError] = []
+    for i, e in enumerate(events):
+        try:
+            out.append(rate(i, e, book))
+        except UnpricedSku as exc:
+            errors.append(FieldError(i, "sku", str(exc)))
+    if errors:
+        raise BatchInvalid(errors)
+    return out
