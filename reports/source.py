@@ -1,10 +1,11 @@
-"""Reading the ledger into Polars, two ways, each where it measured fastest.
+"""Reading the ledger into Polars, two ways.
 
 A small range (an incremental run) is a COPY to CSV inside the job's own transaction,
-parsed by Polars. A rebuild streams the whole log through ADBC (binary COPY decoded to
-Arrow in C++, no Python per row): 1.8 million events in 2.9 s, where the CSV route took
-5.2 s and ConnectorX 2.9 s. Each row is signed: a reversal (``sign`` −1) subtracts its
-quantity, its lookups and its event count; its cost is already stored negated.
+parsed by Polars. A rebuild streams the log through ADBC (binary COPY decoded to Arrow in
+C++): one stream reads about as fast as the CSV route (1.4-1.7 s per million events either
+way, see BENCHMARKS.md), but ADBC decodes outside the GIL, so two reads overlap with the
+aggregation of the chunk before them. Each row is signed: a reversal (``sign`` −1)
+subtracts its quantity, its lookups and its event count; its cost is already negated.
 """
 
 from __future__ import annotations
