@@ -39,26 +39,14 @@ from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.keys import create_key
 from ledger.prices import load_price_book_file
+from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports.jobs import run_rollup
 
 
 def batch(tenant: str, n: int) -> list[CostEvent]:
-    render = uuid.uuid4()
-    at = datetime.now(UTC).replace(microsecond=0)
-    return [
-        CostEvent(
-            event_id=uuid.uuid4(),
-            tenant_id=tenant,
-            use_case="social",
-            render_id=render,
-            stage="unet",
-            sku="gpu.h100.second",
-            quantity=Decimal("2.5"),
-            occurred_at=at,
-        )
-        for _ in range(n)
-    ]
+    render, at = uuid.uuid4(), datetime.now(UTC).replace(microsecond=0)
+    return [unet_event(tenant, render, quantity=Decimal("2.5"), occurred_at=at) for _ in range(n)]
 
 
 def check(engine: Any, tenant: str, sent: list[list[CostEvent]]) -> str:

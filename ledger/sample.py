@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from ledger.events import Cache, CostEvent, Outcome, Stage
 
@@ -87,3 +87,18 @@ def sample_events(
             outcome=Outcome.FAILED if failed else Outcome.DELIVERED,
             attributes={**attrs, "latency_ms": round(unet_s * 1000 + 450, 1)},
         )
+
+
+def unet_event(tenant: str, render: UUID | None = None, **overrides: Any) -> CostEvent:
+    """One H100 UNet event with plain defaults, for tests and scripts to override."""
+    fields: dict[str, Any] = {
+        "event_id": uuid4(),
+        "tenant_id": tenant,
+        "use_case": "social",
+        "render_id": render or uuid4(),
+        "stage": "unet",
+        "sku": "gpu.h100.second",
+        "quantity": Decimal(1),
+        "occurred_at": datetime(2026, 10, 15, 12, tzinfo=UTC),
+    }
+    return CostEvent.model_validate(fields | overrides)

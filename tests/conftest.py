@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +30,7 @@ from ledger.app import create_app
 from ledger.cli import DEFAULT_PRICES
 from ledger.events import CostEvent
 from ledger.prices import load_price_book_file
+from ledger.sample import unet_event
 from ledger.settings import Settings
 from ledger.store import Ledger
 
@@ -108,19 +108,12 @@ def make_event(tenant: str) -> EventFactory:
     render = uuid.uuid4()
 
     def make(**overrides: Any) -> CostEvent:
-        fields: dict[str, Any] = {
-            "event_id": uuid.uuid4(),
-            "tenant_id": tenant,
+        defaults = {
             "use_case": "ecommerce",
-            "render_id": render,
-            "stage": "unet",
-            "sku": "gpu.h100.second",
             "quantity": Decimal("2.5"),
-            "occurred_at": datetime(2026, 10, 15, 12, 0, tzinfo=UTC),
             "attributes": {"model": "sdxl", "steps": 25},
         }
-        fields.update(overrides)
-        return CostEvent.model_validate(fields)
+        return unet_event(tenant, render, **(defaults | overrides))
 
     return make
 

@@ -7,8 +7,6 @@ import signal
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import httpx
 
@@ -16,26 +14,14 @@ from bench.processes import api_server, free_port
 from ledger import database
 from ledger.chain import verify
 from ledger.connections import connection
-from ledger.events import CostEvent
 from ledger.keys import create_key
+from ledger.sample import unet_event
 from tests.conftest import ledger_with_prices
 
 
 def _batch(tenant: str, n: int) -> list[dict[str, object]]:
     render = uuid.uuid4()
-    return [
-        CostEvent(
-            event_id=uuid.uuid4(),
-            tenant_id=tenant,
-            use_case="social",
-            render_id=render,
-            stage="unet",
-            sku="gpu.h100.second",
-            quantity=Decimal(1),
-            occurred_at=datetime(2026, 10, 9, tzinfo=UTC),
-        ).model_dump(mode="json")
-        for _ in range(n)
-    ]
+    return [unet_event(tenant, render).model_dump(mode="json") for _ in range(n)]
 
 
 def test_kill_9_mid_ingest_then_restart_converges(fresh_database: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -13,21 +12,13 @@ import pytest
 
 from ledger.events import CostEvent
 from ledger.keys import create_key, revoke_key
+from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports.jobs import run_rollup
 
 
 def _event(tenant: str, render: uuid.UUID) -> CostEvent:
-    return CostEvent(
-        event_id=uuid.uuid4(),
-        tenant_id=tenant,
-        use_case="social",
-        render_id=render,
-        stage="unet",
-        sku="gpu.h100.second",
-        quantity=Decimal(1),
-        occurred_at=datetime(2026, 10, 3, tzinfo=UTC),
-    )
+    return unet_event(tenant, render, occurred_at=datetime(2026, 10, 3, tzinfo=UTC))
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pytest
 
 from ledger.events import CostEvent
 from ledger.prices import load_price_book_file
+from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports import scheduler
 from reports.jobs import run_rollup
@@ -25,11 +26,10 @@ DAY = datetime(2026, 10, 5, 9, tzinfo=UTC)
 
 
 def _e(tenant: str, render: uuid.UUID, stage: str, sku: str, qty: str, **extra: Any) -> CostEvent:
-    return CostEvent(
-        event_id=uuid.uuid4(),
-        tenant_id=tenant,
+    return unet_event(
+        tenant,
+        render,
         use_case="ecommerce",
-        render_id=render,
         stage=stage,
         sku=sku,
         quantity=Decimal(qty),
