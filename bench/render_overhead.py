@@ -13,6 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,29 +38,14 @@ class NullTransport:
         return None
 
 
-def _plain(built: Built, steps: int, size: int) -> float:
+def _render(built: Built, steps: int, size: int, meter: PipelineMeter | None) -> float:
+    """One prompt encoding and pipeline call, metered or not; wall seconds."""
     pipe = built.pipe
     start = time.perf_counter()
     with torch.inference_mode():
-        embeds, negative = pipe.encode_prompt(PROMPT, built.device, 1, True)
-        pipe(
-            prompt_embeds=embeds,
-            negative_prompt_embeds=negative,
-            num_inference_steps=steps,
-            height=size,
-            width=size,
-            output_type="pil",
-        )
-    return time.perf_counter() - start
-
-
-def _metered(built: Built, meter: PipelineMeter, steps: int, size: int) -> float:
-    pipe = built.pipe
-    start = time.perf_counter()
-    with torch.inference_mode():
-        with meter.encoding():
+        with meter.encoding() if meter else nullcontext():
             embeds, negative = pipe.encode_prompt(PROMPT, built.device, 1, True)
-        with meter.generating():
+        with meter.generating() if meter else nullcontext():
             pipe(
                 prompt_embeds=embeds,
                 negative_prompt_embeds=negative,
@@ -81,15 +67,13 @@ def main() -> None:
     meter = PipelineMeter(built.pipe, built.device)
     size = 64
     for _ in range(3):  # warm up allocator and kernels
-        _plain(built, args.steps, size)
-        _metered(built, meter, args.steps, size)
+        _render(built, args.steps, size, None)
+        _render(built, args.steps, size, meter)
     plain, metered = [], []
     print(f"{args.pairs} interleaved pairs…", file=sys.stderr)
     for i in range(args.pairs):
-        order = (_plain, _metered) if i % 2 == 0 else (_metered, _plain)
-        for fn in order:
-            t = fn(built, args.steps, size) if fn is _plain else fn(built, meter, args.steps, size)
-            (plain if fn is _plain else metered).append(t)
+        for m in (None, meter) if i % 2 == 0 else (meter, None):
+            (metered if m else plain).append(_render(built, args.steps, size, m))
     overhead = statistics.median(m - p for m, p in zip(metered, plain, strict=True))
     base = statistics.median(plain)
 

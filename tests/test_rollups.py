@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ledger import database
 from ledger.connections import connection
 from ledger.events import CostEvent
+from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports import jobs
 from reports.jobs import run_rollup
@@ -57,16 +58,9 @@ def snapshot(ledger: Ledger) -> tuple[list[Any], list[Any]]:
 def _event(
     tenant: str, render: uuid.UUID, stage: str, sku: str, qty: str, day: int, **extra: Any
 ) -> CostEvent:
-    return CostEvent(
-        event_id=uuid.uuid4(),
-        tenant_id=tenant,
-        use_case=extra.pop("use_case", "social"),
-        render_id=render,
-        stage=stage,
-        sku=sku,
-        quantity=Decimal(qty),
-        occurred_at=datetime(2026, 10, 1, 12, tzinfo=UTC) + timedelta(days=day),
-        **extra,
+    at = datetime(2026, 10, 1, 12, tzinfo=UTC) + timedelta(days=day)
+    return unet_event(
+        tenant, render, stage=stage, sku=sku, quantity=Decimal(qty), occurred_at=at, **extra
     )
 
 
