@@ -124,11 +124,11 @@ def get_events(
         render = [e for e in read_render(ledger.engine, render_id) if key.can_see(e.tenant_id)]
         if not render:  # unknown, or another tenant's: the same answer
             raise _error(404, f"no events for render {render_id}")
-        stored = [e for e in render if e.seq > after_seq][:limit]
+        # Filtered before the limit, so a page is never cut short by rows it then drops.
+        wanted = [e for e in render if e.seq > after_seq and tenant_id in (None, e.tenant_id)]
+        stored = wanted[:limit]
     else:
-        stored = read_after(ledger.engine, after_seq, limit, tenant_id)
-    if tenant_id is not None:
-        stored = [e for e in stored if e.tenant_id == tenant_id]
+        stored = read_after(ledger.engine, after_seq, limit, tenant_id)  # filtered in SQL
     events = [EventOut.of(e) for e in stored]
     return EventPage(events=events, next_after_seq=events[-1].seq if events else None)
 

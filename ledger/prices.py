@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -149,7 +148,3 @@ def _required(doc: dict[str, Any], key: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise PriceBookError(f"{key}: missing or not a {kind.__name__}")
     return value
-
-
-def book_from_versions(versions: Iterable[PriceVersion]) -> PriceBook:
-    return PriceBook(tuple(versions))

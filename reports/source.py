@@ -86,37 +86,6 @@ def read_events(raw: psycopg.Connection[Any], lo: int, hi: int) -> pl.DataFrame:
     return copy_out(raw, _SELECT.format(lo=int(lo), hi=int(hi)), EVENT_SCHEMA)
 
 
-RENDER_SCHEMA: dict[str, Any] = {
-    "render_id": pl.String,
-    "tenant_id": pl.String,
-    "use_case": pl.String,
-    "day": pl.Date,
-    "outcome": pl.String,
-    "latency_ms": pl.Float64,
-    "model": pl.String,
-    "pipeline_version": pl.String,
-    "gpu_type": pl.String,
-    "precision": pl.String,
-    **{
-        c: pl.Int64
-        for c in (
-            "total_nanos",
-            "baseline_nanos",
-            "text_encoder_nanos",
-            "caption_llm_nanos",
-            "unet_nanos",
-            "vae_decode_nanos",
-            "postprocess_nanos",
-            "storage_nanos",
-            "cdn_egress_nanos",
-            "cache_hits",
-            "cache_lookups",
-            "last_seq",
-        )
-    },
-}
-
-
 def copy_out(raw: psycopg.Connection[Any], query: str, schema: dict[str, Any]) -> pl.DataFrame:
     buffer = io.BytesIO()
     with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy:
