@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -118,6 +120,7 @@ cost_events = Table(
         unique=True,
         postgresql_where=text("reverses IS NOT NULL"),
     ),
+    Index("cost_events_occurred_brin", "occurred_at", postgresql_using="brin"),
 )
 
 # Caches the renderer keeps in PostgreSQL. Unlike the ledger they are ordinary tables: an
@@ -220,4 +223,62 @@ api_keys = Table(
     CheckConstraint(
         "tenant_id IS NOT NULL OR 'admin' = ANY(scopes)", name="api_keys_tenant_or_admin"
     ),
+)
+
+
+# Billing history: append-only like the log (migration 0005 adds the same triggers).
+billing_plans = Table(
+    "billing_plans",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("effective_from", Date, primary_key=True),
+    Column("plan", JSONB, nullable=False),
+    Column("source_sha256", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("extract(day FROM effective_from) = 1", name="plans_start_a_month"),
+)
+
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("grant_id", Text, primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("granted_on", Date, nullable=False),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount_minor > 0", name="credit_grants_positive"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("period", Date, primary_key=True),
+    Column("number", Text, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("through_seq", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("credits_applied_minor", BigInteger, nullable=False),
+    Column("document", JSONB, nullable=False),
+    Column("content_sha256", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("tenant_id", "number", name="invoices_number_per_tenant"),
+    CheckConstraint("extract(day FROM period) = 1", name="invoices_period_a_month"),
+)
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("number", Text, primary_key=True),
+    Column("period", Date, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(["tenant_id", "period"], ["invoices.tenant_id", "invoices.period"]),
+    CheckConstraint("amount_minor > 0", name="credit_notes_positive"),
+    Index("credit_notes_invoice", "tenant_id", "period"),
 )

@@ -1,0 +1,1 @@
+"""Billing: what a tenant is charged, from plans applied to the priced events of a month."""

@@ -1,0 +1,209 @@
+"""Invoices: drafted from the log on request, finalized once, corrected by credit notes.
+
+A finalized invoice records the last log position it covers. Events that arrive later
+for a finalized month never change it: the next invoice recomputes that month with them
+and bills the difference as a prior-period adjustment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import psycopg
+
+from ledger.money import format_nanos
+from reports.billing.plans import Plan, plan_for
+from reports.billing.pricing import (
+    Line,
+    Usage,
+    adjustment_lines,
+    billed_outcomes,
+    commitment_topup,
+    price_usage,
+)
+from reports.billing.usage import (
+    Window,
+    late_months,
+    ledger_head,
+    next_month,
+    previous_month,
+    read_usage,
+)
+
+Document = dict[str, Any]
+
+
+class InvoiceError(ValueError):
+    """An invoice operation refused, with the reason; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    period: date
+    through_seq: int
+
+
+def month(period: date) -> str:
+    return period.strftime("%Y-%m")
+
+
+def money(minor: int, digits: int) -> str:
+    return format(Decimal(minor).scaleb(-digits), "f")
+
+
+def _charge(plan: Plan, usage: list[Usage]) -> list[Line]:
+    lines = price_usage(plan, usage)
+    topup = commitment_topup(plan, sum(line.amount_minor for line in lines))
+    return [*lines, topup] if topup else lines
+
+
+def _adjustments(
+    raw: psycopg.Connection[Any], tenant: str, months: set[date], last: Finalized, through: int
+) -> list[Line]:
+    """Late events of finalized months: each such month priced now and as last billed."""
+    candidates = {m for utc in months for m in (previous_month(utc), utc, next_month(utc))}
+    out: list[Line] = []
+    for period in sorted(p for p in candidates if p <= last.period):
+        if not _is_finalized(raw, tenant, period):
+            continue
+        plan = plan_for(raw, tenant, period)
+        window = Window(period, plan.timezone)
+        now = read_usage(raw, window, through, tenants=[tenant]).get(tenant, [])
+        before = read_usage(raw, window, last.through_seq, tenants=[tenant]).get(tenant, [])
+        out += adjustment_lines(month(period), _charge(plan, now), _charge(plan, before))
+    return out
+
+
+def _is_finalized(raw: psycopg.Connection[Any], tenant: str, period: date) -> bool:
+    row = raw.execute(
+        "SELECT 1 FROM invoices WHERE tenant_id = %s AND period = %s", (tenant, period)
+    ).fetchone()
+    return row is not None
+
+
+def last_finalized(raw: psycopg.Connection[Any], tenant: str, before: date) -> Finalized | None:
+    row = raw.execute(
+        "SELECT period, through_seq FROM invoices WHERE tenant_id = %s AND period < %s "
+        "ORDER BY period DESC LIMIT 1",
+        (tenant, before),
+    ).fetchone()
+    return Finalized(row[0], int(row[1])) if row else None
+
+
+def _credit_balance(raw: psycopg.Connection[Any], plan: Plan, window: Window) -> int:
+    row = raw.execute(
+        """
+        SELECT (SELECT coalesce(sum(amount_minor), 0) FROM credit_grants
+                WHERE tenant_id = %(t)s AND currency = %(c)s AND granted_on < %(end)s)
+             - (SELECT coalesce(sum(credits_applied_minor), 0) FROM invoices
+                WHERE tenant_id = %(t)s AND currency = %(c)s AND period <> %(p)s)
+        """,
+        {"t": plan.tenant, "c": plan.currency, "end": window.end.date(), "p": window.period},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def compute(
+    raw: psycopg.Connection[Any],
+    tenant: str,
+    period: date,
+    through_seq: int,
+    *,
+    plan: Plan | None = None,
+    usage: list[Usage] | None = None,
+    late: set[date] | None = None,
+) -> Document:
+    """The invoice of ``tenant`` for ``period`` over the log up to ``through_seq``.
+
+    ``plan``, ``usage`` and ``late`` may be handed in by a caller that read them for many
+    tenants at once; otherwise they are read here.
+    """
+    plan = plan or plan_for(raw, tenant, period)
+    window = Window(period, plan.timezone)
+    if usage is None:
+        usage = read_usage(raw, window, through_seq, tenants=[tenant]).get(tenant, [])
+    lines = _charge(plan, usage)
+    last = last_finalized(raw, tenant, period)
+    if last is not None:
+        if late is None:
+            late = late_months(raw, [tenant], last.through_seq, through_seq, window.start).get(
+                tenant, set()
+            )
+        lines += _adjustments(raw, tenant, late, last, through_seq)
+    digits = plan.minor_digits
+    sums: dict[str, int] = defaultdict(int)
+    for line in lines:
+        sums[line.kind] += line.amount_minor
+    due = sums["usage"] + sums["commitment"] + sums["adjustment"]
+    credits = max(0, min(_credit_balance(raw, plan, window), due))
+    renders: dict[str, int] = defaultdict(int)
+    for u in usage:
+        renders[u.outcome or "no_outcome"] += u.renders
+    metered = sum(u.cost_nanos for u in usage)
+    billed = billed_outcomes(plan)
+    billed_nanos = sum(u.cost_nanos for u in usage if u.outcome in billed)
+    doc: Document = {
+        "tenant": tenant,
+        "period": month(period),
+        "status": "draft",
+        "number": None,
+        "issued_on": None,
+        "currency": plan.currency,
+        "timezone": plan.timezone,
+        "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+        "plan": {
+            "name": plan.name,
+            "effective_from": plan.effective_from.isoformat(),
+            "sha256": plan.digest(),
+            "failed_renders": plan.failed_renders.value,
+        },
+        "positions": {
+            "first_seq": min((u.first_seq for u in usage), default=None),
+            "last_seq": max((u.last_seq for u in usage), default=None),
+            "through_seq": through_seq,
+            "adjustments_after_seq": last.through_seq if last else None,
+        },
+        "cost_basis": {
+            "currency": "USD",
+            "metered": format_nanos(metered),
+            "metered_nanos": metered,
+            "billed_nanos": billed_nanos,
+            "not_billed_nanos": metered - billed_nanos,
+            "events": sum(u.events for u in usage),
+            "renders": dict(sorted(renders.items())),
+            "by_use_case": _by_use_case(usage),
+        },
+        "lines": [line.as_dict(digits) for line in lines],
+        "subtotal": money(sums["usage"], digits),
+        "commitment_topup": money(sums["commitment"], digits),
+        "adjustments": money(sums["adjustment"], digits),
+        "credits_applied": money(credits, digits),
+        "credits_applied_minor": credits,
+        "total": money(due - credits, digits),
+        "total_minor": due - credits,
+    }
+    return seal(doc)
+
+
+def _by_use_case(usage: list[Usage]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for u in usage:
+        out[u.use_case] += u.cost_nanos
+    return dict(sorted(out.items()))
+
+
+def seal(doc: Document) -> Document:
+    """Set ``content_sha256`` over every other field, in one canonical spelling."""
+    body = {k: v for k, v in doc.items() if k != "content_sha256"}
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return {**body, "content_sha256": digest}
+
+
+def draft(raw: psycopg.Connection[Any], tenant: str, period: date) -> Document:
+    return compute(raw, tenant, period, ledger_head(raw))

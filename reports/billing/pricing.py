@@ -1,0 +1,207 @@
+"""Pricing a month's usage under a plan: pure functions, no database.
+
+Every line is computed exactly (``Decimal`` under ``ledger.money.EXACT``) and rounded to
+the currency's minor unit once, half-even; the rounding is kept on the line so the sum of
+the lines can always be traced back to the exact figures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from ledger.money import EXACT
+from reports.billing.plans import FailedRenders, Plan, Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The events of one use case whose renders ended one way (``""``: no outcome event in
+    the period, e.g. a CDN log line for an image delivered the month before)."""
+
+    use_case: str
+    outcome: str
+    renders: int
+    events: int
+    cost_nanos: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    kind: str  # usage | commitment | adjustment
+    description: str
+    use_case: str
+    tier: int | None
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    exact: Decimal
+    amount_minor: int
+    period: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int | None]:
+        return (self.kind, self.use_case, self.tier)
+
+    def as_dict(self, digits: int) -> dict[str, Any]:
+        amount = Decimal(self.amount_minor).scaleb(-digits)
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "use_case": self.use_case,
+            "tier": self.tier,
+            "period": self.period,
+            "quantity": _plain(self.quantity),
+            "unit": self.unit,
+            "unit_price": _plain(self.unit_price),
+            "exact": _plain(self.exact),
+            "amount": format(amount, "f"),
+            "amount_minor": self.amount_minor,
+            "rounding": _plain(EXACT.subtract(amount, self.exact)),
+        }
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value.normalize(EXACT), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def to_minor(exact: Decimal, digits: int) -> int:
+    return int(exact.scaleb(digits, EXACT).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def graduated(images: int, tiers: Iterable[Tier]) -> list[tuple[int, int, int, Tier]]:
+    """(tier index, first image, last image, tier) for each tier the images reach."""
+    out = []
+    low = 0
+    for index, tier in enumerate(tiers):
+        high = images if tier.up_to is None else min(images, tier.up_to)
+        if high > low:
+            out.append((index, low + 1, high, tier))
+        if tier.up_to is None or images <= tier.up_to:
+            break
+        low = tier.up_to
+    return out
+
+
+def billed_outcomes(plan: Plan) -> frozenset[str]:
+    if plan.failed_renders == FailedRenders.BILLED:
+        return frozenset({"delivered", "failed", "cancelled", ""})
+    return frozenset({"delivered", ""})
+
+
+def price_usage(plan: Plan, usage: Iterable[Usage]) -> list[Line]:
+    billed = billed_outcomes(plan)
+    cost: dict[str, int] = defaultdict(int)
+    images: dict[str, int] = defaultdict(int)
+    for u in usage:
+        if u.outcome in billed:
+            cost[u.use_case] += u.cost_nanos
+            if u.outcome:
+                images[u.use_case] += u.renders
+    digits = plan.minor_digits
+    lines: list[Line] = []
+    for use_case in sorted(set(cost) | set(images)):
+        pricing = plan.pricing(use_case)
+        if pricing.markup is not None:
+            if cost[use_case] == 0:
+                continue
+            metered = Decimal(cost[use_case]).scaleb(-9, EXACT)
+            unit_price = EXACT.multiply(1 + pricing.markup, plan.usd_rate)
+            exact = EXACT.multiply(metered, unit_price)
+            lines.append(
+                Line(
+                    "usage",
+                    f"{use_case}: metered cost {_pct(pricing.markup)}",
+                    use_case,
+                    None,
+                    metered,
+                    "USD of metered cost",
+                    unit_price,
+                    exact,
+                    to_minor(exact, digits),
+                )
+            )
+            continue
+        assert pricing.tiers is not None
+        for index, first, last, tier in graduated(images[use_case], pricing.tiers):
+            quantity = Decimal(last - first + 1)
+            exact = EXACT.multiply(quantity, tier.unit_price)
+            lines.append(
+                Line(
+                    "usage",
+                    f"{use_case}: images {first:,}–{last:,}",
+                    use_case,
+                    index,
+                    quantity,
+                    "image",
+                    tier.unit_price,
+                    exact,
+                    to_minor(exact, digits),
+                )
+            )
+    return lines
+
+
+def _pct(markup: Decimal) -> str:
+    if markup == 0:
+        return "at cost"
+    sign = "+" if markup > 0 else "−"
+    return f"{sign} {_plain(abs(markup) * 100)}%"
+
+
+def commitment_topup(plan: Plan, subtotal_minor: int) -> Line | None:
+    minimum = to_minor(plan.minimum_commitment, plan.minor_digits)
+    if subtotal_minor >= minimum:
+        return None
+    short = minimum - subtotal_minor
+    exact = Decimal(short).scaleb(-plan.minor_digits)
+    return Line(
+        "commitment",
+        f"minimum monthly commitment of {_plain(plan.minimum_commitment)} {plan.currency}",
+        "",
+        None,
+        Decimal(1),
+        "month",
+        exact,
+        exact,
+        short,
+    )
+
+
+def adjustment_lines(period: str, now: list[Line], before: list[Line]) -> list[Line]:
+    """What a finalized month's charge grew (or shrank) by, line by line."""
+    old = {line.key: line for line in before}
+    new = {line.key: line for line in now}
+    out = []
+    for key in sorted(
+        set(old) | set(new), key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2])
+    ):
+        a, b = new.get(key), old.get(key)
+        amount = (a.amount_minor if a else 0) - (b.amount_minor if b else 0)
+        if amount == 0:
+            continue
+        ref = a or b
+        assert ref is not None
+        quantity = (a.quantity if a else Decimal(0)) - (b.quantity if b else Decimal(0))
+        exact = (a.exact if a else Decimal(0)) - (b.exact if b else Decimal(0))
+        out.append(
+            Line(
+                "adjustment",
+                f"prior period {period}, late events — {ref.description}",
+                ref.use_case,
+                ref.tier,
+                quantity,
+                ref.unit,
+                ref.unit_price,
+                exact,
+                amount,
+                period,
+            )
+        )
+    return out

@@ -1,0 +1,39 @@
+"""Renders for billing tests: a UNet event and an outcome event, at a chosen time."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from ledger.events import CostEvent
+from ledger.sample import unet_event
+from ledger.store import Ledger
+
+
+def render_events(
+    tenant: str,
+    at: datetime,
+    *,
+    use_case: str = "ecommerce",
+    seconds: str = "2.5",
+    outcome: str = "delivered",
+) -> list[CostEvent]:
+    render = uuid.uuid4()
+    return [
+        unet_event(tenant, render, use_case=use_case, quantity=Decimal(seconds), occurred_at=at),
+        unet_event(
+            tenant,
+            render,
+            use_case=use_case,
+            stage="render",
+            sku="render.image",
+            outcome=outcome,
+            occurred_at=at,
+        ),
+    ]
+
+
+def add_renders(ledger: Ledger, tenant: str, at: datetime, n: int = 1, **kw: str) -> None:
+    events = [e for _ in range(n) for e in render_events(tenant, at, **kw)]
+    ledger.append(events)
