@@ -17,11 +17,13 @@ from sqlalchemy import text
 from ingest.api import router as events_router
 from ingest.parsing import EVENT
 from ledger.api_errors import responses, validation_error
+from ledger.cli_common import s3_client
 from ledger.database import make_engine, resolve_url
 from ledger.deps import AdminKey, LedgerDep
 from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
 from reports.api import router as reports_router
+from reports.billing.api import router as billing_router
 from reports.metrics import Metrics
 from reports.scheduler import start as start_scheduler
 
@@ -54,11 +56,14 @@ def create_app(
         gc.collect()
         gc.freeze()
         scheduler = None
-        if schedule and settings.reports.rollup_interval_s > 0:
+        if schedule:
+            target = settings.invoice_drafts_to
             scheduler = start_scheduler(
                 app.state.ledger.engine,
                 settings.reports.rollup_interval_s,
                 settings.reports.rollup_chunk_events,
+                invoices_to=target,
+                s3=s3_client(settings) if target and target.startswith("s3://") else None,
             )
         try:
             yield
@@ -77,6 +82,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(events_router)
     app.include_router(reports_router)
+    app.include_router(billing_router)
 
     @app.middleware("http")
     async def time_ingest(request: Request, call_next: Any) -> Any:

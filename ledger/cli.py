@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ledger import database
 from ledger.chain import verify as verify_chain
+from ledger.cli_billing import invoice_app, plans_app
 from ledger.cli_common import (
     database_url,
     err,
@@ -47,6 +48,8 @@ app.add_typer(prices_app, name="prices")
 app.add_typer(spool_app, name="spool")
 keys_app = typer.Typer(help="API keys (printed once, stored as a hash).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(plans_app, name="plans")
+app.add_typer(invoice_app, name="invoice")
 app.command()(render)
 
 

@@ -54,6 +54,12 @@ class ReportsSettings(BaseModel):
     rollup_chunk_events: int = 1_000_000
 
 
+class BillingSettings(BaseModel):
+    # Where the scheduler writes last month's drafts on the 1st: a folder or s3://bucket/prefix.
+    # Unset: <data_dir>/invoices. "off" turns the monthly job off.
+    drafts_to: str | None = None
+
+
 class S3Settings(BaseModel):
     endpoint_url: str | None = None
     region: str = "us-east-1"
@@ -87,10 +93,16 @@ class Settings(BaseSettings):
     caption: CaptionSettings = CaptionSettings()
     render: RenderSettings = RenderSettings()
     reports: ReportsSettings = ReportsSettings()
+    billing: BillingSettings = BillingSettings()
 
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def invoice_drafts_to(self) -> str | None:
+        target = self.billing.drafts_to or str(self.data_dir / "invoices")
+        return None if target == "off" else target
 
     @property
     def effective_s3_endpoint(self) -> str | None:

@@ -1,4 +1,5 @@
-"""APScheduler inside the API process: the rollup every N seconds, one run at a time.
+"""APScheduler inside the API process: the rollup every N seconds, one run at a time, and
+last month's draft invoices on the 1st.
 
 The job takes a PostgreSQL advisory lock, so any number of API processes may schedule it
 and only one runs it; the others skip that tick.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
+from reports.billing.monthly import draft_last_month
 from reports.jobs import run_rollup
 
 log = logging.getLogger(__name__)
@@ -27,17 +30,44 @@ def _rollup(engine: Engine, chunk_events: int) -> None:
         log.info("rollup: %d events in %.2fs", result.events, result.seconds)
 
 
-def start(engine: Engine, interval_s: int, chunk_events: int = 1_000_000) -> BackgroundScheduler:
+def _invoices(engine: Engine, target: str, s3: Any) -> None:
+    try:
+        draft_last_month(engine, target, s3)
+    except Exception:  # logged; the drafts can be made by hand with `invoice export`
+        log.exception("monthly invoice drafts failed")
+
+
+def start(
+    engine: Engine,
+    interval_s: int,
+    chunk_events: int = 1_000_000,
+    invoices_to: str | None = None,
+    s3: Any = None,
+) -> BackgroundScheduler:
+    """The rollup every ``interval_s`` (0: none); with ``invoices_to``, last month's draft
+    invoices at 00:30 UTC on the 1st."""
     scheduler = BackgroundScheduler(
         daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
     )
-    scheduler.add_job(
-        _rollup,
-        "interval",
-        seconds=interval_s,
-        id="rollup",
-        args=(engine, chunk_events),
-        next_run_time=datetime.now(UTC),
-    )
+    if interval_s > 0:
+        scheduler.add_job(
+            _rollup,
+            "interval",
+            seconds=interval_s,
+            id="rollup",
+            args=(engine, chunk_events),
+            next_run_time=datetime.now(UTC),
+        )
+    if invoices_to:
+        scheduler.add_job(
+            _invoices,
+            "cron",
+            day=1,
+            hour=0,
+            minute=30,
+            timezone="UTC",
+            id="invoices",
+            args=(engine, invoices_to, s3),
+        )
     scheduler.start()
     return scheduler

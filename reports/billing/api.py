@@ -1,0 +1,224 @@
+"""``/v1/tenants/{tenant}/invoices`` and ``/plans``: drafts, finalized invoices, credit notes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+import psycopg
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
+from pydantic import BaseModel, Field
+
+from ledger.api_errors import responses
+from ledger.connections import connection
+from ledger.deps import AdminKey, LedgerDep, ReadKey
+from ledger.keys import Principal
+from reports.billing.documents import MEDIA_TYPES, RENDERERS, file_stem
+from reports.billing.invoices import InvoiceError
+from reports.billing.lifecycle import finalize, invoice, issue_credit_note, list_invoices
+from reports.billing.plans import Plan, PlanError, parse_plan, plans_of, store_plan
+from reports.billing.usage import parse_period
+
+router = APIRouter(prefix="/v1", tags=["billing"], responses=responses(401, 403, 404, 422))
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Tenant = Annotated[str, Path(pattern=TENANT)]
+Month = Annotated[str, Path(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM", examples=["2026-10"])]
+
+
+class InvoiceLine(BaseModel):
+    kind: str
+    description: str
+    use_case: str
+    tier: int | None
+    period: str | None
+    quantity: str
+    unit: str
+    unit_price: str
+    exact: str
+    amount: str
+    amount_minor: int
+    rounding: str
+
+
+class CreditNote(BaseModel):
+    number: str
+    amount_minor: int
+    currency: str
+    reason: str
+    created_at: str
+
+
+class Invoice(BaseModel):
+    """The invoice document; ``content_sha256`` covers every field but itself and the notes."""
+
+    tenant: str
+    period: str
+    status: str
+    number: str | None
+    issued_on: str | None
+    currency: str
+    timezone: str
+    window: dict[str, str]
+    plan: dict[str, str]
+    positions: dict[str, int | None]
+    cost_basis: dict[str, Any]
+    lines: list[InvoiceLine]
+    subtotal: str
+    commitment_topup: str
+    adjustments: str
+    credits_applied: str
+    credits_applied_minor: int
+    total: str
+    total_minor: int
+    content_sha256: str
+    credit_notes: list[CreditNote] = []
+
+
+class InvoiceSummary(BaseModel):
+    period: str
+    number: str
+    currency: str
+    total_minor: int
+    content_sha256: str
+    finalized_at: str
+    credit_notes: list[CreditNote]
+
+
+class CreditNoteIn(BaseModel):
+    amount: Annotated[Decimal, Field(gt=0, allow_inf_nan=False, max_digits=18, decimal_places=3)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def _bad(message: str, status: int = 422) -> HTTPException:
+    return HTTPException(status_code=status, detail={"message": message})
+
+
+def _period(text: str) -> date:
+    try:
+        return parse_period(text)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+
+
+def _visible(ledger: LedgerDep, key: Principal, tenant: str) -> None:
+    """Another tenant's invoices answer exactly like a tenant that does not exist."""
+    if not key.can_see(tenant):
+        raise _bad(f"no tenant {tenant!r}", 404)
+    with connection(ledger.engine) as raw:
+        if raw.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone() is None:
+            raise _bad(f"no tenant {tenant!r}", 404)
+
+
+def _read(ledger: LedgerDep, key: Principal, tenant: str, read: Callable[[Conn], T]) -> T:
+    _visible(ledger, key, tenant)
+    with connection(ledger.engine) as raw:
+        return read(raw)
+
+
+_DOCUMENT: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in ("application/pdf", "text/csv")}}
+}
+
+
+@router.get(
+    "/tenants/{tenant}/invoices/{month}",
+    response_model=Invoice,
+    responses=_DOCUMENT,
+    summary="A month's invoice: finalized if it is, else a draft computed now",
+)
+def get_invoice(
+    ledger: LedgerDep,
+    key: ReadKey,
+    tenant: Tenant,
+    month: Month,
+    fmt: Annotated[str, Query(alias="format", pattern="^(json|csv|pdf)$")] = "json",
+) -> Response:
+    period = _period(month)
+    doc = _read(ledger, key, tenant, lambda raw: invoice(raw, tenant, period))
+    headers = {}
+    if fmt != "json":
+        name = file_stem(doc).replace("/", "-")
+        headers["content-disposition"] = f'inline; filename="{name}.{fmt}"'
+    return Response(RENDERERS[fmt](doc), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+@router.get(
+    "/tenants/{tenant}/invoices",
+    response_model=list[InvoiceSummary],
+    summary="A tenant's finalized invoices and their credit notes",
+)
+def get_invoices(ledger: LedgerDep, key: ReadKey, tenant: Tenant) -> Any:
+    return _read(ledger, key, tenant, lambda raw: list_invoices(raw, tenant))
+
+
+@router.post(
+    "/tenants/{tenant}/invoices/{month}/finalize",
+    response_model=Invoice,
+    responses=responses(409),
+    summary="Finalize a month's invoice (admin); finalizing again returns the same invoice",
+)
+def post_finalize(
+    ledger: LedgerDep, _key: AdminKey, tenant: Tenant, month: Month, response: Response
+) -> Any:
+    period = _period(month)
+    _visible(ledger, _key, tenant)
+    try:
+        with connection(ledger.engine, transaction=True) as raw:
+            doc, created = finalize(raw, tenant, period)
+    except InvoiceError as exc:
+        raise _bad(str(exc), 409) from None
+    response.status_code = 201 if created else 200
+    return doc
+
+
+@router.post(
+    "/tenants/{tenant}/invoices/{month}/credit-notes",
+    response_model=CreditNote,
+    status_code=201,
+    responses=responses(409),
+    summary="Credit part of a finalized invoice (admin)",
+)
+def post_credit_note(
+    ledger: LedgerDep, _key: AdminKey, tenant: Tenant, month: Month, body: CreditNoteIn
+) -> Any:
+    period = _period(month)
+    _visible(ledger, _key, tenant)
+    try:
+        with connection(ledger.engine, transaction=True) as raw:
+            return issue_credit_note(raw, tenant, period, body.amount, body.reason)
+    except InvoiceError as exc:
+        raise _bad(str(exc), 409) from None
+
+
+@router.get("/tenants/{tenant}/plans", response_model=list[Plan], summary="A tenant's plans")
+def get_plans(ledger: LedgerDep, key: ReadKey, tenant: Tenant) -> Any:
+    return _read(ledger, key, tenant, lambda raw: plans_of(raw, tenant))
+
+
+@router.put(
+    "/tenants/{tenant}/plans/{effective_from}",
+    response_model=Plan,
+    responses=responses(409),
+    summary="Add a plan version taking effect on the first of a month (admin)",
+)
+def put_plan(
+    ledger: LedgerDep,
+    _key: AdminKey,
+    tenant: Tenant,
+    effective_from: date,
+    plan: Annotated[dict[str, Any], Body(examples=[{"default": {"markup": "0.25"}}])],
+    response: Response,
+) -> Any:
+    try:
+        parsed = parse_plan({**plan, "tenant": tenant, "effective_from": effective_from})
+        with connection(ledger.engine, transaction=True) as raw:
+            created = store_plan(raw, parsed)
+    except PlanError as exc:
+        status = 409 if "different plan" in str(exc) else 422
+        raise _bad(str(exc), status) from None
+    response.status_code = 201 if created else 200
+    return parsed

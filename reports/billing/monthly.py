@@ -1,0 +1,42 @@
+"""The monthly job: on the 1st, draft every tenant's invoice for the month just ended.
+
+Drafts are written (PDF, CSV, JSON) to the configured folder or S3 prefix under
+``<month>/``, for people to review before ``renderledger invoice finalize``. Finalizing
+stays a human decision. A session advisory lock lets only one process run the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ledger.connections import connection
+from reports.billing.documents import Exported, export
+from reports.billing.invoices import month
+from reports.billing.lifecycle import draft_all
+from reports.billing.usage import previous_month
+
+log = logging.getLogger(__name__)
+LOCK_KEY = 0x494E5643  # "INVC"
+
+
+def draft_last_month(
+    engine: Engine, target: str, s3: Any = None, now: datetime | None = None
+) -> list[Exported] | None:
+    """None when another process holds the job; else what was written."""
+    period = previous_month((now or datetime.now(UTC)).date().replace(day=1))
+    with connection(engine) as raw:
+        locked = raw.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if not locked or not locked[0]:
+            return None
+        try:
+            docs = draft_all(raw, period)
+            written = export(docs, f"{target.rstrip('/')}/{month(period)}", s3)
+        finally:
+            raw.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            raw.commit()
+    log.info("drafted %d invoices for %s into %s", len(docs), month(period), target)
+    return written

@@ -1,0 +1,204 @@
+"""Invoices over real HTTP and the CLI: documents, isolation, finalize, S3 export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from ledger.cli import app
+from ledger.keys import create_key
+from ledger.settings import get_settings
+from ledger.store import Ledger
+from tests.billing_helpers import add_renders
+
+PLANS = """
+[[plan]]
+tenant = "{t}"
+effective_from = 2026-09-01
+name = "Growth"
+minimum_commitment = "5.00"
+[plan.default]
+markup = "0.30"
+[plan.use_cases.ecommerce]
+tiers = [{{up_to = 10, unit_price = "0.05"}}, {{unit_price = "0.04"}}]
+
+[[credit]]
+tenant = "{t}"
+id = "welcome"
+amount = "2.00"
+granted_on = 2026-09-01
+"""
+
+
+@pytest.fixture
+def billed(ledger: Ledger) -> dict[str, Any]:
+    a, b = f"inv-{uuid.uuid4().hex[:8]}", f"inv-{uuid.uuid4().hex[:8]}"
+    add_renders(ledger, a, datetime(2026, 10, 3, tzinfo=UTC), 12, use_case="ecommerce")
+    add_renders(ledger, a, datetime(2026, 10, 4, tzinfo=UTC), 3, use_case="social", seconds="90")
+    add_renders(ledger, b, datetime(2026, 10, 4, tzinfo=UTC), 2)
+    return {
+        "a": a,
+        "b": b,
+        "a_read": create_key(ledger.engine, a, ["read"]),
+        "b_read": create_key(ledger.engine, b, ["read"]),
+    }
+
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def _as(api_base: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=api_base, headers={"x-api-key": key}, timeout=30)
+
+
+def test_plan_from_file_invoice_as_json_csv_pdf(
+    cli: CliRunner, billed: dict[str, Any], api_base: str, tmp_path: Path
+) -> None:
+    a = billed["a"]
+    plans = tmp_path / "plans.toml"
+    plans.write_text(PLANS.format(t=a))
+    loaded = cli.invoke(app, ["plans", "load", str(plans)])
+    assert loaded.exit_code == 0, loaded.output
+    assert "1 plan(s) added" in loaded.output
+    with _as(api_base, billed["a_read"]) as client:
+        doc = client.get(f"/v1/tenants/{a}/invoices/2026-10").json()
+        lines = {(ln["use_case"], ln["tier"]): ln for ln in doc["lines"]}
+        assert lines["ecommerce", 0]["amount"] == "0.50"
+        assert lines["ecommerce", 1]["amount"] == "0.08"
+        assert lines["social", None]["unit_price"] == "1.3"
+        assert doc["commitment_topup"] != "0.00"
+        assert doc["credits_applied"] == "2.00"
+        assert doc["total"] == "3.00"
+        table = list(
+            csv.reader(
+                io.StringIO(
+                    client.get(f"/v1/tenants/{a}/invoices/2026-10", params={"format": "csv"}).text
+                )
+            )
+        )
+        assert table[-1][-1] == "3.00"
+        pdf = client.get(f"/v1/tenants/{a}/invoices/2026-10", params={"format": "pdf"})
+    assert pdf.headers["content-type"] == "application/pdf"
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "DRAFT" in text
+    assert "3.00 USD" in text
+    assert a in text
+
+
+def test_one_tenant_never_sees_another_tenants_invoices(
+    billed: dict[str, Any], api_base: str
+) -> None:
+    a, b = billed["a"], billed["b"]
+    with _as(api_base, billed["b_read"]) as client:
+        for path in (
+            f"/v1/tenants/{a}/invoices/2026-10",
+            f"/v1/tenants/{a}/invoices",
+            f"/v1/tenants/{a}/plans",
+            f"/v1/tenants/{a}/invoices/2026-10?format=pdf",
+        ):
+            assert client.get(path).status_code == 404, path
+        assert client.get(f"/v1/tenants/{b}/invoices/2026-10").status_code == 200
+        assert client.post(f"/v1/tenants/{b}/invoices/2026-10/finalize").status_code == 403
+
+
+def test_finalize_and_credit_note_over_http(http: httpx.Client, billed: dict[str, Any]) -> None:
+    b = billed["b"]
+    first = http.post(f"/v1/tenants/{b}/invoices/2026-10/finalize")
+    assert first.status_code == 201, first.text
+    again = http.post(f"/v1/tenants/{b}/invoices/2026-10/finalize")
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    note = http.post(
+        f"/v1/tenants/{b}/invoices/2026-10/credit-notes",
+        json={"amount": "0.01", "reason": "rounding goodwill"},
+    )
+    assert note.status_code == 201, note.text
+    too_much = http.post(
+        f"/v1/tenants/{b}/invoices/2026-10/credit-notes", json={"amount": "1000", "reason": "no"}
+    )
+    assert too_much.status_code == 409
+    assert "exceed" in too_much.json()["detail"]["message"]
+    listed = http.get(f"/v1/tenants/{b}/invoices").json()
+    assert listed[0]["number"] == first.json()["number"]
+    assert listed[0]["credit_notes"][0]["amount_minor"] == 1
+    bad = http.get(f"/v1/tenants/{b}/invoices/2026-13")
+    assert bad.status_code == 422
+    assert "YYYY-MM" in bad.json()["detail"]["message"]
+
+
+def test_put_plan_validates_and_refuses_rewriting_history(
+    http: httpx.Client, billed: dict[str, Any]
+) -> None:
+    a = billed["a"]
+    body = {"default": {"tiers": [{"up_to": 5, "unit_price": "0.1"}, {"unit_price": "0.05"}]}}
+    assert http.put(f"/v1/tenants/{a}/plans/2026-12-01", json=body).status_code == 201
+    assert http.put(f"/v1/tenants/{a}/plans/2026-12-01", json=body).status_code == 200
+    other = {"default": {"markup": "0.1"}}
+    assert http.put(f"/v1/tenants/{a}/plans/2026-12-01", json=other).status_code == 409
+    bad = http.put(f"/v1/tenants/{a}/plans/2027-01-01", json={"default": {"markup": "x"}})
+    assert bad.status_code == 422
+    assert "default.markup" in bad.json()["detail"]["message"]
+
+
+def test_export_all_tenants_to_s3_with_presigned_links(
+    cli: CliRunner, billed: dict[str, Any], s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3.meta.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    get_settings.cache_clear()
+    s3.create_bucket(Bucket="billing")
+    result = cli.invoke(
+        app,
+        [
+            "invoice",
+            "export",
+            "--month",
+            "2026-10",
+            "--tenant",
+            billed["a"],
+            "--tenant",
+            billed["b"],
+            "--to",
+            "s3://billing/2026-10/",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    links = [line for line in result.stdout.splitlines() if line.startswith("http")]
+    assert len(links) == 6
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="billing", Prefix="2026-10/")["Contents"]}
+    assert f"2026-10/{billed['a']}/draft-2026-10.pdf" in keys
+    pdf_link = next(link for link in links if billed["a"] in link and ".pdf" in link)
+    fetched = httpx.get(pdf_link, timeout=30)
+    assert fetched.status_code == 200
+    assert fetched.content.startswith(b"%PDF")
+
+
+def test_cli_refuses_bad_input_with_a_message(cli: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "plans.toml"
+    bad.write_text('[[plan]]\ntenant = "x"\neffective_from = 2026-10-01\ntimezone = "Mars/Base"\n')
+    result = cli.invoke(app, ["plans", "load", str(bad)])
+    assert result.exit_code == 1
+    assert "plan[0].timezone" in result.output
+    assert "unknown time zone" in result.output
+    month = cli.invoke(
+        app, ["invoice", "export", "--month", "10/2026", "--all-tenants", "--to", "x"]
+    )
+    assert month.exit_code == 2
+    assert "YYYY-MM" in month.output
