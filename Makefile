@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) -m bench.append_throughput --events 200000 --write BENCHMARKS.md
 	$(PY) -m bench.render_overhead --pairs 30 --write BENCHMARKS.md
 	$(PY) -m bench.rollup_rebuild --events 10000000 --write BENCHMARKS.md
+	$(PY) -m bench.invoices --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.sdxl_stages
 
 # kill -9 scenarios and a 5-minute bounded load; results in RELIABILITY.md

@@ -26,13 +26,17 @@ from ledger.cli_common import (
     s3_client,
 )
 from ledger.cli_render import render, render_demo, spool_app
+from ledger.connections import connection
 from ledger.errors import EventConflict, LedgerError
 from ledger.prices import PriceBookError, load_price_book_file
 from ledger.sample import sample_events
 from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
+from reports.billing.plans import read_file as read_plans
+from reports.billing.plans import store_grant, store_plan
 
 DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
+EXAMPLE_PLANS = Path(__file__).with_name("example_plans.toml")
 
 app = typer.Typer(
     help="renderledger: the cost ledger for diffusion image generation.",
@@ -327,6 +331,10 @@ def demo(
 
     rolled = run_rollup(ledger.engine)
     out.print(f"[bold]rollup[/] {rolled.events} new events rolled up")
+    plans, grants = read_plans(EXAMPLE_PLANS)
+    with connection(ledger.engine, transaction=True) as raw:
+        added = sum(store_plan(raw, p) for p in plans) + sum(store_grant(raw, g) for g in grants)
+    out.print(f"[bold]billing[/] example plans {'loaded' if added else 'present'}")
     if no_serve:
         return
     key = _demo_key(settings, ledger)
@@ -345,6 +353,8 @@ In the API docs, "Authorize" takes the same key.
   report       {base}/v1/tenants/acme/report?from=2026-10-01&to=2026-12-01&group_by=use_case,stage
   vs an API    {base}/v1/tenants/acme/report?group_by=use_case&what_if=openai-dalle3-standard
   as CSV       {base}/v1/tenants/acme/report?group_by=day&format=csv
+  invoice      {base}/v1/tenants/acme/invoices/2026-10  (a draft; add ?format=pdf or csv)
+  in EUR       {base}/v1/tenants/globex/invoices/2026-10?format=pdf
   metrics      {base}/metrics
 """,
         highlight=False,

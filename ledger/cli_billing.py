@@ -16,7 +16,7 @@ from ledger.connections import connection
 from ledger.settings import get_settings
 from reports.billing.documents import FORMATS, RENDERERS, export
 from reports.billing.invoices import InvoiceError
-from reports.billing.lifecycle import draft_all, finalize, invoice, issue_credit_note
+from reports.billing.lifecycle import draft_all, finalize_all, invoice, issue_credit_note
 from reports.billing.plans import PlanError, plans_of, read_file, store_grant, store_plan
 from reports.billing.usage import parse_period
 
@@ -118,22 +118,25 @@ def invoice_finalize(
     period = _period(month)
     chosen = _tenants(tenant, all_tenants)
     ledger = open_ledger(get_settings())
-    if chosen is None:
-        with connection(ledger.engine) as raw:
-            chosen = [r[0] for r in raw.execute("SELECT tenant_id FROM tenants ORDER BY 1")]
+    with progress_bar() as progress:
+        task = progress.add_task("finalizing invoices", total=None)
+        outcomes = finalize_all(
+            ledger.engine,
+            period,
+            chosen,
+            progress=lambda d, n: progress.update(task, completed=d, total=n),
+        )
     failed = 0
-    for t in chosen:
-        try:
-            with connection(ledger.engine, transaction=True) as raw:
-                doc, created = finalize(raw, t, period)
-        except InvoiceError as exc:
+    for o in outcomes:
+        if o.document is None:
             failed += 1
-            err.print(f"[red]{t}[/]: {exc}", highlight=False)
+            err.print(f"[red]{o.tenant}[/]: {o.error}", highlight=False)
             continue
-        verb = "finalized" if created else "already final"
-        out.print(f"{t}: {verb} {doc['number']} total {doc['total']} {doc['currency']}")
+        verb = "finalized" if o.created else "already final"
+        doc = o.document
+        out.print(f"{o.tenant}: {verb} {doc['number']} total {doc['total']} {doc['currency']}")
     if failed:
-        raise fail(f"{failed} of {len(chosen)} invoice(s) not finalized")
+        raise fail(f"{failed} of {len(outcomes)} invoice(s) not finalized")
 
 
 @invoice_app.command("export")

@@ -202,3 +202,25 @@ def test_cli_refuses_bad_input_with_a_message(cli: CliRunner, tmp_path: Path) ->
     )
     assert month.exit_code == 2
     assert "YYYY-MM" in month.output
+
+
+def test_cli_finalizes_from_one_batch_and_again_changes_nothing(
+    cli: CliRunner, billed: dict[str, Any], api_base: str
+) -> None:
+    a, b = billed["a"], billed["b"]
+    with _as(api_base, billed["a_read"]) as client:
+        draft = client.get(f"/v1/tenants/{a}/invoices/2026-10").json()
+    args = ["invoice", "finalize", "--month", "2026-10", "--tenant", a, "--tenant", b]
+    first = cli.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert f"{a}: finalized RL-2026-10-0001 total {draft['total']} USD" in first.output
+    again = cli.invoke(app, args)
+    assert f"{a}: already final RL-2026-10-0001" in again.output
+    with _as(api_base, billed["a_read"]) as client:
+        final = client.get(f"/v1/tenants/{a}/invoices/2026-10").json()
+    assert final["status"] == "finalized"
+    assert final["lines"] == draft["lines"]
+    assert final["positions"]["through_seq"] >= draft["positions"]["through_seq"]
+    early = cli.invoke(app, ["invoice", "finalize", "--month", "2099-01", "--tenant", a])
+    assert early.exit_code == 1
+    assert "not over" in early.output

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import psycopg
+from sqlalchemy import Engine
 
+from ledger.connections import connection
 from reports.billing.invoices import (
     Document,
     InvoiceError,
@@ -126,9 +129,18 @@ def draft_all(
 
 
 def finalize(
-    raw: psycopg.Connection[Any], tenant: str, period: date, now: datetime | None = None
+    raw: psycopg.Connection[Any],
+    tenant: str,
+    period: date,
+    now: datetime | None = None,
+    prepared: Document | None = None,
 ) -> tuple[Document, bool]:
-    """Make the invoice immutable; (document, True) the first time, (document, False) after."""
+    """Make the invoice immutable; (document, True) the first time, (document, False) after.
+
+    ``prepared`` is a draft already computed (by ``draft_all``, for many tenants in one
+    read): it covers the log through its own ``through_seq``, and whatever arrives after
+    that is billed next month as an adjustment, exactly as if it had arrived a moment later.
+    """
     now = now or datetime.now(UTC)
     with raw.transaction():
         raw.execute("SELECT pg_advisory_xact_lock(hashtext('invoice:' || %s))", (tenant,))
@@ -156,7 +168,10 @@ def finalize(
             raise InvoiceError(
                 f"{tenant} {month(period)}: finalize {month(next_month(latest[0]))} first"
             )
-        doc = compute(raw, tenant, period, ledger_head(raw), plan=plan)
+        if prepared is not None and prepared["status"] == "draft":
+            doc = prepared
+        else:
+            doc = compute(raw, tenant, period, ledger_head(raw), plan=plan)
         number = f"RL-{period:%Y-%m}-{int(latest[1]) + 1:04d}"
         doc = seal(
             {**doc, "status": "finalized", "number": number, "issued_on": now.date().isoformat()}
@@ -249,3 +264,36 @@ def list_invoices(raw: psycopg.Connection[Any], tenant: str) -> list[dict[str, A
         }
         for p, n, c, t, h, at in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    tenant: str
+    document: Document | None
+    created: bool
+    error: str | None = None
+
+
+def finalize_all(
+    engine: Engine,
+    period: date,
+    tenants: list[str] | None = None,
+    now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Outcome]:
+    """Finalize many tenants' invoices from one batch of drafts; each tenant's in its own
+    transaction, so one refusal (a month out of order) stops no other."""
+    with connection(engine) as raw:
+        drafts = draft_all(raw, period, tenants)
+    out = []
+    for i, doc in enumerate(drafts, 1):
+        tenant = doc["tenant"]
+        try:
+            with connection(engine, transaction=True) as raw:
+                final, created = finalize(raw, tenant, period, now, prepared=doc)
+            out.append(Outcome(tenant, final, created))
+        except InvoiceError as exc:
+            out.append(Outcome(tenant, None, False, str(exc)))
+        if progress:
+            progress(i, len(drafts))
+    return out
