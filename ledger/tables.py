@@ -11,6 +11,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -174,6 +175,7 @@ render_rollup = Table(
     Column("tenant_id", Text, nullable=False),
     Column("use_case", Text, nullable=False),
     Column("day", Date, nullable=False),
+    Column("rendered_at", DateTime(timezone=True), nullable=False),
     Column("outcome", Text),
     Column("latency_ms", Float),
     Column("total_nanos", BigInteger, nullable=False),
@@ -186,6 +188,7 @@ render_rollup = Table(
     Column("gpu_type", Text),
     Column("precision", Text),
     Column("last_seq", BigInteger, nullable=False),
+    Index("render_rollup_rendered_at", "rendered_at"),
     Index("render_rollup_tenant_day", "tenant_id", "day"),
 )
 
@@ -281,4 +284,54 @@ credit_notes = Table(
     ForeignKeyConstraint(["tenant_id", "period"], ["invoices.tenant_id", "invoices.period"]),
     CheckConstraint("amount_minor > 0", name="credit_notes_positive"),
     Index("credit_notes_invoice", "tenant_id", "period"),
+)
+
+
+# Alerts: hourly unit-cost series (derived, recomputed for recent hours) and the alert log.
+alert_hourly = Table(
+    "alert_hourly",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("tenant_id", Text, primary_key=True),
+    Column("use_case", Text, primary_key=True),
+    Column("delivered", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("delivered_nanos", BigInteger, nullable=False),
+    *(Column(f"{s}_nanos", BigInteger, nullable=False) for s in STAGES if s != "render"),
+    Column("waste_nanos", BigInteger, nullable=False),
+    Column("cache_hits", BigInteger, nullable=False),
+    Column("cache_lookups", BigInteger, nullable=False),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("event_id", BigInteger, Identity(), primary_key=True),
+    Column("alert_id", UUID(as_uuid=True), nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("use_case", Text, nullable=False),
+    Column("signal", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False, server_default="detector"),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    CheckConstraint(
+        "kind IN ('opened', 'acknowledged', 'resolved')", name="alert_events_kind_known"
+    ),
+    Index("alert_events_alert", "alert_id"),
+    Index("alert_events_tenant", "tenant_id", "event_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("attempt_id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", BigInteger, ForeignKey("alert_events.event_id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("url", Text, nullable=False),
+    Column("status", Integer),
+    Column("error", Text),
+    Column("ms", Float, nullable=False),
+    Index("webhook_attempts_event", "event_id"),
 )

@@ -94,6 +94,8 @@ _RENDER_MERGE = {
     **{c: f"coalesce(t.{c}, EXCLUDED.{c})" for c in (*FIRSTS, "tenant_id", "use_case")},
     "day": "CASE WHEN t.outcome IS NOT NULL THEN t.day WHEN EXCLUDED.outcome IS NOT NULL "
     "THEN EXCLUDED.day ELSE least(t.day, EXCLUDED.day) END",
+    "rendered_at": "CASE WHEN t.outcome IS NOT NULL THEN t.rendered_at WHEN EXCLUDED.outcome "
+    "IS NOT NULL THEN EXCLUDED.rendered_at ELSE least(t.rendered_at, EXCLUDED.rendered_at) END",
     "last_seq": "greatest(t.last_seq, EXCLUDED.last_seq)",
 }
 _DAILY_MERGE = {c: f"t.{c} + EXCLUDED.{c}" for c in DAILY_SUMS}

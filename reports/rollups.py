@@ -3,8 +3,9 @@
 A rollup is built from *partials*, so that running over the log in one go and running
 chunk by chunk (incrementally, over late events, over reversals) end in the same rows:
 ``combine(partials(a) ∪ partials(b)) == partials(a ∪ b)``. Sums add; a render's outcome,
-latency and pipeline attributes come from its one ``render`` event; its day is that
-event's day, or the earliest day of its events until the render event arrives.
+latency and pipeline attributes come from its one ``render`` event; its day and time
+(``rendered_at``, which the alerts read) are that event's, or the earliest of its events
+until the render event arrives.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ STAGE_COLUMNS = {
 }
 SUMS = ["total_nanos", "baseline_nanos", *STAGE_COLUMNS.values(), "cache_hits", "cache_lookups"]
 FIRSTS = ["outcome", "latency_ms", "model", "pipeline_version", "gpu_type", "precision"]
-RENDER_COLUMNS = ["render_id", "tenant_id", "use_case", "day", *FIRSTS, *SUMS, "last_seq"]
+RENDER_COLUMNS = [
+    "render_id",
+    "tenant_id",
+    "use_case",
+    "day",
+    "rendered_at",
+    *FIRSTS,
+    *SUMS,
+    "last_seq",
+]
 DAILY_KEYS = ["tenant_id", "day", "use_case", "stage", "sku", "outcome"]
 DAILY_SUMS = ["events", "quantity", "cost_nanos", "baseline_nanos", "cache_hits", "cache_lookups"]
 
@@ -39,6 +49,8 @@ def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("use_case").first(),
         pl.col("day").filter(is_render).first().alias("render_day"),
         pl.col("day").min().alias("min_day"),
+        pl.col("at").filter(is_render).first().alias("render_at"),
+        pl.col("at").min().alias("min_at"),
         pl.col("outcome").filter(is_render).first(),
         pl.col("latency_ms").filter(is_render).first(),
         *(pl.col(c).filter(is_render).first() for c in FIRSTS[2:]),
@@ -60,11 +72,16 @@ def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("use_case").first(),
             pl.col("render_day").drop_nulls().first(),
             pl.col("min_day").min(),
+            pl.col("render_at").drop_nulls().first(),
+            pl.col("min_at").min(),
             *(pl.col(c).drop_nulls().first() for c in FIRSTS),
             *(pl.col(c).sum() for c in SUMS),
             pl.col("last_seq").max(),
         )
-        .with_columns(pl.coalesce("render_day", "min_day").alias("day"))
+        .with_columns(
+            pl.coalesce("render_day", "min_day").alias("day"),
+            pl.coalesce("render_at", "min_at").dt.replace_time_zone("UTC").alias("rendered_at"),
+        )
         .select(RENDER_COLUMNS)
     )
 

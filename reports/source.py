@@ -25,6 +25,7 @@ EVENT_SCHEMA: dict[str, Any] = {
     "sku": pl.String,
     "outcome": pl.String,
     "day": pl.Date,
+    "at": pl.Datetime("us"),
     "sign": pl.Int64,
     "quantity": pl.Decimal(38, 18),
     "cost_nanos": pl.Int64,
@@ -41,6 +42,7 @@ EVENT_SCHEMA: dict[str, Any] = {
 _SELECT = """
 SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS outcome,
        (occurred_at AT TIME ZONE 'UTC')::date AS day,
+       occurred_at AT TIME ZONE 'UTC' AS at,
        CASE WHEN reverses IS NULL THEN 1 ELSE -1 END AS sign,
        CASE WHEN reverses IS NULL THEN quantity ELSE -quantity END AS quantity,
        cost_nanos,
