@@ -1,0 +1,1 @@
+"""Anomaly alerts on unit cost: detection (pure), the alert log, webhooks, the harness."""

@@ -1,0 +1,162 @@
+"""One tenant × use case as arrays: its recent renders and its hourly history.
+
+Both the service (reading ``render_rollup`` and ``alert_hourly``) and the evaluation
+harness (generating renders) build these, so the detector sees the same shape from both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+STAGES = (
+    "text_encoder",
+    "caption_llm",
+    "unet",
+    "vae_decode",
+    "postprocess",
+    "storage",
+    "cdn_egress",
+)
+ATTRIBUTES = ("model", "pipeline_version", "gpu_type", "precision")
+HOUR = 3600
+
+F = npt.NDArray[np.float64]
+I = npt.NDArray[np.int64]  # noqa: E741  # a type alias, not a variable
+B = npt.NDArray[np.bool_]
+
+
+@dataclass
+class Renders:
+    """Renders in time order: epoch seconds, outcome flags, cost by stage, cache counts."""
+
+    at: I
+    delivered: B
+    failed: B
+    total: F
+    stages: F  # (n, len(STAGES))
+    hits: F
+    lookups: F
+    attributes: dict[str, npt.NDArray[np.object_]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def take(self, index: I | slice) -> Renders:
+        return Renders(
+            self.at[index],
+            self.delivered[index],
+            self.failed[index],
+            self.total[index],
+            self.stages[index],
+            self.hits[index],
+            self.lookups[index],
+            {k: v[index] for k, v in self.attributes.items()},
+        )
+
+
+@dataclass
+class Hourly:
+    """Hourly sums, sorted by hour (epoch seconds of the hour's start)."""
+
+    hour: I
+    delivered: F
+    failed: F
+    delivered_nanos: F
+    stages: F  # (h, len(STAGES)), of delivered renders
+    hits: F
+    lookups: F
+
+
+@dataclass
+class Series:
+    tenant: str
+    use_case: str
+    renders: Renders
+    hourly: Hourly
+
+
+RENDER_FRAME_COLUMNS = [
+    "tenant_id",
+    "use_case",
+    "rendered_at",
+    "outcome",
+    "total_nanos",
+    *(f"{s}_nanos" for s in STAGES),
+    "cache_hits",
+    "cache_lookups",
+    *ATTRIBUTES,
+]
+
+
+def hourly_frame(renders: pl.LazyFrame) -> pl.LazyFrame:
+    """Render rows (``render_rollup``'s columns) to hourly sums: ``alert_hourly``'s rows."""
+    delivered = pl.col("outcome") == "delivered"
+    failed = pl.col("outcome").is_in(["failed", "cancelled"])
+    return (
+        renders.with_columns(pl.col("rendered_at").dt.truncate("1h").alias("hour"))
+        .group_by("hour", "tenant_id", "use_case")
+        .agg(
+            delivered.sum().alias("delivered"),
+            failed.sum().alias("failed"),
+            pl.col("total_nanos").filter(delivered).sum().alias("delivered_nanos"),
+            *(pl.col(f"{s}_nanos").filter(delivered).sum() for s in STAGES),
+            pl.col("total_nanos").filter(failed).sum().alias("waste_nanos"),
+            pl.col("cache_hits").sum(),
+            pl.col("cache_lookups").sum(),
+        )
+    )
+
+
+def _epoch(column: pl.Series) -> I:
+    return column.dt.epoch("s").to_numpy().astype(np.int64)
+
+
+def to_renders(frame: pl.DataFrame) -> Renders:
+    frame = frame.sort("rendered_at")
+    return Renders(
+        at=_epoch(frame["rendered_at"]),
+        delivered=(frame["outcome"] == "delivered").fill_null(False).to_numpy(),
+        failed=frame["outcome"].is_in(["failed", "cancelled"]).fill_null(False).to_numpy(),
+        total=frame["total_nanos"].cast(pl.Float64).to_numpy(),
+        stages=frame.select([f"{s}_nanos" for s in STAGES]).cast(pl.Float64).to_numpy(),
+        hits=frame["cache_hits"].cast(pl.Float64).to_numpy(),
+        lookups=frame["cache_lookups"].cast(pl.Float64).to_numpy(),
+        attributes={
+            a: frame[a].to_numpy().astype(object) for a in ATTRIBUTES if a in frame.columns
+        },
+    )
+
+
+def to_hourly(frame: pl.DataFrame) -> Hourly:
+    frame = frame.sort("hour")
+
+    def f(column: str) -> F:
+        return frame[column].cast(pl.Float64).to_numpy()
+
+    return Hourly(
+        hour=_epoch(frame["hour"]),
+        delivered=f("delivered"),
+        failed=f("failed"),
+        delivered_nanos=f("delivered_nanos"),
+        stages=frame.select([f"{s}_nanos" for s in STAGES]).cast(pl.Float64).to_numpy(),
+        hits=f("cache_hits"),
+        lookups=f("cache_lookups"),
+    )
+
+
+def build(renders: pl.DataFrame, hourly: pl.DataFrame) -> list[Series]:
+    """Series for every tenant × use case in either frame."""
+    keys = ["tenant_id", "use_case"]
+    r_parts = {k: g for k, g in renders.group_by(keys)} if renders.height else {}
+    h_parts = {k: g for k, g in hourly.group_by(keys)} if hourly.height else {}
+    out = []
+    for key in sorted(set(r_parts) | set(h_parts), key=str):
+        tenant, use_case = str(key[0]), str(key[1])
+        r = r_parts.get(key, renders.clear())
+        h = h_parts.get(key, hourly.clear())
+        out.append(Series(tenant, use_case, to_renders(r), to_hourly(h)))
+    return out
