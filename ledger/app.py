@@ -22,6 +22,8 @@ from ledger.database import make_engine, resolve_url
 from ledger.deps import AdminKey, LedgerDep
 from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
+from reports.alerts.api import router as alerts_router
+from reports.alerts.config import after_rollup
 from reports.api import router as reports_router
 from reports.billing.api import router as billing_router
 from reports.metrics import Metrics
@@ -64,6 +66,11 @@ def create_app(
                 settings.reports.rollup_chunk_events,
                 invoices_to=target,
                 s3=s3_client(settings) if target and target.startswith("s3://") else None,
+                after_rollup=(
+                    after_rollup(app.state.ledger.engine, settings.alerts)
+                    if settings.alerts.enabled
+                    else None
+                ),
             )
         try:
             yield
@@ -83,6 +90,7 @@ def create_app(
     app.include_router(events_router)
     app.include_router(reports_router)
     app.include_router(billing_router)
+    app.include_router(alerts_router)
 
     @app.middleware("http")
     async def time_ingest(request: Request, call_next: Any) -> Any:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ledger import database
 from ledger.chain import verify as verify_chain
+from ledger.cli_alerts import alerts_app
 from ledger.cli_billing import invoice_app, plans_app
 from ledger.cli_common import (
     database_url,
@@ -54,6 +55,7 @@ keys_app = typer.Typer(help="API keys (printed once, stored as a hash).", no_arg
 app.add_typer(keys_app, name="keys")
 app.add_typer(plans_app, name="plans")
 app.add_typer(invoice_app, name="invoice")
+app.add_typer(alerts_app, name="alerts")
 app.command()(render)
 
 

@@ -60,6 +60,26 @@ class BillingSettings(BaseModel):
     drafts_to: str | None = None
 
 
+class AlertRule(BaseModel):
+    """Thresholds for one tenant and/or use case; unset fields keep the defaults."""
+
+    tenant: str | None = None
+    use_case: str | None = None
+    relative: float | None = None  # 0.10: a 10 % change in cost per delivered render
+    absolute_usd: float | None = None  # and at least this much per render
+    z: float | None = None  # and this many spreads from the baseline
+    min_renders: int | None = None  # delivered renders needed before judging
+
+
+class AlertSettings(BaseModel):
+    enabled: bool = True  # run detection after every rollup in the API process
+    rules: list[AlertRule] = []  # JSON in RENDERLEDGER_ALERTS__RULES
+    webhook_url: str | None = None
+    webhook_secret: str | None = None  # HMAC-SHA256 key; required with a webhook_url
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 2.0  # doubled after every failed attempt
+
+
 class S3Settings(BaseModel):
     endpoint_url: str | None = None
     region: str = "us-east-1"
@@ -94,6 +114,7 @@ class Settings(BaseSettings):
     render: RenderSettings = RenderSettings()
     reports: ReportsSettings = ReportsSettings()
     billing: BillingSettings = BillingSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def spool_dir(self) -> Path:

@@ -26,6 +26,14 @@ GROUP BY tenant_id, use_case
 """
 
 
+_OPEN_ALERTS_SQL = """
+SELECT tenant_id, signal, count(*) FROM (
+    SELECT alert_id, min(tenant_id) AS tenant_id, min(signal) AS signal FROM alert_events
+    GROUP BY alert_id HAVING bool_and(kind <> 'resolved')
+) AS open GROUP BY 1, 2
+"""
+
+
 class LedgerCollector(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -35,6 +43,7 @@ class LedgerCollector(Collector):
             head, done = raw.execute(_LAG_SQL).fetchone() or (0, 0)
             oldest = raw.execute(_OLDEST_SQL, (done + 1,)).fetchone() if head > done else None
             costs = raw.execute(_COST_SQL).fetchall()
+            open_alerts = raw.execute(_OPEN_ALERTS_SQL).fetchall()
         yield GaugeMetricFamily("renderledger_events", "Events in the ledger (last seq)", head)
         yield GaugeMetricFamily(
             "renderledger_rollup_lag_events", "Events not yet in the rollups", head - done
@@ -58,6 +67,14 @@ class LedgerCollector(Collector):
             renders.add_metric([tenant, use_case], count)
         yield per_render
         yield renders
+        alerts = GaugeMetricFamily(
+            "renderledger_open_alerts",
+            "Alerts opened and not resolved (acknowledged ones included)",
+            labels=["tenant", "signal"],
+        )
+        for tenant, signal, count in open_alerts:
+            alerts.add_metric([tenant, signal], count)
+        yield alerts
 
 
 class Metrics:

@@ -8,6 +8,7 @@ and only one runs it; the others skip that tick.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from reports.jobs import run_rollup
 log = logging.getLogger(__name__)
 
 
-def _rollup(engine: Engine, chunk_events: int) -> None:
+def _rollup(engine: Engine, chunk_events: int, after: Callable[[], None] | None) -> None:
     try:
         result = run_rollup(engine, chunk_events=chunk_events)
     except Exception:  # a failed tick must not kill the scheduler; the next one retries
@@ -28,6 +29,11 @@ def _rollup(engine: Engine, chunk_events: int) -> None:
         return
     if result.ran and result.events:
         log.info("rollup: %d events in %.2fs", result.events, result.seconds)
+    if after is not None and result.ran:
+        try:
+            after()
+        except Exception:  # the same: alerts are retried at the next tick
+            log.exception("after-rollup step failed")
 
 
 def _invoices(engine: Engine, target: str, s3: Any) -> None:
@@ -43,9 +49,10 @@ def start(
     chunk_events: int = 1_000_000,
     invoices_to: str | None = None,
     s3: Any = None,
+    after_rollup: Callable[[], None] | None = None,
 ) -> BackgroundScheduler:
-    """The rollup every ``interval_s`` (0: none); with ``invoices_to``, last month's draft
-    invoices at 00:30 UTC on the 1st."""
+    """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection);
+    with ``invoices_to``, last month's draft invoices at 00:30 UTC on the 1st."""
     scheduler = BackgroundScheduler(
         daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
     )
@@ -55,7 +62,7 @@ def start(
             "interval",
             seconds=interval_s,
             id="rollup",
-            args=(engine, chunk_events),
+            args=(engine, chunk_events, after_rollup),
             next_run_time=datetime.now(UTC),
         )
     if invoices_to:

@@ -241,11 +241,11 @@ def score(result: Result, interval_minutes: int) -> dict[str, float]:
         row["alerts"] = [a[2] for a in hits]
         if not inj.alerting or not hits:
             continue
+        delay = max((hits[0][2].at - row["min_sample_at"]) / (interval_minutes * 60), 0.0)
+        row["intervals_to_detect"] = delay
         if abs(inj.size) >= 0.15:
             caught += 1
-        delay = (hits[0][2].at - row["min_sample_at"]) / (interval_minutes * 60)
-        delays.append(max(delay, 0.0))
-        row["intervals_to_detect"] = max(delay, 0.0)
+            delays.append(delay)
         costs = [a[2] for a in hits if a[2].signal in ("unit_cost", "caption_cost")]
         if inj.stage and costs:
             staged += 1

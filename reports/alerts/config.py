@@ -1,0 +1,70 @@
+"""From settings to the detector's rules and the webhook."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from sqlalchemy import Engine
+
+from ledger.settings import AlertRule, AlertSettings
+from reports.alerts.detect import Rule
+from reports.alerts.service import run_detection
+from reports.alerts.webhooks import Webhook, deliver_pending
+
+log = logging.getLogger(__name__)
+
+
+def _specificity(rule: AlertRule) -> int:
+    return 2 * (rule.tenant is not None) + (rule.use_case is not None)
+
+
+def rules(settings: AlertSettings) -> Callable[[str, str], Rule]:
+    """The most specific matching rule wins: tenant + use case, tenant, use case, default."""
+    ordered = sorted(settings.rules, key=_specificity)
+
+    def rule_for(tenant: str, use_case: str) -> Rule:
+        rule = Rule()
+        for r in ordered:
+            if r.tenant not in (None, tenant) or r.use_case not in (None, use_case):
+                continue
+            if r.relative is not None:
+                rule = replace(rule, relative=r.relative)
+            if r.absolute_usd is not None:
+                rule = replace(rule, absolute_nanos=r.absolute_usd * 1e9)
+            if r.z is not None:
+                rule = replace(rule, z=r.z)
+            if r.min_renders is not None:
+                rule = replace(rule, min_renders=r.min_renders)
+        return rule
+
+    return rule_for
+
+
+def webhook(settings: AlertSettings) -> Webhook | None:
+    if not settings.webhook_url:
+        return None
+    if not settings.webhook_secret:
+        raise ValueError("RENDERLEDGER_ALERTS__WEBHOOK_SECRET: a webhook needs a signing secret")
+    return Webhook(
+        settings.webhook_url,
+        settings.webhook_secret,
+        settings.webhook_max_attempts,
+        settings.webhook_backoff_s,
+    )
+
+
+def after_rollup(engine: Engine, settings: AlertSettings) -> Callable[[], None]:
+    """What the scheduler runs after every rollup: detection, then pending webhooks."""
+    rule_for = rules(settings)
+    hook = webhook(settings)
+
+    def run() -> None:
+        result = run_detection(engine, rule_for)
+        if result.opened or result.resolved:
+            log.info("alerts: %d opened, %d resolved", len(result.opened), len(result.resolved))
+        if hook is not None:
+            deliver_pending(engine, hook)
+
+    return run

@@ -1,0 +1,185 @@
+"""Detection against the database, after each rollup: refresh the hourly series, judge every
+series at "now", append what opened and resolved to the alert log.
+
+Renders come from ``render_rollup`` (so detection is as fresh as the last rollup) and go
+through the same hourly aggregation, detector and tracker as the harness.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import psycopg
+from sqlalchemy import Engine
+
+from ledger.connections import connection
+from reports.alerts.detect import Rule, measure
+from reports.alerts.series import RENDER_FRAME_COLUMNS, STAGES, build, hourly_frame
+from reports.alerts.store import append, open_alerts
+from reports.alerts.tracker import Decision, OpenAlert, decide
+from reports.source import copy_out
+
+LOCK_KEY = 0x414C5254  # "ALRT"
+_RENDER_SCHEMA: dict[str, Any] = {
+    "tenant_id": pl.String,
+    "use_case": pl.String,
+    "rendered_at": pl.Datetime("us", "UTC"),
+    "outcome": pl.String,
+    "total_nanos": pl.Int64,
+    **{f"{s}_nanos": pl.Int64 for s in STAGES},
+    "cache_hits": pl.Int64,
+    "cache_lookups": pl.Int64,
+    "model": pl.String,
+    "pipeline_version": pl.String,
+    "gpu_type": pl.String,
+    "precision": pl.String,
+}
+HOURLY_COLUMNS = [
+    "hour",
+    "tenant_id",
+    "use_case",
+    "delivered",
+    "failed",
+    "delivered_nanos",
+    *(f"{s}_nanos" for s in STAGES),
+    "waste_nanos",
+    "cache_hits",
+    "cache_lookups",
+]
+
+
+@dataclass
+class DetectionResult:
+    ran: bool
+    series: int = 0
+    opened: list[Decision] = field(default_factory=list)
+    resolved: list[Decision] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _read_renders(raw: psycopg.Connection[Any], since: datetime, until: datetime) -> pl.DataFrame:
+    cols = ", ".join(
+        c if c != "rendered_at" else "rendered_at AT TIME ZONE 'UTC' AS rendered_at"
+        for c in RENDER_FRAME_COLUMNS
+    )
+    query = psycopg.ClientCursor(raw).mogrify(
+        f"SELECT {cols} FROM render_rollup WHERE rendered_at >= %s AND rendered_at <= %s",
+        (since, until),
+    )
+    schema = {**_RENDER_SCHEMA, "rendered_at": pl.Datetime("us")}
+    frame = copy_out(raw, query, schema)
+    return frame.with_columns(pl.col("rendered_at").dt.replace_time_zone("UTC"))
+
+
+def _refresh_hourly(raw: psycopg.Connection[Any], renders: pl.DataFrame, since: datetime) -> None:
+    """Replace the hours from ``since`` with sums of the renders read."""
+    hours = hourly_frame(renders.lazy()).collect().select(HOURLY_COLUMNS)
+    raw.execute("DELETE FROM alert_hourly WHERE hour >= %s", (since,))
+    buffer = io.BytesIO()
+    hours.write_csv(buffer, include_header=False)
+    with (
+        raw.cursor() as cur,
+        cur.copy(
+            f"COPY alert_hourly ({', '.join(HOURLY_COLUMNS)}) FROM STDIN (FORMAT csv)"
+        ) as copy,
+    ):
+        copy.write(buffer.getvalue())
+
+
+def _read_hourly(raw: psycopg.Connection[Any], now: datetime, rule: Rule) -> pl.DataFrame:
+    top = now.replace(minute=0, second=0, microsecond=0)
+    wanted = [
+        top - timedelta(days=k) + timedelta(hours=o)
+        for k in range(1, rule.baseline_days + 1)
+        for o in (-1, 0, 1)
+    ]
+    cols = ", ".join(
+        c if c != "hour" else "hour AT TIME ZONE 'UTC' AS hour" for c in HOURLY_COLUMNS
+    )
+    query = psycopg.ClientCursor(raw).mogrify(
+        f"SELECT {cols} FROM alert_hourly WHERE hour = ANY(%s)", (wanted,)
+    )
+    schema = {c: pl.Int64 for c in HOURLY_COLUMNS} | {
+        "hour": pl.Datetime("us"),
+        "tenant_id": pl.String,
+        "use_case": pl.String,
+    }
+    return copy_out(raw, query, schema).with_columns(pl.col("hour").dt.replace_time_zone("UTC"))
+
+
+def run_detection(
+    engine: Engine,
+    rules: Any = None,
+    now: datetime | None = None,
+    *,
+    backfill: bool = False,
+) -> DetectionResult:
+    """One pass; ``rules(tenant, use_case) -> Rule``. Skips if another process runs it.
+
+    The hourly series is refreshed for the last ``window_hours``; on the first run, or with
+    ``backfill`` (after a rollup rebuild, or renders that arrived more than hours late), for
+    the whole baseline period.
+    """
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    rule_for = rules or (lambda _t, _u: Rule())
+    default = rule_for("", "")
+    result = DetectionResult(True)
+    with connection(engine) as raw:
+        raw.autocommit = True
+        locked = raw.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if not locked or not locked[0]:
+            return DetectionResult(False)
+        try:
+            raw.autocommit = False
+            with raw.transaction():
+                latest = raw.execute("SELECT max(hour) FROM alert_hourly").fetchone()
+                window = now - timedelta(hours=default.window_hours)
+                first_run = backfill or latest is None or latest[0] is None
+                since = now - timedelta(days=default.baseline_days + 1) if first_run else window
+                since = since.replace(minute=0, second=0, microsecond=0)
+                renders = _read_renders(raw, since, now)
+                _refresh_hourly(raw, renders, since)
+                hourly = _read_hourly(raw, now, default)
+                recent = renders.filter(pl.col("rendered_at") >= window)
+                state: dict[tuple[str, str], dict[str, OpenAlert]] = {}
+                for alert in open_alerts(raw):
+                    opened = datetime.fromisoformat(alert["opened_at"])
+                    state.setdefault((alert["tenant"], alert["use_case"]), {})[alert["signal"]] = (
+                        OpenAlert(
+                            uuid.UUID(alert["alert_id"]),
+                            alert["signal"],
+                            int(opened.timestamp()),
+                            float(alert["detail"].get("baseline", 0.0)),
+                        )
+                    )
+                times = np.array([int(now.timestamp())], dtype=np.int64)
+                for series in build(recent, hourly):
+                    result.series += 1
+                    rule = rule_for(series.tenant, series.use_case)
+                    mine = state.setdefault((series.tenant, series.use_case), {})
+                    m = measure(series, times, rule)
+                    for d in decide(series, m, 0, rule, mine):
+                        append(
+                            raw,
+                            d.alert_id,
+                            series.tenant,
+                            series.use_case,
+                            d.signal,
+                            d.kind,
+                            d.detail,
+                        )
+                        (result.opened if d.kind == "opened" else result.resolved).append(d)
+        finally:
+            raw.rollback()
+            raw.autocommit = True
+            raw.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    result.seconds = time.perf_counter() - started
+    return result

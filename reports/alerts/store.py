@@ -1,0 +1,133 @@
+"""The alert log: opened, acknowledged and resolved events, folded into alerts on read."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import psycopg
+
+STATUSES = ("open", "acknowledged", "resolved")
+
+
+class AlertError(ValueError):
+    """An alert operation refused, with the reason."""
+
+
+_FOLD = """
+SELECT alert_id, min(tenant_id), min(use_case), min(signal),
+       min(at) FILTER (WHERE kind = 'opened') AS opened_at,
+       min(at) FILTER (WHERE kind = 'acknowledged') AS acknowledged_at,
+       min(at) FILTER (WHERE kind = 'resolved') AS resolved_at,
+       (array_agg(detail ORDER BY event_id) FILTER (WHERE kind = 'opened'))[1] AS opened,
+       (array_agg(detail ORDER BY event_id) FILTER (WHERE kind = 'resolved'))[1] AS resolved,
+       (array_agg(actor ORDER BY event_id) FILTER (WHERE kind = 'acknowledged'))[1] AS ack_by
+FROM alert_events {where}
+GROUP BY alert_id
+"""
+
+
+def _status(row: tuple[Any, ...]) -> str:
+    return "resolved" if row[6] else "acknowledged" if row[5] else "open"
+
+
+def _alert(row: tuple[Any, ...]) -> dict[str, Any]:
+    opened = row[7] or {}
+    return {
+        "alert_id": str(row[0]),
+        "tenant": row[1],
+        "use_case": row[2],
+        "signal": row[3],
+        "status": _status(row),
+        "message": opened.get("message", ""),
+        "opened_at": row[4].isoformat() if row[4] else None,
+        "acknowledged_at": row[5].isoformat() if row[5] else None,
+        "acknowledged_by": row[9],
+        "resolved_at": row[6].isoformat() if row[6] else None,
+        "detail": opened,
+        "resolution": row[8],
+    }
+
+
+def alerts(
+    raw: psycopg.Connection[Any],
+    tenant: str | None = None,
+    status: str | None = None,
+    alert_id: uuid.UUID | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Alerts newest first; ``status`` filters the folded state."""
+    clauses, params = [], []
+    if tenant is not None:
+        clauses.append("tenant_id = %s")
+        params.append(tenant)
+    if alert_id is not None:
+        clauses.append("alert_id = %s")
+        params.append(alert_id)  # type: ignore[arg-type]  # psycopg adapts UUIDs
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = raw.execute(_FOLD.format(where=where) + " ORDER BY opened_at DESC", params).fetchall()
+    out = [_alert(r) for r in rows if status is None or _status(r) == status]
+    return out[:limit]
+
+
+def open_alerts(raw: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Every alert not resolved (acknowledged ones included): the detector's state."""
+    rows = raw.execute(
+        _FOLD.format(
+            where="WHERE alert_id IN (SELECT alert_id FROM alert_events GROUP BY alert_id "
+            "HAVING bool_and(kind <> 'resolved'))"
+        )
+    ).fetchall()
+    return [_alert(r) for r in rows]
+
+
+def append(
+    raw: psycopg.Connection[Any],
+    alert_id: uuid.UUID,
+    tenant: str,
+    use_case: str,
+    signal: str,
+    kind: str,
+    detail: dict[str, Any],
+    actor: str = "detector",
+) -> int:
+    row = raw.execute(
+        "INSERT INTO alert_events (alert_id, tenant_id, use_case, signal, kind, actor, detail) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING event_id",
+        (
+            alert_id,
+            tenant,
+            use_case,
+            signal,
+            kind,
+            actor,
+            orjson.dumps(detail, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def acknowledge(raw: psycopg.Connection[Any], alert_id: uuid.UUID, actor: str) -> dict[str, Any]:
+    """Acknowledge an open alert; again is a no-op; a resolved one cannot be."""
+    with raw.transaction():
+        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"alert:{alert_id}",))
+        found = alerts(raw, alert_id=alert_id)
+        if not found:
+            raise LookupError(f"no alert {alert_id}")
+        alert = found[0]
+        if alert["status"] == "resolved":
+            raise AlertError(f"alert {alert_id} is resolved; nothing to acknowledge")
+        if alert["status"] == "open":
+            append(
+                raw,
+                alert_id,
+                alert["tenant"],
+                alert["use_case"],
+                alert["signal"],
+                "acknowledged",
+                {},
+                actor,
+            )
+    return alerts(raw, alert_id=alert_id)[0]
