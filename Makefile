@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) -m bench.render_overhead --pairs 30 --write BENCHMARKS.md
 	$(PY) -m bench.rollup_rebuild --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.invoices --events 10000000 --write BENCHMARKS.md
+	$(PY) -m bench.alerts --seeds 5 --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.sdxl_stages
 
 # kill -9 scenarios and a 5-minute bounded load; results in RELIABILITY.md

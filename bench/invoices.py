@@ -1,9 +1,10 @@
 """Invoices at scale: draft and export every tenant's invoice for a month of N events.
 
-The events are generated in PostgreSQL as in rollup_rebuild.py (1,000 tenants, one month,
-nine events a render). Plans cover the three shapes a real book has: cost-plus, per-image
-tiers, and per-image for one use case with cost-plus for the rest and a commitment; a
-tenth of the tenants bill in New York or Berlin months. The PDF step is timed apart.
+The events are generated in PostgreSQL as in rollup_rebuild.py (1,000 tenants, a render
+a second from 1 October, nine events a render). Plans cover the three shapes a real book
+has: cost-plus, per-image tiers, and per-image for one use case with cost-plus for the
+rest and a commitment; a tenth of the tenants bill in New York or Berlin months. The PDF
+step is timed apart.
 """
 
 from __future__ import annotations

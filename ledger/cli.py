@@ -357,6 +357,7 @@ In the API docs, "Authorize" takes the same key.
   as CSV       {base}/v1/tenants/acme/report?group_by=day&format=csv
   invoice      {base}/v1/tenants/acme/invoices/2026-10  (a draft; add ?format=pdf or csv)
   in EUR       {base}/v1/tenants/globex/invoices/2026-10?format=pdf
+  alerts       {base}/v1/alerts?status=open  (and `renderledger alerts evaluate` for the harness)
   metrics      {base}/metrics
 """,
         highlight=False,

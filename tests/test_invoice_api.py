@@ -224,3 +224,21 @@ def test_cli_finalizes_from_one_batch_and_again_changes_nothing(
     early = cli.invoke(app, ["invoice", "finalize", "--month", "2099-01", "--tenant", a])
     assert early.exit_code == 1
     assert "not over" in early.output
+
+
+def test_monthly_job_drafts_last_month_for_every_tenant(
+    ledger: Ledger, billed: dict[str, Any], tmp_path: Path
+) -> None:
+    from reports.billing.monthly import draft_last_month
+
+    written = draft_last_month(
+        ledger.engine, str(tmp_path), now=datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
+    )
+    assert written is not None
+    for tenant in (billed["a"], billed["b"]):
+        folder = tmp_path / "2026-10" / tenant
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "draft-2026-10.csv",
+            "draft-2026-10.json",
+            "draft-2026-10.pdf",
+        ]

@@ -58,7 +58,8 @@ HOURLY_COLUMNS = [
 @dataclass
 class DetectionResult:
     ran: bool
-    series: int = 0
+    series: int = 0  # judged: with enough delivered renders in the window
+    present: int = 0  # with any render in the window
     opened: list[Decision] = field(default_factory=list)
     resolved: list[Decision] = field(default_factory=list)
     seconds: float = 0.0
@@ -114,6 +115,21 @@ def _read_hourly(raw: psycopg.Connection[Any], now: datetime, rule: Rule) -> pl.
     return copy_out(raw, query, schema).with_columns(pl.col("hour").dt.replace_time_zone("UTC"))
 
 
+def _judgeable(
+    recent: pl.DataFrame, hourly: pl.DataFrame, rule_for: Any, result: DetectionResult
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Only series with enough delivered renders to be judged (most, at any moment, have
+    not): the rest would be measured only to learn that."""
+    keys = ["tenant_id", "use_case"]
+    counts = recent.filter(pl.col("outcome") == "delivered").group_by(keys).len()
+    result.present = recent.select(keys).unique().height
+    judged = [(t, u) for t, u, n in counts.iter_rows() if n >= rule_for(t, u).min_renders]
+    enough = pl.DataFrame(
+        judged, schema={"tenant_id": pl.String, "use_case": pl.String}, orient="row"
+    )
+    return recent.join(enough, on=keys, how="semi"), hourly.join(enough, on=keys, how="semi")
+
+
 def run_detection(
     engine: Engine,
     rules: Any = None,
@@ -161,6 +177,7 @@ def run_detection(
                         )
                     )
                 times = np.array([int(now.timestamp())], dtype=np.int64)
+                recent, hourly = _judgeable(recent, hourly, rule_for, result)
                 for series in build(recent, hourly):
                     result.series += 1
                     rule = rule_for(series.tenant, series.use_case)
