@@ -64,6 +64,14 @@ def _copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> N
         copy.write(buffer.getvalue())
 
 
+def _load_then_index(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
+    """COPY into the emptied table without its indexes, then build each once, sorted: about
+    half the time of maintaining them row by row (migration 0007 has the functions)."""
+    raw.execute(f"SELECT renderledger_{table}_unindex()")
+    _copy_in(raw, table, frame)
+    raw.execute(f"SELECT renderledger_{table}_reindex()")
+
+
 def _upsert(
     raw: psycopg.Connection[Any],
     table: str,
@@ -178,7 +186,7 @@ def _rebuild(
             # which is what a report reads (a render_id order scattered it over thousands).
             merged = combine(pl.concat(render_parts).lazy())
             renders = merged.sort("tenant_id", "day", "render_id").collect()
-            _copy_in(raw, "render_rollup", renders)
+            _load_then_index(raw, "render_rollup", renders)
         _save_checkpoint(raw, head, head, reset=True)
     return RollupResult(True, head, len(ranges), head, time.perf_counter() - started)
 

@@ -4,8 +4,8 @@ A rollup is built from *partials*, so that running over the log in one go and ru
 chunk by chunk (incrementally, over late events, over reversals) end in the same rows:
 ``combine(partials(a) ∪ partials(b)) == partials(a ∪ b)``. Sums add; a render's outcome,
 latency and pipeline attributes come from its one ``render`` event; its day and time
-(``rendered_at``, which the alerts read) are that event's, or the earliest of its events
-until the render event arrives.
+(``rendered_at``, which the alerts read) are that event's; until the render event arrives,
+the earliest day of its events (and that day's midnight).
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("day").filter(is_render).first().alias("render_day"),
         pl.col("day").min().alias("min_day"),
         pl.col("at").filter(is_render).first().alias("render_at"),
-        pl.col("at").min().alias("min_at"),
         pl.col("outcome").filter(is_render).first(),
         pl.col("latency_ms").filter(is_render).first(),
         *(pl.col(c).filter(is_render).first() for c in FIRSTS[2:]),
@@ -73,14 +72,15 @@ def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("render_day").drop_nulls().first(),
             pl.col("min_day").min(),
             pl.col("render_at").drop_nulls().first(),
-            pl.col("min_at").min(),
             *(pl.col(c).drop_nulls().first() for c in FIRSTS),
             *(pl.col(c).sum() for c in SUMS),
             pl.col("last_seq").max(),
         )
         .with_columns(
             pl.coalesce("render_day", "min_day").alias("day"),
-            pl.coalesce("render_at", "min_at").dt.replace_time_zone("UTC").alias("rendered_at"),
+            pl.coalesce("render_at", pl.col("min_day").cast(pl.Datetime("us")))
+            .dt.replace_time_zone("UTC")
+            .alias("rendered_at"),
         )
         .select(RENDER_COLUMNS)
     )

@@ -42,7 +42,7 @@ EVENT_SCHEMA: dict[str, Any] = {
 _SELECT = """
 SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS outcome,
        (occurred_at AT TIME ZONE 'UTC')::date AS day,
-       occurred_at AT TIME ZONE 'UTC' AS at,
+       CASE WHEN stage = 'render' THEN occurred_at AT TIME ZONE 'UTC' END AS at,
        CASE WHEN reverses IS NULL THEN 1 ELSE -1 END AS sign,
        CASE WHEN reverses IS NULL THEN quantity ELSE -quantity END AS quantity,
        cost_nanos,

@@ -192,3 +192,26 @@ def test_a_second_runner_skips_while_the_first_holds_the_lock(own_ledger: Ledger
         finally:
             raw.execute("SELECT pg_advisory_unlock(%s)", (jobs.LOCK_KEY,))
     assert run_rollup(own_ledger.engine).ran is True
+
+
+def test_the_bulk_load_functions_refuse_a_table_with_rows(own_ledger: Ledger) -> None:
+    own_ledger.append([unet_event("acme")])
+    run_rollup(own_ledger.engine)
+    with connection(own_ledger.engine) as raw, pytest.raises(psycopg.errors.RaiseException):
+        raw.execute("SELECT renderledger_render_rollup_unindex()")
+    rebuilt = run_rollup(own_ledger.engine, rebuild=True)
+    with connection(own_ledger.engine) as raw:
+        indexes = {
+            r[0]
+            for r in raw.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'render_rollup'"
+            )
+        }
+        rows = raw.execute("SELECT count(*) FROM render_rollup").fetchone()
+    assert rebuilt.events == 1
+    assert indexes == {
+        "render_rollup_pkey",
+        "render_rollup_tenant_day",
+        "render_rollup_rendered_at",
+    }
+    assert rows == (1,)
