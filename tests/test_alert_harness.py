@@ -30,3 +30,23 @@ def test_binomial_tail_matches_a_direct_sum() -> None:
     for k in (0, 1, 3, 7, 40):
         direct = sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
         assert abs(binomial_tail(k, n, p) - direct) < 1e-12
+
+
+def test_the_most_specific_rule_wins() -> None:
+    from ledger.settings import AlertRule, AlertSettings
+    from reports.alerts.config import rules
+
+    rule_for = rules(
+        AlertSettings(
+            rules=[
+                AlertRule(tenant="acme", use_case="ecommerce", relative=0.3),
+                AlertRule(tenant="acme", min_renders=40),
+                AlertRule(use_case="ecommerce", relative=0.2, absolute_usd=0.001),
+            ]
+        )
+    )
+    assert rule_for("acme", "ecommerce").relative == 0.3
+    assert rule_for("acme", "ecommerce").min_renders == 40
+    assert rule_for("acme", "ecommerce").absolute_nanos == 1e6
+    assert rule_for("globex", "ecommerce").relative == 0.2
+    assert rule_for("globex", "social").relative == 0.1

@@ -267,7 +267,7 @@ def list_invoices(raw: psycopg.Connection[Any], tenant: str) -> list[dict[str, A
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Finalization:
     tenant: str
     document: Document | None
     created: bool
@@ -280,7 +280,7 @@ def finalize_all(
     tenants: list[str] | None = None,
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> list[Outcome]:
+) -> list[Finalization]:
     """Finalize many tenants' invoices from one batch of drafts; each tenant's in its own
     transaction, so one refusal (a month out of order) stops no other."""
     with connection(engine) as raw:
@@ -291,9 +291,9 @@ def finalize_all(
         try:
             with connection(engine, transaction=True) as raw:
                 final, created = finalize(raw, tenant, period, now, prepared=doc)
-            out.append(Outcome(tenant, final, created))
+            out.append(Finalization(tenant, final, created))
         except InvoiceError as exc:
-            out.append(Outcome(tenant, None, False, str(exc)))
+            out.append(Finalization(tenant, None, False, str(exc)))
         if progress:
             progress(i, len(drafts))
     return out
