@@ -119,6 +119,19 @@ def _read(ledger: LedgerDep, key: Principal, tenant: str, read: Callable[[Conn],
         return read(raw)
 
 
+def _write(
+    ledger: LedgerDep, key: Principal, tenant: str, month: str, write: Callable[[Conn, date], T]
+) -> T:
+    """One transaction for an invoice change; a refusal (out of order, too much credit) is 409."""
+    period = _period(month)
+    _visible(ledger, key, tenant)
+    try:
+        with connection(ledger.engine, transaction=True) as raw:
+            return write(raw, period)
+    except InvoiceError as exc:
+        raise _bad(str(exc), 409) from None
+
+
 _DOCUMENT: dict[int | str, dict[str, Any]] = {
     200: {"content": {t: {} for t in ("application/pdf", "text/csv")}}
 }
@@ -164,13 +177,7 @@ def get_invoices(ledger: LedgerDep, key: ReadKey, tenant: Tenant) -> Any:
 def post_finalize(
     ledger: LedgerDep, _key: AdminKey, tenant: Tenant, month: Month, response: Response
 ) -> Any:
-    period = _period(month)
-    _visible(ledger, _key, tenant)
-    try:
-        with connection(ledger.engine, transaction=True) as raw:
-            doc, created = finalize(raw, tenant, period)
-    except InvoiceError as exc:
-        raise _bad(str(exc), 409) from None
+    doc, created = _write(ledger, _key, tenant, month, lambda raw, p: finalize(raw, tenant, p))
     response.status_code = 201 if created else 200
     return doc
 
@@ -185,13 +192,13 @@ def post_finalize(
 def post_credit_note(
     ledger: LedgerDep, _key: AdminKey, tenant: Tenant, month: Month, body: CreditNoteIn
 ) -> Any:
-    period = _period(month)
-    _visible(ledger, _key, tenant)
-    try:
-        with connection(ledger.engine, transaction=True) as raw:
-            return issue_credit_note(raw, tenant, period, body.amount, body.reason)
-    except InvoiceError as exc:
-        raise _bad(str(exc), 409) from None
+    return _write(
+        ledger,
+        _key,
+        tenant,
+        month,
+        lambda raw, p: issue_credit_note(raw, tenant, p, body.amount, body.reason),
+    )
 
 
 @router.get("/tenants/{tenant}/plans", response_model=list[Plan], summary="A tenant's plans")
