@@ -133,9 +133,11 @@ def alerts_list(
     ledger = open_ledger(get_settings())
     with connection(ledger.engine) as raw:
         found = alerts(raw, tenant=tenant, status=status)
-    table = Table("id", "status", "opened", "message")
+    table = Table("status", "opened (UTC)", "message")
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, so it can be pasted into `ack`
     for a in found:
-        table.add_row(a["alert_id"], a["status"], a["opened_at"] or "", a["message"])
+        opened = (a["opened_at"] or "")[:16].replace("T", " ")
+        table.add_row(a["status"], opened, a["message"], a["alert_id"])
     out.print(table if found else "no alerts")
 
 
