@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -25,6 +25,11 @@ class ErrorOut(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: ErrorOut
+
+
+def http_error(message: str, status: int = 422) -> HTTPException:
+    """An error of our own in the shape above (the handler wraps ``detail``)."""
+    return HTTPException(status_code=status, detail={"message": message})
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.api_errors import http_error
 from ledger.keys import Principal, authenticate
 from ledger.settings import Settings
 from ledger.store import Ledger
@@ -58,6 +60,16 @@ def require(scope: str) -> Callable[[Principal], Principal]:
         return principal
 
     return check
+
+
+def ensure_tenant(raw: psycopg.Connection[Any], key: Principal, tenant: str) -> None:
+    """404 unless the key may see ``tenant`` and it exists: another tenant's answers exactly
+    like one never seen, so a key cannot probe which tenants exist."""
+    if key.can_see(tenant):
+        row = raw.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
+        if row is not None:
+            return
+    raise http_error(f"no tenant {tenant!r}", 404)
 
 
 IngestKey = Annotated[Principal, Depends(require("ingest"))]

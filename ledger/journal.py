@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg.rows import class_row
 from sqlalchemy import Engine
 
@@ -69,10 +70,15 @@ def read_render(engine: Engine, render_id: UUID) -> list[StoredEvent]:
     return _fetch(engine, f"{_SELECT} WHERE render_id = %s ORDER BY seq", (render_id,))
 
 
+def head(raw: psycopg.Connection[Any]) -> int:
+    """The last position in the ledger: every event at or below it is committed."""
+    row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
+    return int(row[0]) if row else 0
+
+
 def last_seq(engine: Engine) -> int:
     with connection(engine) as raw:
-        row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
-        return int(row[0]) if row else 0
+        return head(raw)
 
 
 def render_owners(engine: Engine, render_ids: list[UUID]) -> dict[UUID, tuple[str, str]]:

@@ -8,12 +8,12 @@ from datetime import date
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
-from ledger.api_errors import responses
+from ledger.api_errors import http_error, responses
 from ledger.connections import connection
-from ledger.deps import LedgerDep, ReadKey
+from ledger.deps import LedgerDep, ReadKey, ensure_tenant
 from reports.tenant_report import GROUPS, ReportQuery, report
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=responses(401, 403, 404, 422))
@@ -30,15 +30,11 @@ class Report(BaseModel):
     rows: list[dict[str, Any]]
 
 
-def _bad(message: str, status: int = 422) -> HTTPException:
-    return HTTPException(status_code=status, detail={"message": message})
-
-
 def _parse_groups(text: str) -> tuple[str, ...]:
     groups = tuple(g.strip() for g in text.split(",") if g.strip())
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or len(set(groups)) != len(groups):
-        raise _bad(f"group_by: use distinct names from {', '.join(GROUPS)}; got {text!r}")
+        raise http_error(f"group_by: use distinct names from {', '.join(GROUPS)}; got {text!r}")
     return groups
 
 
@@ -56,20 +52,18 @@ def tenant_report(
     fmt: Annotated[str, Query(alias="format", pattern="^(json|csv)$")] = "json",
 ) -> Any:
     if not key.can_see(tenant):
-        raise _bad(f"no tenant {tenant!r}", 404)  # the same answer as for a tenant never seen
+        raise http_error(f"no tenant {tenant!r}", 404)  # the same answer as for a tenant never seen
     if start >= end:
-        raise _bad("from must be before to")
+        raise http_error("from must be before to")
     groups = _parse_groups(group_by)
     prices = None
     if what_if is not None:
         version = ledger.price_version(what_if)
         if version is None:
-            raise _bad(f"what_if: no price book named {what_if!r}", 404)
+            raise http_error(f"what_if: no price book named {what_if!r}", 404)
         prices = {sku: p.unit_price_nanos for sku, p in version.prices.items()}
     with connection(ledger.engine) as raw:
-        known = raw.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone()
-        if known is None:
-            raise _bad(f"no tenant {tenant!r}", 404)
+        ensure_tenant(raw, key, tenant)
         rows = report(raw, ReportQuery(tenant, start, end, groups), prices)
     body = Report(
         tenant=tenant,

@@ -20,8 +20,9 @@ import polars as pl
 import psycopg
 from sqlalchemy import Engine
 
-from ledger.connections import connection
+from ledger.connections import job_lock
 from ledger.database import libpq_url
+from ledger.journal import head as ledger_head
 from reports.rollups import (
     DAILY_KEYS,
     DAILY_SUMS,
@@ -48,11 +49,6 @@ class RollupResult:
 
 def checkpoint(raw: psycopg.Connection[Any]) -> int:
     row = raw.execute("SELECT last_seq FROM rollup_checkpoints WHERE job = %s", (JOB,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _head(raw: psycopg.Connection[Any]) -> int:
-    row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -130,22 +126,14 @@ def run_rollup(
     ``stop_after_chunks`` ends the run early, as a crash between chunks would.
     """
     started = time.perf_counter()
-    with connection(engine) as session:
-        session.autocommit = True
-        if not session.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+    with job_lock(engine, LOCK_KEY) as session:
+        if session is None:
             return RollupResult(False)
-        try:
-            session.autocommit = False
-            if rebuild:
-                url = libpq_url(engine.url.render_as_string(hide_password=False))
-                # Small chunks keep the read-ahead pipeline full (measured best near 400k).
-                return _rebuild(session, url, min(chunk_events, 400_000), progress, started)
-            return _run(session, chunk_events, progress, stop_after_chunks, started)
-        finally:
-            session.rollback()
-            session.autocommit = True
-            session.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-            session.autocommit = False
+        if rebuild:
+            url = libpq_url(engine.url.render_as_string(hide_password=False))
+            # Small chunks keep the read-ahead pipeline full (measured best near 400k).
+            return _rebuild(session, url, min(chunk_events, 400_000), progress, started)
+        return _run(session, chunk_events, progress, stop_after_chunks, started)
 
 
 def _rebuild(
@@ -158,7 +146,7 @@ def _rebuild(
     """Aggregate the whole log in memory while the next chunk streams in, then replace the
     rollups and the checkpoint in one transaction: a crash leaves the old rollups whole."""
     with raw.transaction():
-        head = _head(raw)
+        head = ledger_head(raw)
         role_row = raw.execute("SELECT current_user, session_user").fetchone()
     role = role_row[0] if role_row and role_row[0] != role_row[1] else None
     ranges = [(lo, min(lo + chunk - 1, head)) for lo in range(1, head + 1, chunk)]
@@ -199,7 +187,7 @@ def _run(
     started: float,
 ) -> RollupResult:
     with raw.transaction():
-        position, head = checkpoint(raw), _head(raw)
+        position, head = checkpoint(raw), ledger_head(raw)
     total = head - position
     done = chunks = 0
     while position < head and (stop_after is None or chunks < stop_after):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from ledger.api_errors import responses
+from ledger.api_errors import http_error, responses
 from ledger.connections import connection
 from ledger.deps import LedgerDep, ReadKey
 from ledger.keys import Principal
@@ -32,15 +32,11 @@ class Alert(BaseModel):
     resolution: dict[str, Any] | None
 
 
-def _bad(message: str, status: int = 422) -> HTTPException:
-    return HTTPException(status_code=status, detail={"message": message})
-
-
 def _one(ledger: LedgerDep, key: Principal, alert_id: uuid.UUID) -> dict[str, Any]:
     with connection(ledger.engine) as raw:
         found = alerts(raw, alert_id=alert_id)
     if not found or not key.can_see(found[0]["tenant"]):
-        raise _bad(f"no alert {alert_id}", 404)  # another tenant's alert does not exist
+        raise http_error(f"no alert {alert_id}", 404)  # another tenant's alert does not exist
     return found[0]
 
 
@@ -54,7 +50,7 @@ def list_alerts(
 ) -> Any:
     if not key.is_admin:
         if tenant not in (None, key.tenant_id):
-            raise _bad(f"no tenant {tenant!r}", 404)
+            raise http_error(f"no tenant {tenant!r}", 404)
         tenant = key.tenant_id
     with connection(ledger.engine) as raw:
         return alerts(raw, tenant=tenant, status=status, limit=limit)
@@ -77,4 +73,4 @@ def ack_alert(ledger: LedgerDep, key: ReadKey, alert_id: uuid.UUID) -> Any:
         with connection(ledger.engine) as raw:
             return acknowledge(raw, alert_id, f"key:{key.key_id}")
     except AlertError as exc:
-        raise _bad(str(exc), 409) from None
+        raise http_error(str(exc), 409) from None

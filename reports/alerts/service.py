@@ -19,7 +19,7 @@ import polars as pl
 import psycopg
 from sqlalchemy import Engine
 
-from ledger.connections import connection
+from ledger.connections import job_lock
 from reports.alerts.detect import Rule, measure
 from reports.alerts.series import RENDER_FRAME_COLUMNS, STAGES, build, hourly_frame
 from reports.alerts.store import append, open_alerts
@@ -148,55 +148,47 @@ def run_detection(
     rule_for = rules or (lambda _t, _u: Rule())
     default = rule_for("", "")
     result = DetectionResult(True)
-    with connection(engine) as raw:
-        raw.autocommit = True
-        locked = raw.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-        if not locked or not locked[0]:
+    with job_lock(engine, LOCK_KEY) as raw:
+        if raw is None:
             return DetectionResult(False)
-        try:
-            raw.autocommit = False
-            with raw.transaction():
-                latest = raw.execute("SELECT max(hour) FROM alert_hourly").fetchone()
-                window = now - timedelta(hours=default.window_hours)
-                first_run = backfill or latest is None or latest[0] is None
-                since = now - timedelta(days=default.baseline_days + 1) if first_run else window
-                since = since.replace(minute=0, second=0, microsecond=0)
-                renders = _read_renders(raw, since, now)
-                _refresh_hourly(raw, renders, since)
-                hourly = _read_hourly(raw, now, default)
-                recent = renders.filter(pl.col("rendered_at") >= window)
-                state: dict[tuple[str, str], dict[str, OpenAlert]] = {}
-                for alert in open_alerts(raw):
-                    opened = datetime.fromisoformat(alert["opened_at"])
-                    state.setdefault((alert["tenant"], alert["use_case"]), {})[alert["signal"]] = (
-                        OpenAlert(
-                            uuid.UUID(alert["alert_id"]),
-                            alert["signal"],
-                            int(opened.timestamp()),
-                            float(alert["detail"].get("baseline", 0.0)),
-                        )
+        with raw.transaction():
+            latest = raw.execute("SELECT max(hour) FROM alert_hourly").fetchone()
+            window = now - timedelta(hours=default.window_hours)
+            first_run = backfill or latest is None or latest[0] is None
+            since = now - timedelta(days=default.baseline_days + 1) if first_run else window
+            since = since.replace(minute=0, second=0, microsecond=0)
+            renders = _read_renders(raw, since, now)
+            _refresh_hourly(raw, renders, since)
+            hourly = _read_hourly(raw, now, default)
+            recent = renders.filter(pl.col("rendered_at") >= window)
+            state: dict[tuple[str, str], dict[str, OpenAlert]] = {}
+            for alert in open_alerts(raw):
+                opened = datetime.fromisoformat(alert["opened_at"])
+                state.setdefault((alert["tenant"], alert["use_case"]), {})[alert["signal"]] = (
+                    OpenAlert(
+                        uuid.UUID(alert["alert_id"]),
+                        alert["signal"],
+                        int(opened.timestamp()),
+                        float(alert["detail"].get("baseline", 0.0)),
                     )
-                times = np.array([int(now.timestamp())], dtype=np.int64)
-                recent, hourly = _judgeable(recent, hourly, rule_for, result)
-                for series in build(recent, hourly):
-                    result.series += 1
-                    rule = rule_for(series.tenant, series.use_case)
-                    mine = state.setdefault((series.tenant, series.use_case), {})
-                    m = measure(series, times, rule)
-                    for d in decide(series, m, 0, rule, mine):
-                        append(
-                            raw,
-                            d.alert_id,
-                            series.tenant,
-                            series.use_case,
-                            d.signal,
-                            d.kind,
-                            d.detail,
-                        )
-                        (result.opened if d.kind == "opened" else result.resolved).append(d)
-        finally:
-            raw.rollback()
-            raw.autocommit = True
-            raw.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+                )
+            times = np.array([int(now.timestamp())], dtype=np.int64)
+            recent, hourly = _judgeable(recent, hourly, rule_for, result)
+            for series in build(recent, hourly):
+                result.series += 1
+                rule = rule_for(series.tenant, series.use_case)
+                mine = state.setdefault((series.tenant, series.use_case), {})
+                m = measure(series, times, rule)
+                for d in decide(series, m, 0, rule, mine):
+                    append(
+                        raw,
+                        d.alert_id,
+                        series.tenant,
+                        series.use_case,
+                        d.signal,
+                        d.kind,
+                        d.detail,
+                    )
+                    (result.opened if d.kind == "opened" else result.resolved).append(d)
     result.seconds = time.perf_counter() - started
     return result

@@ -8,12 +8,12 @@ from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import psycopg
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from ledger.api_errors import responses
+from ledger.api_errors import http_error, responses
 from ledger.connections import connection
-from ledger.deps import AdminKey, LedgerDep, ReadKey
+from ledger.deps import AdminKey, LedgerDep, ReadKey, ensure_tenant
 from ledger.keys import Principal
 from reports.billing.documents import MEDIA_TYPES, RENDERERS, file_stem
 from reports.billing.invoices import InvoiceError
@@ -93,29 +93,16 @@ class CreditNoteIn(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
-def _bad(message: str, status: int = 422) -> HTTPException:
-    return HTTPException(status_code=status, detail={"message": message})
-
-
 def _period(text: str) -> date:
     try:
         return parse_period(text)
     except ValueError as exc:
-        raise _bad(str(exc)) from None
-
-
-def _visible(ledger: LedgerDep, key: Principal, tenant: str) -> None:
-    """Another tenant's invoices answer exactly like a tenant that does not exist."""
-    if not key.can_see(tenant):
-        raise _bad(f"no tenant {tenant!r}", 404)
-    with connection(ledger.engine) as raw:
-        if raw.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant,)).fetchone() is None:
-            raise _bad(f"no tenant {tenant!r}", 404)
+        raise http_error(str(exc)) from None
 
 
 def _read(ledger: LedgerDep, key: Principal, tenant: str, read: Callable[[Conn], T]) -> T:
-    _visible(ledger, key, tenant)
     with connection(ledger.engine) as raw:
+        ensure_tenant(raw, key, tenant)
         return read(raw)
 
 
@@ -124,12 +111,12 @@ def _write(
 ) -> T:
     """One transaction for an invoice change; a refusal (out of order, too much credit) is 409."""
     period = _period(month)
-    _visible(ledger, key, tenant)
     try:
         with connection(ledger.engine, transaction=True) as raw:
+            ensure_tenant(raw, key, tenant)
             return write(raw, period)
     except InvoiceError as exc:
-        raise _bad(str(exc), 409) from None
+        raise http_error(str(exc), 409) from None
 
 
 _DOCUMENT: dict[int | str, dict[str, Any]] = {
@@ -226,6 +213,6 @@ def put_plan(
             created = store_plan(raw, parsed)
     except PlanError as exc:
         status = 409 if "different plan" in str(exc) else 422
-        raise _bad(str(exc), status) from None
+        raise http_error(str(exc), status) from None
     response.status_code = 201 if created else 200
     return parsed

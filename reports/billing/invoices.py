@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from ledger.journal import head as ledger_head
 from ledger.money import format_nanos
 from reports.billing.plans import Plan, plan_for
 from reports.billing.pricing import (
@@ -30,7 +31,6 @@ from reports.billing.pricing import (
 from reports.billing.usage import (
     Window,
     late_months,
-    ledger_head,
     next_month,
     previous_month,
     read_usage,

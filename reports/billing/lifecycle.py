@@ -17,6 +17,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from ledger.connections import connection
+from ledger.journal import head as ledger_head
 from reports.billing.invoices import (
     Document,
     InvoiceError,
@@ -31,7 +32,6 @@ from reports.billing.pricing import Usage, to_minor
 from reports.billing.usage import (
     Window,
     late_months,
-    ledger_head,
     next_month,
     previous_month,
     read_usage,

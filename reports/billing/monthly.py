@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from ledger.connections import connection
+from ledger.connections import job_lock
 from reports.billing.documents import Exported, export
 from reports.billing.invoices import month
 from reports.billing.lifecycle import draft_all
@@ -28,15 +28,10 @@ def draft_last_month(
 ) -> list[Exported] | None:
     """None when another process holds the job; else what was written."""
     period = previous_month((now or datetime.now(UTC)).date().replace(day=1))
-    with connection(engine) as raw:
-        locked = raw.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-        if not locked or not locked[0]:
+    with job_lock(engine, LOCK_KEY) as raw:
+        if raw is None:
             return None
-        try:
-            docs = draft_all(raw, period)
-            written = export(docs, f"{target.rstrip('/')}/{month(period)}", s3)
-        finally:
-            raw.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-            raw.commit()
+        docs = draft_all(raw, period)
+        written = export(docs, f"{target.rstrip('/')}/{month(period)}", s3)
     log.info("drafted %d invoices for %s into %s", len(docs), month(period), target)
     return written

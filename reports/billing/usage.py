@@ -121,8 +121,3 @@ def late_months(
     for tenant, month in rows:
         out[tenant].add(month)
     return out
-
-
-def ledger_head(raw: psycopg.Connection[Any]) -> int:
-    row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
-    return int(row[0]) if row else 0
