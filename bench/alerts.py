@@ -17,11 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import write_section
-from bench.rollup_rebuild import generate
-from ledger import database
-from ledger.cli import DEFAULT_PRICES
-from ledger.prices import load_price_book_file
-from ledger.store import Ledger
+from bench.rollup_rebuild import generated_ledger
 from reports.alerts.harness import evaluate
 from reports.alerts.service import DetectionResult, run_detection
 from reports.jobs import run_rollup
@@ -59,18 +55,12 @@ def harness(seeds: list[int]) -> str:
 
 def _passes(events: int, tenants: int) -> tuple[DetectionResult, list[DetectionResult]]:
     n = events - events % 9
-    with database.throwaway_server("renderledger-alerts-") as url:
-        database.migrate(url)
-        engine = database.make_engine(url, app_role="renderledger_app")
-        Ledger(engine).load_prices(load_price_book_file(DEFAULT_PRICES))
-        print(f"generating {n:,} events over {tenants:,} tenants…", file=sys.stderr)
-        generate(url, 1, n, 1, tenants)
+    with generated_ledger(n, tenants, "renderledger-alerts-") as (_url, engine, _gen_s):
         run_rollup(engine, rebuild=True)
         # The generator puts render r at 2026-10-01 + r seconds: "now" is the last render.
         now = datetime(2026, 10, 1, tzinfo=UTC) + timedelta(seconds=n // 9)
         first = run_detection(engine, now=now)
         steady = [run_detection(engine, now=now + timedelta(minutes=k)) for k in range(1, 6)]
-        engine.dispose()
     return first, steady
 
 

@@ -19,12 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from bench.report import write_section
-from bench.rollup_rebuild import TENANTS, generate
-from ledger import database
-from ledger.cli import DEFAULT_PRICES
+from bench.rollup_rebuild import TENANTS, generated_ledger
 from ledger.connections import connection
-from ledger.prices import load_price_book_file
-from ledger.store import Ledger
 from reports.billing.documents import export
 from reports.billing.lifecycle import draft_all, finalize_all, invoice
 from reports.billing.plans import CreditGrant, parse_plan, store_grant, store_plan
@@ -62,12 +58,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
     n = args.events - args.events % 9
-    with database.throwaway_server("renderledger-invoices-") as url:
-        database.migrate(url)
-        engine = database.make_engine(url, app_role="renderledger_app")
-        Ledger(engine).load_prices(load_price_book_file(DEFAULT_PRICES))
-        print(f"generating {n:,} events in PostgreSQL…", file=sys.stderr)
-        generate(url, 1, n, 1)
+    with generated_ledger(n, prefix="renderledger-invoices-") as (_url, engine, _gen_s):
         with connection(engine, transaction=True) as raw:
             for i in range(TENANTS):
                 store_plan(raw, parse_plan(plan_for(i)))
@@ -115,7 +106,6 @@ def main() -> None:
         finalized = finalize_all(engine, OCT)
         finalize_s = time.perf_counter() - t0
         assert all(o.created for o in finalized), [o.error for o in finalized if o.error]
-        engine.dispose()
     total = sum(Decimal(d["total"]) for d in docs)
     table = "\n".join(
         [

@@ -16,10 +16,13 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psycopg
+from sqlalchemy import Engine
 
 from bench.processes import api_server, free_port
 from bench.report import write_section
@@ -101,6 +104,25 @@ def generate(owner: str, lo: int, hi: int, block: int, tenants: int = TENANTS) -
         conn.execute("CHECKPOINT")
 
 
+@contextmanager
+def generated_ledger(
+    n: int, tenants: int = TENANTS, prefix: str = "renderledger-bench-"
+) -> Iterator[tuple[str, Engine, float]]:
+    """A throwaway migrated server with the default prices and ``n`` generated events: its
+    URL, an engine as the application role, and the seconds the generation took."""
+    with database.throwaway_server(prefix) as url:
+        database.migrate(url)
+        engine = database.make_engine(url, app_role="renderledger_app")
+        Ledger(engine).load_prices(load_price_book_file(DEFAULT_PRICES))
+        print(f"generating {n:,} events over {tenants:,} tenants in PostgreSQL…", file=sys.stderr)
+        t0 = time.perf_counter()
+        generate(url, 1, n, 1, tenants)
+        try:
+            yield url, engine, time.perf_counter() - t0
+        finally:
+            engine.dispose()
+
+
 def sql_side_by_side(owner: str) -> tuple[float, float]:
     with psycopg.connect(database.libpq_url(owner)) as conn:
         t0 = time.perf_counter()
@@ -149,14 +171,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
     n = args.events - args.events % 9
-    with database.throwaway_server("renderledger-rollup-") as url:
-        database.migrate(url)
-        engine = database.make_engine(url, app_role="renderledger_app")
-        Ledger(engine).load_prices(load_price_book_file(DEFAULT_PRICES))
-        print(f"generating {n:,} events in PostgreSQL…", file=sys.stderr)
-        t0 = time.perf_counter()
-        generate(url, 1, n, 1)
-        gen_s = time.perf_counter() - t0
+    with generated_ledger(n, prefix="renderledger-rollup-") as (url, engine, gen_s):
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print("rebuild…", file=sys.stderr)
         rebuild = run_rollup(engine, rebuild=True, chunk_events=args.chunk)
@@ -177,7 +192,6 @@ def main() -> None:
         incremental = run_rollup(engine, chunk_events=args.chunk)
         print("report load…", file=sys.stderr)
         lat = report_latency(url, args.requests, clients=2)
-        engine.dispose()
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
     table = "\n".join(
         [
