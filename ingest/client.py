@@ -10,13 +10,16 @@ doubled.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -57,32 +60,49 @@ class LedgerTransport:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
+def transient(status: int) -> bool:
+    """408 and 429 ask us to come back later and a 5xx is the ledger's own trouble; any
+    other refusal (a wrong key, another tenant's events, an invalid batch) would be refused
+    again, so it must not hold up the batches behind it."""
+    return status in (408, 429) or status >= 500
+
+
 @dataclass
 class HttpTransport:
-    """Over HTTP to ``POST /v1/events`` as NDJSON."""
+    """Over HTTP to ``POST /v1/events`` as NDJSON, on one client (one pooled connection)
+    for every batch: a flush of many batches does not pay a handshake per batch."""
 
     base_url: str
     timeout_s: float = 10.0
     api_key: str | None = None
+    _client: httpx.Client | None = field(default=None, init=False, repr=False)
+
+    def _http(self) -> httpx.Client:
+        if self._client is None or self._client.is_closed:
+            headers = {"content-type": "application/x-ndjson"}
+            if self.api_key:
+                headers["authorization"] = f"Bearer {self.api_key}"
+            self._client = httpx.Client(
+                base_url=self.base_url.rstrip("/"), headers=headers, timeout=self.timeout_s
+            )
+        return self._client
 
     def send(self, events: Sequence[CostEvent]) -> None:
         body = b"".join(orjson.dumps(e.model_dump(mode="json")) + b"\n" for e in events)
-        headers = {"content-type": "application/x-ndjson"}
-        if self.api_key:
-            headers["authorization"] = f"Bearer {self.api_key}"
         try:
-            r = httpx.post(
-                f"{self.base_url.rstrip('/')}/v1/events",
-                content=body,
-                headers=headers,
-                timeout=self.timeout_s,
-            )
+            r = self._http().post("/v1/events", content=body)
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
-        if r.status_code in (400, 409, 413, 422):
-            raise Rejected(f"HTTP {r.status_code}: {r.text[:500]}")
-        if r.status_code != 200:
+        if r.is_success:
+            return
+        if transient(r.status_code):
             raise DeliveryFailed(f"HTTP {r.status_code}")
+        raise Rejected(f"HTTP {r.status_code}: {r.text[:500]}")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -94,13 +114,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Spool:
-    """A directory of NDJSON batches, each written to a temp file, fsync'd and renamed."""
+    """A directory of NDJSON batches, each written to a temp file, fsync'd and renamed.
+
+    Flushes take an exclusive ``flock`` on ``.lock`` in the directory: one flusher at a time
+    across threads and processes (flock belongs to the open file, not the process), so no
+    batch is sent twice at once nor unlinked under another flusher's feet.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "rejected").mkdir(exist_ok=True)
-        self._lock = threading.Lock()
+        self.rejected_dir = self.dir / "rejected"
+        self.rejected_dir.mkdir(exist_ok=True)
 
     def write(self, events: Sequence[CostEvent]) -> Path:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ndjson"
@@ -118,19 +143,39 @@ class Spool:
     def pending(self) -> list[Path]:
         return sorted(self.dir.glob("*.ndjson"))
 
+    def rejected(self) -> list[Path]:
+        return sorted(self.rejected_dir.glob("*.ndjson"))
+
     def read(self, path: Path) -> list[CostEvent]:
         return [
             CostEvent.model_validate_json(line) for line in path.read_bytes().splitlines() if line
         ]
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Held until the block ends; a second flusher waits here for the first to finish."""
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # which lets the lock go
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Into ``rejected/``, with the ledger's answer beside it for whoever looks."""
+        note = self.rejected_dir / f"{path.name}.reason"
+        note.write_text(f"{datetime.now(UTC).isoformat()} {reason}\n")
+        path.rename(self.rejected_dir / path.name)
+
     def flush(self, transport: Transport) -> tuple[int, int]:
         """Deliver every pending batch in order; (batches delivered, batches still pending).
 
-        Stops at the first passing failure, so batches keep their order. A rejected batch is
-        moved to ``rejected/`` for a person to look at, and the rest go on.
+        Stops at the first passing failure, so batches keep their order. A batch refused for
+        good is moved to ``rejected/`` for a person to look at, and the rest go on. Another
+        flusher of the same spool (thread or process) is waited for.
         """
         delivered = 0
-        with self._lock:
+        with self._locked():
             for path in self.pending():
                 try:
                     transport.send(self.read(path))
@@ -139,12 +184,22 @@ class Spool:
                     break
                 except Rejected as exc:
                     log.error("ledger rejected %s; moved to rejected/: %s", path.name, exc)
-                    path.rename(self.dir / "rejected" / path.name)
+                    self._set_aside(path, str(exc))
                     continue
                 path.unlink()
                 delivered += 1
             _fsync_dir(self.dir)
             return delivered, len(self.pending())
+
+    def requeue(self) -> int:
+        """Put the rejected batches back in line (after fixing a key, say); how many."""
+        with self._locked():
+            moved = self.rejected()
+            for path in moved:
+                path.rename(self.dir / path.name)
+                (self.rejected_dir / f"{path.name}.reason").unlink(missing_ok=True)
+            _fsync_dir(self.dir)
+            return len(moved)
 
 
 class Emitter:
@@ -178,7 +233,7 @@ class Emitter:
         while not self._stop.is_set():
             self._wake.clear()
             _, left = self.spool.flush(self.transport)
-            if not left:
+            if not left and not self._wake.is_set():  # set: an emit came in meanwhile
                 return
             self._stop.wait(delay)
             delay = min(delay * 2, self.max_backoff_s)
@@ -188,4 +243,7 @@ class Emitter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        return self.spool.flush(self.transport)[1]
+        left = self.spool.flush(self.transport)[1]
+        if isinstance(self.transport, HttpTransport):
+            self.transport.close()
+        return left

@@ -135,16 +135,36 @@ def render(
 
 @spool_app.command("flush")
 def spool_flush() -> None:
-    """Deliver spooled events now (to DATABASE_URL, or RENDERLEDGER_RENDER__LEDGER_URL)."""
+    """Deliver spooled events now (to DATABASE_URL, or RENDERLEDGER_RENDER__LEDGER_URL).
+
+    Waits for a renderer or another flush already delivering from the same spool.
+    """
     settings = get_settings()
     spool = Spool(settings.spool_dir)
     if not spool.pending():
         out.print("spool is empty")
         return
-    delivered, left = spool.flush(transport_for(settings, open_ledger(settings)))
-    out.print(f"{delivered} batch(es) delivered, {left} left")
+    set_aside = len(spool.rejected())
+    transport = transport_for(settings, open_ledger(settings))
+    try:
+        delivered, left = spool.flush(transport)
+    finally:
+        if isinstance(transport, HttpTransport):
+            transport.close()
+    refused = len(spool.rejected()) - set_aside
+    out.print(
+        f"{delivered} batch(es) delivered, {left} left"
+        + (f", {refused} refused and moved to {spool.rejected_dir}" if refused > 0 else "")
+    )
     if left:
         raise fail("the ledger is still unreachable; the events stay spooled")
+
+
+@spool_app.command("requeue")
+def spool_requeue() -> None:
+    """Put refused batches back in the spool, e.g. after fixing the API key; then flush."""
+    moved = Spool(get_settings().spool_dir).requeue()
+    out.print(f"{moved} batch(es) back in the spool")
 
 
 DEMO_JOBS = (
