@@ -42,13 +42,27 @@ def block_hash(prev_hash: bytes, block_id: int, digests: list[bytes]) -> bytes:
     return h.digest()
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenBlock:
+    block_id: int | None  # None: rows that belong to no block
+    reason: str
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     blocks_checked: int
     events_checked: int
-    broken_block: int | None = None
-    reason: str | None = None
+    broken: tuple[BrokenBlock, ...] = ()
+
+    @property
+    def broken_block(self) -> int | None:
+        """The first broken block, the one a tamperer would have had to start from."""
+        return self.broken[0].block_id if self.broken else None
+
+    @property
+    def reason(self) -> str | None:
+        return self.broken[0].reason if self.broken else None
 
 
 _EVENTS_SQL = """
@@ -59,63 +73,99 @@ FROM cost_events ORDER BY seq
 """
 
 
-def _rows(engine: Engine) -> Iterator[tuple[Any, ...]]:
-    with connection(engine) as raw, raw.cursor(name="renderledger_verify") as cur:
-        cur.itersize = 20_000
-        cur.execute(_EVENTS_SQL)
-        yield from cur
+class _Rows:
+    """The log in seq order with one row of look-ahead, so a block can take exactly its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._it = self._read(engine)
+        self.next: tuple[Any, ...] | None = next(self._it, None)
+
+    @staticmethod
+    def _read(engine: Engine) -> Iterator[tuple[Any, ...]]:
+        with connection(engine) as raw, raw.cursor(name="renderledger_verify") as cur:
+            cur.itersize = 20_000
+            cur.execute(_EVENTS_SQL)
+            yield from cur
+
+    def take_through(self, last_seq: int) -> list[tuple[Any, ...]]:
+        out = []
+        while self.next is not None and self.next[0] <= last_seq:
+            out.append(self.next)
+            self.next = next(self._it, None)
+        return out
 
 
-def _check_rows(
-    rows: Iterator[tuple[Any, ...]], block_id: int, first: int, last: int, digests: list[bytes]
-) -> str | None:
-    for seq in range(first, last + 1):
-        row = next(rows, None)
-        if row is None or row[0] != seq:
-            return f"event seq {seq} is missing"
-        if row[20] != block_id:
-            return f"event seq {seq} names block {row[20]}"
+def _row_digest(row: tuple[Any, ...], block_id: int) -> tuple[bytes | None, str | None]:
+    seq = row[0]
+    if row[20] != block_id:
+        return None, f"event seq {seq} names block {row[20]}"
+    try:
         recomputed = content_hash(*row[1:14])
-        if recomputed != bytes(row[19]):
-            return f"event seq {seq} ({row[1]}) does not match its content hash"
-        tag = price_tag(row[14], row[15], row[18])
-        digests.append(row_digest(recomputed, seq, row[16], row[17], tag))
-    return None
+    except (TypeError, ValueError) as exc:  # a stored value no canonical form can spell
+        return None, f"event seq {seq} ({row[1]}) cannot be hashed: {exc}"
+    if recomputed != bytes(row[19]):
+        return None, f"event seq {seq} ({row[1]}) does not match its content hash"
+    tag = price_tag(row[14], row[15], row[18])
+    return row_digest(recomputed, seq, row[16], row[17], tag), None
+
+
+def _check_block(
+    rows: list[tuple[Any, ...]], block_id: int, first: int, last: int, prev: bytes
+) -> tuple[bytes, str | None]:
+    """The recomputed block hash, and the first thing wrong with the block's rows."""
+    digests: list[bytes] = []
+    problem = None
+    by_seq = {row[0]: row for row in rows}
+    for seq in range(first, last + 1):
+        row = by_seq.get(seq)
+        if row is None:
+            problem = problem or f"event seq {seq} is missing"
+            continue
+        digest, wrong = _row_digest(row, block_id)
+        problem = problem or wrong
+        if digest is not None:
+            digests.append(digest)
+    return block_hash(prev, block_id, digests), problem
 
 
 def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> VerifyResult:
-    """Recompute every content hash and every block hash; name the first block that breaks.
+    """Recompute every content hash and every block hash; name every block that breaks.
 
-    Reads the log once in ``seq`` order (a server-side cursor, so memory stays flat).
+    Reads the log once in ``seq`` order (a server-side cursor, so memory stays flat). Each
+    block is judged on its own against the stored hash of the block before it, so one bad
+    block does not end tamper evidence for everything after it.
     """
     with connection(engine) as raw:
         chain = raw.execute(
             "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count "
             "FROM blocks ORDER BY block_id"
         ).fetchall()
-    rows = _rows(engine)
+    rows = _Rows(engine)
+    broken: list[BrokenBlock] = []
     prev = GENESIS
     expected_seq = 1
     events = 0
-    for n, (block_id, prev_hash, stored_hash, first_seq, last_seq, count) in enumerate(chain):
+    for block_id, prev_hash, stored_hash, first_seq, last_seq, count in chain:
+        stray = [r[0] for r in rows.take_through(first_seq - 1)]
+        if stray:
+            broken.append(BrokenBlock(None, f"event seq {stray[0]} is in no block"))
+        own = rows.take_through(last_seq)
         problem = None
         if bytes(prev_hash) != prev:
             problem = "its prev_hash does not match the hash of the block before"
         elif first_seq != expected_seq or last_seq - first_seq + 1 != count:
             problem = f"it claims seq {first_seq}..{last_seq}; expected to start at {expected_seq}"
-        else:
-            digests: list[bytes] = []
-            problem = _check_rows(rows, block_id, first_seq, last_seq, digests)
-            if problem is None and block_hash(prev, block_id, digests) != bytes(stored_hash):
-                problem = "its recomputed hash differs from the stored one"
+        recomputed, wrong = _check_block(own, block_id, first_seq, last_seq, bytes(prev_hash))
+        problem = problem or wrong
+        if problem is None and recomputed != bytes(stored_hash):
+            problem = "its recomputed hash differs from the stored one"
         if problem:
-            return VerifyResult(False, n, events, block_id, problem)
-        events += count
+            broken.append(BrokenBlock(block_id, problem))
+        events += len(own)
         prev = bytes(stored_hash)
         expected_seq = last_seq + 1
         if progress:
             progress(count)
-    extra = next(rows, None)
-    if extra is not None:
-        return VerifyResult(False, len(chain), events, None, f"event seq {extra[0]} is in no block")
-    return VerifyResult(True, len(chain), events)
+    if rows.next is not None:
+        broken.append(BrokenBlock(None, f"event seq {rows.next[0]} is in no block"))
+    return VerifyResult(not broken, len(chain), events, tuple(broken))

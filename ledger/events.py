@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +21,12 @@ MAX_ATTRIBUTES_BYTES = 16 * 1024
 MAX_ATTRIBUTES_DEPTH = 8
 MAX_FUTURE = timedelta(days=1)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Attributes that rollups, reports and alerts read: a wrong type here would stop their jobs.
+DURATION_ATTRIBUTES = ("latency_ms", "wall_s")
+LABEL_ATTRIBUTES = ("model", "precision", "gpu_type", "pipeline_version", "pipeline")
+MAX_DURATION = 1e9
+MAX_LABEL = 200
 
 
 class Stage(StrEnum):
@@ -52,12 +59,46 @@ def _depth(value: Any) -> int:
     return 0
 
 
+def _stored_number(value: float, path: str) -> float | int:
+    """The number PostgreSQL's JSONB will hand back for ``value``, or a ValueError.
+
+    JSONB keeps numbers as NUMERIC and prints them without an exponent (``1e16`` comes back as
+    the integer 10000000000000000, ``-0.0`` as ``0.0``). The content hash must be over what is
+    stored, or ``verify`` fails for ever on an honest row, so the event holds that form from
+    the start; a number whose stored form no reader can take back (past 64 bits) is refused.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: {value} is not a finite number")
+    exact = Decimal(orjson.dumps(value).decode())
+    text = format(abs(exact) if exact.is_zero() else exact, "f")
+    if "." in text:
+        return float(text)
+    if not INT64_MIN <= int(text) <= INT64_MAX:
+        raise ValueError(f"{path}: {value} cannot be stored exactly; send it as a string")
+    return int(text)
+
+
+def _stored_form(value: Any, path: str) -> Any:
+    if isinstance(value, float):
+        return _stored_number(value, path)
+    if isinstance(value, bool) or not isinstance(value, int | dict | list):
+        return value
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{path}: {value} does not fit in 64 bits; send it as a string")
+        return value
+    if isinstance(value, dict):
+        return {k: _stored_form(v, f"{path}.{k}") for k, v in value.items()}
+    return [_stored_form(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+
 def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
     for v in value.values():
         if isinstance(v, dict | list):
             if _depth(value) > MAX_ATTRIBUTES_DEPTH:
                 raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
             break
+    value = {k: _stored_form(v, k) for k, v in value.items()}
     try:
         encoded = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
@@ -67,6 +108,24 @@ def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
     if b"\\u0000" in encoded:
         raise ValueError("contains a NUL character, which PostgreSQL cannot store")
     return value
+
+
+def _check_known_attributes(attributes: dict[str, Any]) -> None:
+    """Attributes the product reads are typed here, so no reader meets a value it cannot use."""
+    for name in DURATION_ATTRIBUTES:
+        v = attributes.get(name)
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_DURATION
+        ):
+            raise ValueError(
+                f"attributes.{name}: must be a number from 0 to {MAX_DURATION:g}, got {v!r}"[:300]
+            )
+    for name in LABEL_ATTRIBUTES:
+        v = attributes.get(name)
+        if v is not None and not (isinstance(v, str) and 0 < len(v) <= MAX_LABEL):
+            raise ValueError(
+                f"attributes.{name}: must be text of 1 to {MAX_LABEL} characters, got {v!r}"[:300]
+            )
 
 
 Quantity = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=38, decimal_places=18)]
@@ -103,6 +162,11 @@ class CostEvent(BaseModel):
             raise ValueError(
                 f"occurred_at: {self.occurred_at.isoformat()} is before {EARLIEST.year}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _attributes_typed(self) -> Self:
+        _check_known_attributes(self.attributes)
         return self
 
     @model_validator(mode="after")

@@ -7,6 +7,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 NANOS_PER_UNIT = 10**9
 _NANO = Decimal(1).scaleb(-9)
+# One event may cost at most a million units of its currency. Stored costs stay far inside
+# 64 bits, and every sum over them is taken in NUMERIC (SQL) or Int128 (Polars), never int64.
+MAX_EVENT_COST_NANOS = 10**6 * NANOS_PER_UNIT
 
 # Quantities and fractional nano prices multiply far past the default 28 digits; this
 # context keeps every product exact so the single rounding is the only one.

@@ -8,8 +8,16 @@ from decimal import Decimal
 
 from ledger.errors import BatchInvalid, FieldError
 from ledger.events import CostEvent
-from ledger.money import cost_nanos
+from ledger.money import MAX_EVENT_COST_NANOS, cost_nanos, format_nanos
 from ledger.prices import PriceBook, UnpricedSku
+
+
+class Unrateable(ValueError):
+    """An event the book prices, but at a cost no sum downstream should have to carry."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(slots=True)
@@ -31,21 +39,20 @@ class Rated:
 def rate(i: int, e: CostEvent, book: PriceBook) -> Rated:
     version, price = book.price(e.sku, e.occurred_at)
     unit = price.unit_price_nanos
+    cost = cost_nanos(e.quantity, unit)
     baseline = None if e.baseline_quantity is None else cost_nanos(e.baseline_quantity, unit)
-    return Rated(
-        i,
-        e,
-        e.content_hash(),
-        version.version,
-        unit,
-        version.currency,
-        cost_nanos(e.quantity, unit),
-        baseline,
-    )
+    for field, nanos in (("quantity", cost), ("baseline_quantity", baseline)):
+        if nanos is not None and nanos > MAX_EVENT_COST_NANOS:
+            raise Unrateable(
+                field,
+                f"costs {format_nanos(nanos)} {version.currency}, above the limit of "
+                f"{format_nanos(MAX_EVENT_COST_NANOS)} for one event; split it",
+            )
+    return Rated(i, e, e.content_hash(), version.version, unit, version.currency, cost, baseline)
 
 
 def rate_each(events: Sequence[CostEvent], book: PriceBook) -> Iterator[Rated]:
-    """Price lazily; the first unpriced event raises ``UnpricedSku``."""
+    """Price lazily; the first unpriced event raises ``UnpricedSku`` (or ``Unrateable``)."""
     for i, e in enumerate(events):
         yield rate(i, e, book)
 
@@ -59,6 +66,8 @@ def rate_all(events: Sequence[CostEvent], book: PriceBook) -> list[Rated]:
             out.append(rate(i, e, book))
         except UnpricedSku as exc:
             errors.append(FieldError(i, "sku", str(exc)))
+        except Unrateable as exc:
+            errors.append(FieldError(i, exc.field, str(exc)))
     if errors:
         raise BatchInvalid(errors)
     return out

@@ -16,16 +16,19 @@ from sqlalchemy import Engine
 
 from ledger.chain import GENESIS, block_hash, price_tag, row_digest
 from ledger.connections import connection
-from ledger.errors import BatchTooLarge, EventConflict, LedgerError
+from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError, LedgerError
 from ledger.events import CostEvent
 from ledger.price_books import read_price_book, read_version
 from ledger.prices import PriceBook, PriceBookFile, PriceVersion, UnpricedSku
-from ledger.rating import Rated, rate_all, rate_each
+from ledger.rating import Rated, Unrateable, rate_all, rate_each
 from ledger.reversals import price_reversals
 
 # One key for every append and every price-book load: the block chain needs a total
 # order, and taking it per transaction makes seq order equal commit order.
 APPEND_LOCK_KEY = 0x52454E44  # "REND"
+# Event ids are unique per tenant (migration 0008): one tenant's ids say nothing of another's.
+EVENT_KEY = "cost_events_tenant_event"
+FOREIGN_RENDER = "this render_id cannot be used; render ids are chosen fresh for each render"
 
 COLUMNS = (
     "seq, event_id, tenant_id, use_case, render_id, stage, sku, quantity, occurred_at, cache, "
@@ -143,7 +146,8 @@ class Ledger:
             book = self._book_in_force(raw)
             if prerated is not None and book is not early:
                 prerated = None  # a price book was loaded meanwhile
-            simple = len({e.event_id for e in events}) == len(events) and not any(
+            _check_render_owners(raw, events)
+            simple = len({(e.tenant_id, e.event_id) for e in events}) == len(events) and not any(
                 e.reverses for e in events
             )
             if simple:
@@ -153,10 +157,10 @@ class Ledger:
                 try:
                     with raw.transaction():
                         return _write_block(raw, rated, events, 0)
-                except UnpricedSku:
+                except (UnpricedSku, Unrateable):
                     pass  # _rate_all below names every unpriced event, not just the first
                 except psycopg.errors.UniqueViolation as exc:
-                    if exc.diag.constraint_name != "cost_events_event_id_key":
+                    if exc.diag.constraint_name != EVENT_KEY:
                         raise
             fresh, duplicates = _split_duplicates(prerated or rate_all(events, book), {})
             # A resent reversal must count as a duplicate before it is judged as a reversal.
@@ -259,26 +263,29 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _split_duplicates(rated: list[Rated], stored: dict[UUID, bytes]) -> tuple[list[Rated], int]:
+EventKey = tuple[str, UUID]
+
+
+def _split_duplicates(rated: list[Rated], stored: dict[EventKey, bytes]) -> tuple[list[Rated], int]:
     """Split a batch into new events and acknowledged duplicates, or refuse on conflict.
 
-    ``stored`` holds the content hashes already in the ledger for ids of this batch; an id
-    repeated inside the batch is judged against its first occurrence the same way.
+    ``stored`` holds the content hashes already in the ledger for (tenant, id) keys of this
+    batch; a key repeated inside the batch is judged against its first occurrence the same way.
     """
-    seen: dict[UUID, bytes] = {}
+    seen: dict[EventKey, bytes] = {}
     fresh: list[Rated] = []
     duplicates = 0
     conflicts: dict[UUID, None] = {}
     for r in rated:
-        eid = r.event.event_id
-        known = stored.get(eid) or seen.get(eid)
+        key = (r.event.tenant_id, r.event.event_id)
+        known = stored.get(key) or seen.get(key)
         if known is None:
-            seen[eid] = r.content
+            seen[key] = r.content
             fresh.append(r)
         elif known == r.content:
             duplicates += 1
         else:
-            conflicts[eid] = None
+            conflicts[key[1]] = None
     if conflicts:
         raise EventConflict(list(conflicts))
     return fresh, duplicates
@@ -286,7 +293,30 @@ def _split_duplicates(rated: list[Rated], stored: dict[UUID, bytes]) -> tuple[li
 
 def _drop_stored(raw: psycopg.Connection[Any], fresh: list[Rated]) -> tuple[list[Rated], int]:
     rows = raw.execute(
-        "SELECT event_id, content_hash FROM cost_events WHERE event_id = ANY(%s)",
-        ([r.event.event_id for r in fresh],),
+        "SELECT tenant_id, event_id, content_hash FROM cost_events "
+        "WHERE (tenant_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+        ([r.event.tenant_id for r in fresh], [r.event.event_id for r in fresh]),
     ).fetchall()
-    return _split_duplicates(fresh, {eid: bytes(h) for eid, h in rows})
+    return _split_duplicates(fresh, {(t, eid): bytes(h) for t, eid, h in rows})
+
+
+def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEvent]) -> None:
+    """A render belongs to the tenant of its first event; another tenant's event on it is
+    refused like any invalid event, with a message that does not say the render exists.
+
+    Runs under the append lock, so two tenants cannot both claim a new render at once.
+    """
+    owners: dict[UUID, str] = dict(
+        raw.execute(
+            "SELECT DISTINCT ON (render_id) render_id, tenant_id FROM cost_events "
+            "WHERE render_id = ANY(%s) ORDER BY render_id, seq",
+            (list({e.render_id for e in events}),),
+        ).fetchall()
+    )
+    errors = [
+        FieldError(i, "render_id", FOREIGN_RENDER)
+        for i, e in enumerate(events)
+        if owners.setdefault(e.render_id, e.tenant_id) != e.tenant_id
+    ]
+    if errors:
+        raise BatchInvalid(errors)

@@ -87,7 +87,7 @@ cost_events = Table(
     "cost_events",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("tenant_id", Text, nullable=False),
     Column("use_case", Text, nullable=False),
     Column("render_id", UUID(as_uuid=True), nullable=False),
@@ -114,9 +114,11 @@ cost_events = Table(
     CheckConstraint(
         "outcome IS NULL OR outcome IN ('delivered', 'failed', 'cancelled')", name="outcome_known"
     ),
+    Index("cost_events_tenant_event", "tenant_id", "event_id", unique=True),
     Index("cost_events_render", "render_id"),
     Index(
         "cost_events_reverses_once",
+        "tenant_id",
         "reverses",
         unique=True,
         postgresql_where=text("reverses IS NOT NULL"),
@@ -178,9 +180,10 @@ render_rollup = Table(
     Column("rendered_at", DateTime(timezone=True), nullable=False),
     Column("outcome", Text),
     Column("latency_ms", Float),
-    Column("total_nanos", BigInteger, nullable=False),
-    Column("baseline_nanos", BigInteger, nullable=False),
-    *(Column(f"{stage}_nanos", BigInteger, nullable=False) for stage in _STAGE_NANOS),
+    # Sums of costs are NUMERIC: 64 bits hold one event's cost, not every sum of them.
+    Column("total_nanos", Numeric, nullable=False),
+    Column("baseline_nanos", Numeric, nullable=False),
+    *(Column(f"{stage}_nanos", Numeric, nullable=False) for stage in _STAGE_NANOS),
     Column("cache_hits", Integer, nullable=False),
     Column("cache_lookups", Integer, nullable=False),
     Column("model", Text),
@@ -203,8 +206,8 @@ daily_rollup = Table(
     Column("outcome", Text, primary_key=True),
     Column("events", BigInteger, nullable=False),
     Column("quantity", Numeric, nullable=False),
-    Column("cost_nanos", BigInteger, nullable=False),
-    Column("baseline_nanos", BigInteger, nullable=False),
+    Column("cost_nanos", Numeric, nullable=False),
+    Column("baseline_nanos", Numeric, nullable=False),
     Column("cache_hits", BigInteger, nullable=False),
     Column("cache_lookups", BigInteger, nullable=False),
 )
@@ -296,9 +299,9 @@ alert_hourly = Table(
     Column("use_case", Text, primary_key=True),
     Column("delivered", BigInteger, nullable=False),
     Column("failed", BigInteger, nullable=False),
-    Column("delivered_nanos", BigInteger, nullable=False),
-    *(Column(f"{s}_nanos", BigInteger, nullable=False) for s in STAGES if s != "render"),
-    Column("waste_nanos", BigInteger, nullable=False),
+    Column("delivered_nanos", Numeric, nullable=False),
+    *(Column(f"{s}_nanos", Numeric, nullable=False) for s in STAGES if s != "render"),
+    Column("waste_nanos", Numeric, nullable=False),
     Column("cache_hits", BigInteger, nullable=False),
     Column("cache_lookups", BigInteger, nullable=False),
 )

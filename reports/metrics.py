@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from ledger.connections import connection
+from reports.source import UNREADABLE
 
 _LAG_SQL = """
 SELECT (SELECT coalesce(max(last_seq), 0) FROM blocks),
@@ -38,7 +39,7 @@ class LedgerCollector(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         with connection(self.engine) as raw:
             head, done = raw.execute(_LAG_SQL).fetchone() or (0, 0)
             oldest = raw.execute(_OLDEST_SQL, (done + 1,)).fetchone() if head > done else None
@@ -75,6 +76,14 @@ class LedgerCollector(Collector):
         for tenant, signal, count in open_alerts:
             alerts.add_metric([tenant, signal], count)
         yield alerts
+        unreadable = CounterMetricFamily(
+            "renderledger_unreadable_attributes",
+            "Attribute values the rollups of this process could not read and treated as absent",
+            labels=["attribute"],
+        )
+        for name, count in sorted(UNREADABLE.items()):
+            unreadable.add_metric([name], count)
+        yield unreadable
 
 
 class Metrics:

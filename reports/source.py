@@ -11,6 +11,8 @@ subtracts its quantity, its lookups and its event count; its cost is already neg
 from __future__ import annotations
 
 import io
+import threading
+from collections import Counter
 from typing import Any
 
 import polars as pl
@@ -28,8 +30,9 @@ EVENT_SCHEMA: dict[str, Any] = {
     "at": pl.Datetime("us"),
     "sign": pl.Int64,
     "quantity": pl.Decimal(38, 18),
-    "cost_nanos": pl.Int64,
-    "baseline_nanos": pl.Int64,
+    # One event's cost fits 64 bits; sums of them need 128 (rollups.py sums these columns).
+    "cost_nanos": pl.Int128,
+    "baseline_nanos": pl.Int128,
     "cache_hit": pl.Int64,
     "cache_lookup": pl.Int64,
     "latency_ms": pl.Float64,
@@ -37,7 +40,18 @@ EVENT_SCHEMA: dict[str, Any] = {
     "pipeline_version": pl.String,
     "gpu_type": pl.String,
     "precision": pl.String,
+    "unreadable": pl.Int64,
 }
+
+# A value a reader cannot use is treated as absent and counted, never cast blindly: one
+# event from before attributes were typed at ingest must not stop the job for everyone.
+UNREADABLE: Counter[str] = Counter()
+"""Attribute values this process's readers treated as absent, by attribute (``/metrics``)."""
+_unreadable_lock = threading.Lock()
+_READABLE_LATENCY = (
+    "jsonb_typeof(attributes->'latency_ms') = 'number' "
+    "AND abs((attributes->'latency_ms')::numeric) < 1e15"
+)
 
 _SELECT = """
 SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS outcome,
@@ -51,12 +65,14 @@ SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS
            AS cache_hit,
        CASE WHEN cache IS NULL THEN 0 ELSE 1 END * CASE WHEN reverses IS NULL THEN 1 ELSE -1 END
            AS cache_lookup,
-       CASE WHEN stage = 'render' AND reverses IS NULL
+       CASE WHEN stage = 'render' AND reverses IS NULL AND {readable}
             THEN (attributes->>'latency_ms')::float8 END AS latency_ms,
        CASE WHEN stage = 'render' THEN attributes->>'model' END AS model,
        CASE WHEN stage = 'render' THEN attributes->>'pipeline_version' END AS pipeline_version,
        CASE WHEN stage = 'render' THEN attributes->>'gpu_type' END AS gpu_type,
-       CASE WHEN stage = 'render' THEN attributes->>'precision' END AS precision
+       CASE WHEN stage = 'render' THEN attributes->>'precision' END AS precision,
+       CASE WHEN stage = 'render' AND attributes ? 'latency_ms' AND NOT ({readable})
+            THEN 1 ELSE 0 END AS unreadable
 FROM cost_events WHERE seq BETWEEN {lo} AND {hi} ORDER BY seq
 """
 
@@ -66,7 +82,7 @@ def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFra
     and immutable (below the chain head), so reading outside the job's transaction is safe."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    query = _SELECT.format(lo=int(lo), hi=int(hi)).replace(
+    query = _select(lo, hi).replace(
         "THEN quantity ELSE -quantity END AS quantity",
         "THEN quantity ELSE -quantity END::text AS quantity",
     )
@@ -76,16 +92,33 @@ def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFra
         cur.execute(query)
         frame = pl.from_arrow(cur.fetch_arrow_table())
     assert isinstance(frame, pl.DataFrame)
-    return frame.with_columns(
-        pl.col("render_id").bin.encode("hex"),
-        pl.col("quantity").str.to_decimal(scale=18),
-        pl.col(["sign", "cache_hit", "cache_lookup"]).cast(pl.Int64),
-    ).select(list(EVENT_SCHEMA))
+    return (
+        _counted(frame)
+        .with_columns(
+            pl.col("render_id").bin.encode("hex"),
+            pl.col("quantity").str.to_decimal(scale=18),
+            pl.col(["sign", "cache_hit", "cache_lookup", "unreadable"]).cast(pl.Int64),
+            pl.col(["cost_nanos", "baseline_nanos"]).cast(pl.Int128),
+        )
+        .select(list(EVENT_SCHEMA))
+    )
 
 
 def read_events(raw: psycopg.Connection[Any], lo: int, hi: int) -> pl.DataFrame:
     """Events with ``lo <= seq <= hi``, one signed row each, in the caller's transaction."""
-    return copy_out(raw, _SELECT.format(lo=int(lo), hi=int(hi)), EVENT_SCHEMA)
+    return _counted(copy_out(raw, _select(lo, hi), EVENT_SCHEMA))
+
+
+def _counted(frame: pl.DataFrame) -> pl.DataFrame:
+    unreadable = int(frame["unreadable"].sum())
+    if unreadable:
+        with _unreadable_lock:
+            UNREADABLE["latency_ms"] += unreadable
+    return frame
+
+
+def _select(lo: int, hi: int) -> str:
+    return _SELECT.format(lo=int(lo), hi=int(hi), readable=_READABLE_LATENCY)
 
 
 def copy_out(raw: psycopg.Connection[Any], query: str, schema: dict[str, Any]) -> pl.DataFrame:

@@ -28,9 +28,11 @@ lines = st.lists(st.one_of(st.just(None), garbage), min_size=1, max_size=14)
 def test_any_file_leaves_whole_batches_only(
     ledger: Ledger, make_event: EventFactory, tmp_path: Path, layout: list[bytes | None], batch: int
 ) -> None:
-    tenant = f"f-{uuid.uuid4().hex[:10]}"
+    tenant, render = f"f-{uuid.uuid4().hex[:10]}", uuid.uuid4()  # a render has one tenant
     rows = [
-        orjson.dumps(make_event(tenant_id=tenant).model_dump(mode="json")) if item is None else item
+        orjson.dumps(make_event(tenant_id=tenant, render_id=render).model_dump(mode="json"))
+        if item is None
+        else item
         for item in layout
     ]
     path = tmp_path / f"{uuid.uuid4().hex}.ndjson"
