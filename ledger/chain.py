@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine
 
 from ledger.connections import connection
@@ -76,13 +77,17 @@ FROM cost_events ORDER BY seq
 class _Rows:
     """The log in seq order with one row of look-ahead, so a block can take exactly its own."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._it = self._read(engine)
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self._it = self._read(raw)
         self.next: tuple[Any, ...] | None = next(self._it, None)
 
+    def close(self) -> None:
+        """Close the cursor now, inside the snapshot's transaction, not whenever GC runs."""
+        self._it.close()
+
     @staticmethod
-    def _read(engine: Engine) -> Iterator[tuple[Any, ...]]:
-        with connection(engine) as raw, raw.cursor(name="renderledger_verify") as cur:
+    def _read(raw: psycopg.Connection[Any]) -> Generator[tuple[Any, ...], None, None]:
+        with raw.cursor(name="renderledger_verify") as cur:
             cur.itersize = 20_000
             cur.execute(_EVENTS_SQL)
             yield from cur
@@ -135,12 +140,22 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
     block is judged on its own against the stored hash of the block before it, so one bad
     block does not end tamper evidence for everything after it.
     """
+    # One snapshot for the blocks and the rows: an append that commits between two reads
+    # would otherwise show as rows "in no block", a false alarm on a live ledger.
     with connection(engine) as raw:
+        raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         chain = raw.execute(
             "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count "
             "FROM blocks ORDER BY block_id"
         ).fetchall()
-    rows = _Rows(engine)
+        rows = _Rows(raw)
+        try:
+            return _verify(chain, rows, progress)
+        finally:
+            rows.close()
+
+
+def _verify(chain: list[Any], rows: _Rows, progress: Callable[[int], None] | None) -> VerifyResult:
     broken: list[BrokenBlock] = []
     prev = GENESIS
     expected_seq = 1
