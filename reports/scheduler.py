@@ -1,5 +1,5 @@
-"""APScheduler inside the API process: the rollup every N seconds, one run at a time, and
-last month's draft invoices on the 1st.
+"""APScheduler inside the API process: the rollup every N seconds, one run at a time, alert
+webhooks every few seconds as a job of their own, and last month's draft invoices on the 1st.
 
 The job takes a PostgreSQL advisory lock, so any number of API processes may schedule it
 and only one runs it; the others skip that tick.
@@ -36,6 +36,13 @@ def _rollup(engine: Engine, chunk_events: int, after: Callable[[], None] | None)
             log.exception("after-rollup step failed")
 
 
+def _webhooks(deliver: Callable[[], None]) -> None:
+    try:
+        deliver()
+    except Exception:  # the outbox keeps the events; the next tick tries again
+        log.exception("webhook delivery failed")
+
+
 def _invoices(engine: Engine, target: str, s3: Any) -> None:
     try:
         draft_last_month(engine, target, s3)
@@ -50,9 +57,13 @@ def start(
     invoices_to: str | None = None,
     s3: Any = None,
     after_rollup: Callable[[], None] | None = None,
+    webhooks: Callable[[], None] | None = None,
+    webhook_interval_s: float = 5.0,
 ) -> BackgroundScheduler:
     """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection);
-    with ``invoices_to``, last month's draft invoices at 00:30 UTC on the 1st."""
+    ``webhooks`` every ``webhook_interval_s`` on a thread of its own (one run at a time, late
+    ticks coalesced), so a slow receiver delays only later webhooks; with ``invoices_to``,
+    last month's draft invoices at 00:30 UTC on the 1st."""
     scheduler = BackgroundScheduler(
         daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
     )
@@ -64,6 +75,16 @@ def start(
             id="rollup",
             args=(engine, chunk_events, after_rollup),
             next_run_time=datetime.now(UTC),
+        )
+    if webhooks is not None:
+        scheduler.add_job(
+            _webhooks,
+            "interval",
+            seconds=webhook_interval_s,
+            id="webhooks",
+            args=(webhooks,),
+            max_instances=1,
+            coalesce=True,
         )
     if invoices_to:
         scheduler.add_job(

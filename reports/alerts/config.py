@@ -56,15 +56,25 @@ def webhook(settings: AlertSettings) -> Webhook | None:
 
 
 def after_rollup(engine: Engine, settings: AlertSettings) -> Callable[[], None]:
-    """What the scheduler runs after every rollup: detection, then pending webhooks."""
+    """What the scheduler runs after every rollup: detection only. Webhooks go out from
+    their own job (``deliver_webhooks``), so a slow receiver never holds up a rollup."""
     rule_for = rules(settings)
-    hook = webhook(settings)
 
     def run() -> None:
         result = run_detection(engine, rule_for)
         if result.opened or result.resolved:
             log.info("alerts: %d opened, %d resolved", len(result.opened), len(result.resolved))
-        if hook is not None:
-            deliver_pending(engine, hook)
+
+    return run
+
+
+def deliver_webhooks(engine: Engine, settings: AlertSettings) -> Callable[[], None] | None:
+    """The scheduler's webhook job, or None without a webhook URL."""
+    hook = webhook(settings)
+    if hook is None:
+        return None
+
+    def run() -> None:
+        deliver_pending(engine, hook)
 
     return run
