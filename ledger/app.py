@@ -23,7 +23,7 @@ from ledger.deps import AdminKey, LedgerDep
 from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
 from reports.alerts.api import router as alerts_router
-from reports.alerts.config import after_rollup
+from reports.alerts.config import after_rollup, deliver_webhooks
 from reports.api import router as reports_router
 from reports.billing.api import router as billing_router
 from reports.metrics import Metrics
@@ -68,6 +68,11 @@ def create_app(
                 s3=s3_client(settings) if target and target.startswith("s3://") else None,
                 after_rollup=(
                     after_rollup(app.state.ledger.engine, settings.alerts)
+                    if settings.alerts.enabled
+                    else None
+                ),
+                webhooks=(
+                    deliver_webhooks(app.state.ledger.engine, settings.alerts)
                     if settings.alerts.enabled
                     else None
                 ),
