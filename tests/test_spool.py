@@ -210,3 +210,43 @@ def test_two_concurrent_flushes_deliver_every_batch_exactly_once(
     assert writer.pending() == []
     stored = _stored(ledger, batches[0])
     assert stored == [e.event_id for b in batches for e in b]
+
+
+def test_spool_flush_command_reports_refused_batches_and_requeue_brings_them_back(
+    ledger: Ledger,
+    api_base: str,
+    db_url: str,
+    tenant: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from ledger.cli import app
+    from ledger.settings import get_settings
+
+    key = create_key(ledger.engine, tenant, ["ingest"], "renderer")
+    for var, value in {
+        "DATABASE_URL": db_url,
+        "RENDERLEDGER_DATA_DIR": str(tmp_path),
+        "RENDERLEDGER_RENDER__LEDGER_URL": api_base,
+        "RENDERLEDGER_RENDER__LEDGER_API_KEY": key,
+    }.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+    spool = Spool(tmp_path / "spool")
+    ours, foreign = _batch(tenant), _batch(f"o-{uuid.uuid4().hex[:12]}")
+    spool.write(ours)
+    spool.write(foreign)
+    get_settings.cache_clear()
+    try:
+        flushed = CliRunner().invoke(app, ["spool", "flush"])
+        assert flushed.exit_code == 0, flushed.output
+        assert "1 batch(es) delivered, 0 left, 1 refused and moved to" in flushed.output
+        requeued = CliRunner().invoke(app, ["spool", "requeue"])
+        assert requeued.exit_code == 0, requeued.output
+        assert "1 batch(es) back in the spool" in requeued.output
+    finally:
+        get_settings.cache_clear()
+    assert _stored(ledger, ours) == [e.event_id for e in ours]
+    assert [spool.read(p) for p in spool.pending()] == [foreign]
