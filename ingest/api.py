@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 from uuid import UUID
 
@@ -48,7 +49,7 @@ class ForeignTenant(Exception):
 
 
 def _ingest(ledger: Ledger, body: bytes, content_type: str | None, key: Principal) -> Receipt:
-    events = parse_body(body, content_type)
+    events = parse_body(body, content_type, ledger.max_batch_events)
     if not key.is_admin:
         foreign = [
             {
@@ -97,7 +98,7 @@ async def post_events(
         raise _error(413, str(exc)) from exc
     except BatchInvalid as exc:
         errors = [{"index": e.index, "field": e.field, "message": e.message} for e in exc.errors]
-        raise _error(422, str(exc), errors=errors) from exc
+        raise _error(422, str(exc), errors=errors, errors_not_shown=exc.not_shown) from exc
     except EventConflict as exc:
         raise _error(409, str(exc), event_ids=[str(i) for i in exc.event_ids]) from exc
     return Response(
@@ -133,11 +134,22 @@ def get_events(
     return EventPage(events=events, next_after_seq=events[-1].seq if events else None)
 
 
+def _seconds(value: object) -> float | None:
+    """A duration attribute, or None for one no reader can use (stored before typing)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return None
+
+
 @router.get("/renders/{render_id}", response_model=RenderTrace, summary="One render's events")
 def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
     stored = read_render(ledger.engine, render_id)
     if not stored or not key.can_see(stored[0].tenant_id):
         raise _error(404, f"no events for render {render_id}")
+    # A render is its first tenant's: events another tenant wrote on it before ownership was
+    # enforced at ingest are not part of it.
+    stored = [e for e in stored if e.tenant_id == stored[0].tenant_id]
     total = sum(e.cost_nanos for e in stored)
     stages: dict[str, list[StoredEvent]] = {}
     for e in stored:
@@ -145,7 +157,7 @@ def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
     trace = []
     for stage, events in stages.items():  # in the order the stages first appear
         cost = sum(e.cost_nanos for e in events)
-        walls = [float(e.attributes["wall_s"]) for e in events if "wall_s" in e.attributes]
+        walls = [w for e in events if (w := _seconds(e.attributes.get("wall_s"))) is not None]
         trace.append(
             StageCost(
                 stage=stage,

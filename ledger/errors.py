@@ -17,14 +17,21 @@ class FieldError:
     message: str
 
 
+MAX_REPORTED_ERRORS = 100
+"""An answer names this many errors at most: a garbage body must not make a huge reply."""
+
+
 class BatchInvalid(LedgerError):
-    def __init__(self, errors: list[FieldError]) -> None:
+    def __init__(self, errors: list[FieldError], *, total: int | None = None) -> None:
         first = errors[0]
+        self.total = max(total or 0, len(errors))
+        self.errors = errors[:MAX_REPORTED_ERRORS]
+        self.not_shown = self.total - len(self.errors)
+        more = f" ({self.not_shown} more not shown)" if self.not_shown else ""
         super().__init__(
-            f"{len(errors)} invalid event(s); first at index {first.index}, "
-            f"field {first.field}: {first.message}"
+            f"{self.total} error(s); first at index {first.index}, "
+            f"field {first.field}: {first.message}{more}"
         )
-        self.errors = errors
 
 
 class BatchTooLarge(LedgerError):
