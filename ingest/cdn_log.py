@@ -7,8 +7,16 @@ lines start with ``#``, and a ``#Fields:`` line names the columns. The columns u
 
 Objects are stored as ``tenant/render_id.ext`` (see ``render.storage``), so the path names
 the render; its use case comes from the render's events already in the ledger. Each log
-line becomes one ``cdn_egress`` event on ``cdn.egress.gb`` whose id is derived from the
-request id, so importing the same log twice stores it once.
+line becomes one ``cdn_egress`` event on ``cdn.egress.gb`` whose id is
+``uuid5(NAMESPACE, "<tenant>/<x-edge-request-id>")``: within the tenant the object belongs
+to, so importing the same log twice stores it once, and no other tenant's events can hold
+the id a line of this tenant needs. Lines imported before ids were scoped by tenant carry
+``uuid5(NAMESPACE, request id)``; a line whose old id is already this tenant's egress event
+keeps it, so re-importing an old log does not bill its egress twice.
+
+A line that cannot be read (wrong column count, a byte count that is not a number, a render
+of another tenant) is yielded as a ``RowError`` for the importer to report and skip; a
+missing or incomplete ``#Fields:`` header is raised, since no line can be read without it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from urllib.parse import unquote
 from sqlalchemy import Engine
 
 from ingest.parsing import RowError
+from ledger.connections import connection
 from ledger.journal import render_owners
 
 NAMESPACE = uuid.UUID("5f0d9a54-6c1e-4b8e-9a57-2f1b0c9d3e11")
@@ -41,7 +50,19 @@ class CdnStats:
     unmatched: int = 0  # objects that are not renders, or renders the ledger does not know
 
 
-def _lines(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, str], int]]:
+def event_id(tenant: str, request_id: str) -> uuid.UUID:
+    """The id of a log line's event: its request id within its tenant."""
+    return uuid.uuid5(NAMESPACE, f"{tenant}/{request_id}")
+
+
+def _legacy_id(request_id: str) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, request_id)
+
+
+Line = tuple[int, dict[str, str] | RowError, int]
+
+
+def _lines(raw: Iterable[bytes]) -> Iterator[Line]:
     fields: list[str] | None = None
     for lineno, line in enumerate(raw, start=1):
         text = line.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -57,41 +78,72 @@ def _lines(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, str], int]]:
             raise RowError(lineno, "#Fields", "no #Fields: header before the first entry")
         values = text.split("\t")
         if len(values) != len(fields):
-            raise RowError(lineno, "row", f"{len(values)} columns, the header names {len(fields)}")
+            problem = f"{len(values)} columns, the header names {len(fields)}"
+            yield lineno, RowError(lineno, "row", problem), len(line)
+            continue
         yield lineno, dict(zip(fields, values, strict=True)), len(line)
+
+
+def _old_ids_kept(
+    engine: Engine, wanted: list[tuple[str, uuid.UUID]]
+) -> set[tuple[str, uuid.UUID]]:
+    """Of these (tenant, pre-scoping id) pairs, those that are that tenant's egress events."""
+    if not wanted:
+        return set()
+    with connection(engine) as raw:
+        rows = raw.execute(
+            "SELECT tenant_id, event_id FROM cost_events "
+            "WHERE stage = 'cdn_egress' AND (tenant_id, event_id) "
+            "IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+            ([t for t, _ in wanted], [i for _, i in wanted]),
+        ).fetchall()
+    return {(r[0], r[1]) for r in rows}
 
 
 def cdn_rows(
     raw: Iterable[bytes], engine: Engine, stats: CdnStats, chunk: int = 2_000
 ) -> Iterator[tuple[int, Any, int]]:
-    """Rows for ``import_events``: event dicts built from log lines, a chunk at a time."""
+    """Rows for ``import_events`` in line order: event dicts built from log lines, or the
+    ``RowError`` of a line that cannot be one; read a chunk at a time."""
     lines = _lines(raw)
     while block := list(itertools.islice(lines, chunk)):
-        parsed = []
+        keys: dict[int, tuple[str, uuid.UUID, str]] = {}  # line: tenant, render, request id
+        for lineno, entry, _ in block:
+            if not isinstance(entry, RowError):
+                match = _KEY.match(unquote(entry["cs-uri-stem"]))
+                if match is not None:
+                    request = entry["x-edge-request-id"]
+                    keys[lineno] = (match["tenant"], uuid.UUID(match["render"]), request)
+        owners = render_owners(engine, sorted({k[1] for k in keys.values()}))
+        old = _old_ids_kept(engine, [(t, _legacy_id(r)) for t, _, r in keys.values()])
         for lineno, entry, size in block:
-            match = _KEY.match(unquote(entry["cs-uri-stem"]))
-            if match is None:
-                stats.unmatched += 1
+            if isinstance(entry, RowError):
+                yield lineno, entry, size
                 continue
-            parsed.append((lineno, entry, size, match["tenant"], uuid.UUID(match["render"])))
-        owners = render_owners(engine, sorted({p[4] for p in parsed}))
-        for lineno, entry, size, tenant, render_id in parsed:
-            owner = owners.get(render_id)
-            if owner is None:
-                stats.unmatched += 1
+            key = keys.get(lineno)
+            owner = owners.get(key[1]) if key else None
+            if key is None or owner is None:
+                stats.unmatched += 1  # not a render, or not one the ledger knows
                 continue
+            tenant, render_id, request = key
             if owner[0] != tenant:
-                raise RowError(lineno, "cs-uri-stem", f"render {render_id} belongs to {owner[0]}")
-            yield lineno, _event(lineno, entry, tenant, owner[1], render_id), size
+                problem = f"render {render_id} belongs to {owner[0]}, not {tenant}"
+                yield lineno, RowError(lineno, "cs-uri-stem", problem), size
+                continue
+            legacy = _legacy_id(request)
+            eid = legacy if (tenant, legacy) in old else event_id(tenant, request)
+            yield lineno, _event(lineno, entry, eid, tenant, owner[1], render_id), size
 
 
-def _event(lineno: int, e: dict[str, str], tenant: str, use_case: str, render: uuid.UUID) -> Any:
+def _event(
+    lineno: int, e: dict[str, str], eid: uuid.UUID, tenant: str, use_case: str, render: uuid.UUID
+) -> dict[str, Any] | RowError:
     try:
         sent = int(e["sc-bytes"])
-    except ValueError as exc:
-        raise RowError(lineno, "sc-bytes", f"not a byte count: {e['sc-bytes']!r}") from exc
+    except ValueError:
+        return RowError(lineno, "sc-bytes", f"not a byte count: {e['sc-bytes']!r}")
     return {
-        "event_id": uuid.uuid5(NAMESPACE, e["x-edge-request-id"]),
+        "event_id": eid,
         "tenant_id": tenant,
         "use_case": use_case,
         "render_id": render,

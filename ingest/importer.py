@@ -1,8 +1,14 @@
 """Bulk import of NDJSON, CSV and Parquet files, local or on S3, streamed in batches.
 
-Each batch is one ``append``: a bad row stops the import before its batch is written, so
-what is in the ledger afterwards is whole batches only. Re-running the same file after a
-fix is safe: the batches already written come back as duplicates.
+Each batch is one ``append``. By default a bad row stops the import before its batch is
+written, so what is in the ledger afterwards is whole batches only, and re-running the same
+file after a fix is safe: the batches already written come back as duplicates. With
+``skip_bad`` (the default for CDN logs, whose lines are independent facts from a third
+party) a bad row is reported and left out, and every good row is written.
+
+Readers yield ``(line, payload, bytes)``; a payload that is a ``RowError`` is a row they
+could not read but could read past. A ``RowError`` they *raise* ends the file (a missing
+header, undecodable bytes): nothing after it can be trusted.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -53,12 +59,17 @@ class ImportFailed(ValueError):
         self.written = written
 
 
+KEPT_REFUSED = 100  # refused rows kept in the report; the rest are counted
+
+
 @dataclass
 class ImportReport:
     rows: int = 0
     accepted: int = 0
     duplicates: int = 0
     batches: int = 0
+    refused: int = 0
+    first_refused: list[RowError] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +80,7 @@ class Source:
     format: str
     total: int | None
     rows: Iterator[tuple[int, Any, int]]
+    skip_bad: bool = False  # what import_events does with a bad row unless told
 
 
 def detect_format(name: str, explicit: str | None) -> str:
@@ -99,21 +111,28 @@ def _csv_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, Any, int]]:
             yield chunk
 
     reader = csv.DictReader(codecs.iterdecode(counting(), "utf-8"), strict=True)
+    records = iter(reader)
     before = 0
-    try:
-        for record in reader:
-            if None in record:
-                raise RowError(reader.line_num, "row", "more fields than the header")
-            row: dict[str, Any] = {k: v for k, v in record.items() if v not in ("", None)}
-            if "attributes" in row:
-                try:
-                    row["attributes"] = orjson.loads(row["attributes"])
-                except orjson.JSONDecodeError as exc:
-                    raise RowError(reader.line_num, "attributes", f"not JSON: {exc}") from exc
-            yield reader.line_num, row, consumed - before
-            before = consumed
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise RowError(reader.line_num + 1, "row", str(exc)) from exc
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the csv reader goes on at the next line
+            yield reader.line_num + 1, RowError(reader.line_num + 1, "row", str(exc)), 0
+            continue
+        except UnicodeDecodeError as exc:  # the decoder cannot: the rest is unreadable
+            raise RowError(reader.line_num + 1, "row", str(exc)) from exc
+        size, before = consumed - before, consumed
+        row: Any = {k: v for k, v in record.items() if v not in ("", None)}
+        if None in record:
+            row = RowError(reader.line_num, "row", "more fields than the header")
+        elif "attributes" in row:
+            try:
+                row["attributes"] = orjson.loads(row["attributes"])
+            except orjson.JSONDecodeError as exc:
+                row = RowError(reader.line_num, "attributes", f"not JSON: {exc}")
+        yield reader.line_num, row, size
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, Any, int]]:
@@ -121,12 +140,12 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, Any, int]]:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
         for row in batch.to_pylist():
             n += 1
-            clean = {k: v for k, v in row.items() if v is not None}
+            clean: Any = {k: v for k, v in row.items() if v is not None}
             if isinstance(clean.get("attributes"), str):
                 try:
                     clean["attributes"] = orjson.loads(clean["attributes"])
                 except orjson.JSONDecodeError as exc:
-                    raise RowError(n, "attributes", f"not JSON: {exc}") from exc
+                    clean = RowError(n, "attributes", f"not JSON: {exc}")
             yield n, clean, 1
 
 
@@ -174,8 +193,8 @@ def open_source(
         if engine is None:
             raise ValueError("a cdn-log import needs the ledger's database")
         rows = cdn_rows(lines, engine, cdn_stats if cdn_stats is not None else CdnStats())
-    else:
-        rows = _ndjson_rows(lines) if fmt == "ndjson" else _csv_rows(lines)
+        return Source(location, fmt, total, rows, skip_bad=True)
+    rows = _ndjson_rows(lines) if fmt == "ndjson" else _csv_rows(lines)
     return Source(location, fmt, total, rows)
 
 
@@ -191,25 +210,62 @@ def import_events(
     *,
     batch_size: int = 5_000,
     on_progress: Callable[[int], None] | None = None,
+    skip_bad: bool | None = None,
+    on_refused: Callable[[RowError], None] | None = None,
 ) -> ImportReport:
+    """Append the source's rows in batches; ``skip_bad`` (unset: the source's default) leaves
+    bad rows out, reporting each to ``on_refused``, instead of stopping at the first."""
+    skip = source.skip_bad if skip_bad is None else skip_bad
     report = ImportReport()
     batch: list[CostEvent] = []
     lines: list[int] = []
     consumed = 0
 
+    def refuse(error: RowError) -> None:
+        if not skip:
+            raise error
+        report.refused += 1
+        if len(report.first_refused) < KEPT_REFUSED:
+            report.first_refused.append(error)
+        if on_refused:
+            on_refused(error)
+
+    def drop(bad: dict[int, RowError]) -> None:
+        """Refuse the rows at these batch indexes, in line order, and keep the others."""
+        for i in sorted(bad):
+            refuse(bad[i])
+        kept = [i for i in range(len(batch)) if i not in bad]
+        batch[:] = [batch[i] for i in kept]
+        lines[:] = [lines[i] for i in kept]
+
     def flush() -> None:
         nonlocal consumed
-        try:
-            receipt = ledger.append(batch)
-        except BatchInvalid as exc:
-            first = exc.errors[0]
-            raise RowError(lines[first.index], first.field, first.message) from exc
-        except EventConflict as exc:
-            line = next(n for e, n in zip(batch, lines, strict=True) if e.event_id in exc.event_ids)
-            raise RowError(line, "event_id", str(exc)) from exc
-        report.accepted += receipt.accepted
-        report.duplicates += receipt.duplicates
-        report.batches += 1
+        # An append is all or nothing: without the refused rows the rest is tried again.
+        while batch:
+            try:
+                receipt = ledger.append(batch)
+            except BatchInvalid as exc:
+                bad: dict[int, RowError] = {}
+                for e in exc.errors:
+                    bad.setdefault(e.index, RowError(lines[e.index], e.field, e.message))
+                drop(bad)
+                continue
+            except EventConflict as exc:
+                ids = set(exc.event_ids)
+                drop(
+                    {
+                        i: RowError(
+                            lines[i], "event_id", f"{e.event_id} is recorded with other content"
+                        )
+                        for i, e in enumerate(batch)
+                        if e.event_id in ids
+                    }
+                )
+                continue
+            report.accepted += receipt.accepted
+            report.duplicates += receipt.duplicates
+            report.batches += 1
+            break
         batch.clear()
         lines.clear()
         if on_progress:
@@ -218,17 +274,21 @@ def import_events(
 
     try:
         for line, payload, size in source.rows:
+            report.rows += 1
+            consumed += size
+            if isinstance(payload, RowError):
+                refuse(payload)
+                continue
             try:
                 batch.append(_validate(payload))
             except ValidationError as exc:
                 err = field_errors(exc, 0)[0]
-                raise RowError(line, err.field, err.message) from exc
+                refuse(RowError(line, err.field, err.message))
+                continue
             lines.append(line)
-            report.rows += 1
-            consumed += size
             if len(batch) >= batch_size:
                 flush()
-        if batch:
+        if batch or consumed:
             flush()
     except RowError as exc:
         raise ImportFailed(source.name, exc, report.accepted) from exc

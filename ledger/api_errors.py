@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from uuid import UUID
 
+import psycopg
+import sqlalchemy.exc
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+
+from ledger.database import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = 5  # a restart or failover is seconds; clients back off from there
 
 
 class FieldErrorOut(BaseModel):
@@ -41,6 +49,7 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "A known event_id with different content",
         413: "Body or batch too large",
         422: "Invalid input, each error with its index and field",
+        503: "The database is unreachable; retry after Retry-After seconds",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
 
@@ -55,3 +64,31 @@ async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"field": "request", "message": "invalid"}
     body = {"detail": {"message": f"{first['field']}: {first['message']}", "errors": errors}}
     return JSONResponse(status_code=422, content=body)
+
+
+# Connection failures, however they surface: the driver's own error on a raw connection,
+# SQLAlchemy's wrapping of it (connecting, or a pooled connection found dead), a full pool,
+# or the embedded server failing to start.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    sqlalchemy.exc.DBAPIError,
+    sqlalchemy.exc.TimeoutError,
+    DatabaseUnavailable,
+)
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.OperationalError)
+    return isinstance(exc, UNAVAILABLE)
+
+
+async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After, not 500: nothing is wrong with the request, and nothing was
+    written (appends are one transaction), so the same request may simply be sent again."""
+    if not _is_unavailable(exc):
+        raise exc  # a database error that is a bug: the usual 500 and traceback
+    log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    message = "the database cannot answer now (unreachable, restarting or overloaded); retry"
+    body = {"detail": {"message": message, "errors": []}}
+    return JSONResponse(status_code=503, content=body, headers={"Retry-After": str(RETRY_AFTER_S)})

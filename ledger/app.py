@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from ingest.api import router as events_router
 from ingest.parsing import EVENT
-from ledger.api_errors import responses, validation_error
+from ledger.api_errors import UNAVAILABLE, database_unavailable, responses, validation_error
 from ledger.cli_common import s3_client
 from ledger.database import make_engine, resolve_url
 from ledger.deps import AdminKey, LedgerDep
@@ -85,13 +85,18 @@ def create_app(
             if own:
                 app.state.ledger.engine.dispose()
 
+    # The docs (/docs, /redoc, /openapi.json) are public like /healthz: the schema is no
+    # secret, and "Authorize" in /docs is how a key holder tries the API.
     app = FastAPI(
         title="renderledger",
         version="0.1.0",
         summary="Cost ledger for diffusion image generation: priced, append-only, verifiable.",
         lifespan=lifespan,
+        responses=responses(503),
     )
     app.add_exception_handler(RequestValidationError, validation_error)
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
     app.include_router(events_router)
     app.include_router(reports_router)
     app.include_router(billing_router)

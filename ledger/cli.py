@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -17,27 +16,25 @@ from ledger import database
 from ledger.chain import verify as verify_chain
 from ledger.cli_alerts import alerts_app
 from ledger.cli_billing import invoice_app, plans_app
+from ledger.cli_common import DEFAULT_PRICES as DEFAULT_PRICES  # tests and scripts use it here
 from ledger.cli_common import (
     database_url,
     err,
     fail,
     open_ledger,
     out,
+    plain,
     progress_bar,
     s3_client,
 )
-from ledger.cli_render import render, render_demo, spool_app
+from ledger.cli_demo import DEMO_SEED, demo
+from ledger.cli_render import render, spool_app
 from ledger.connections import connection
-from ledger.errors import EventConflict, LedgerError
+from ledger.errors import LedgerError
+from ledger.money import canonical_decimal
 from ledger.prices import PriceBookError, load_price_book_file
 from ledger.sample import sample_events
-from ledger.settings import Settings, get_settings
-from ledger.store import Ledger
-from reports.billing.plans import read_file as read_plans
-from reports.billing.plans import store_grant, store_plan
-
-DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
-EXAMPLE_PLANS = Path(__file__).with_name("example_plans.toml")
+from ledger.settings import get_settings
 
 app = typer.Typer(
     help="renderledger: the cost ledger for diffusion image generation.",
@@ -57,6 +54,8 @@ app.add_typer(plans_app, name="plans")
 app.add_typer(invoice_app, name="invoice")
 app.add_typer(alerts_app, name="alerts")
 app.command()(render)
+app.command()(demo)
+SHOWN_REFUSED = 20  # refused rows printed; the rest are counted (and all go to --rejects)
 
 
 @db_app.command("start")
@@ -65,7 +64,7 @@ def db_start() -> None:
     settings = get_settings()
     if settings.database_url:
         raise fail("DATABASE_URL is set; renderledger uses that server, not an embedded one")
-    out.print(database_url(settings), highlight=False)
+    out.print(plain(database_url(settings)), highlight=False)
 
 
 @db_app.command("stop")
@@ -78,7 +77,7 @@ def db_stop() -> None:
 @db_app.command("url")
 def db_url() -> None:
     """Print the database URL in use (starting the embedded server if needed)."""
-    out.print(database_url(get_settings()), highlight=False)
+    out.print(plain(database_url(get_settings())), highlight=False)
 
 
 @keys_app.command("create")
@@ -121,7 +120,12 @@ def keys_list() -> None:
     for key_id, tenant, scopes, name, created, revoked in list_keys(
         open_ledger(get_settings()).engine
     ):
-        table.add_row(key_id, tenant or "(admin)", ",".join(scopes), name, created, revoked or "")
+        shown = ",".join(scopes)
+        if tenant is not None and "admin" in scopes:
+            shown += " (admin void: a tenant's key)"  # made before such keys were refused
+        table.add_row(
+            key_id, plain(tenant or "(admin)"), shown, plain(name), created, revoked or ""
+        )
     out.print(table)
 
 
@@ -142,21 +146,53 @@ def prices_load(file: Annotated[Path, typer.Argument(help="A price book TOML fil
         raise fail(f"{file}: {exc}") from exc
     verb = "loaded" if created else "already loaded"
     out.print(
-        f"{verb}: version {version.version} {version.name!r}, {len(version.prices)} SKUs, "
-        f"{version.currency}, effective from {version.effective_from.isoformat()}"
+        f"{verb}: version {version.version} {plain(repr(version.name))}, "
+        f"{len(version.prices)} SKUs, {version.currency}, "
+        f"effective from {version.effective_from.isoformat()}",
+        highlight=False,
     )
 
 
+_VERSIONS_SQL = """
+SELECT v.version, v.name, v.kind, v.effective_from, v.currency,
+       p.sku, p.unit, p.unit_price_nanos, p.description
+FROM price_versions v LEFT JOIN prices p USING (version)
+WHERE %(name)s::text IS NULL OR v.name = %(name)s OR v.version::text = %(name)s
+ORDER BY v.kind, v.effective_from, v.version, p.sku
+"""
+
+
 @prices_app.command("list")
-def prices_list() -> None:
-    """Show every price book version and its SKUs."""
-    book = open_ledger(get_settings()).price_book()
-    table = Table("version", "name", "effective from", "currency", "SKUs")
-    for v in book.versions:
-        table.add_row(
-            str(v.version), v.name, v.effective_from.isoformat(), v.currency, str(len(v.prices))
-        )
-    out.print(table)
+def prices_list(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Only this book (its name or number)")
+    ] = None,
+) -> None:
+    """Every price book version, cost and what-if (which never rates events), and each one's
+    SKUs with their unit prices."""
+    with connection(open_ledger(get_settings()).engine) as raw:
+        rows = raw.execute(_VERSIONS_SQL, {"name": version}).fetchall()
+    if not rows:
+        raise fail(f"no price book {version!r}" if version else "no price book loaded")
+    books: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        books.setdefault(row[0], []).append(row)
+    summary = Table("version", "name", "kind", "effective from", "currency", "SKUs")
+    for number, skus in books.items():
+        _, name, kind, start, currency, *_ = skus[0]
+        counted = str(sum(r[5] is not None for r in skus))
+        kind = kind.replace("_", "-")  # as the TOML file spells it
+        summary.add_row(str(number), plain(name), kind, start.isoformat(), currency, counted)
+    out.print(summary)
+    for number, skus in books.items():
+        _, name, kind, _, currency, *_ = skus[0]
+        title = f"{number} {plain(name)} ({kind.replace('_', '-')})"
+        table = Table("SKU", "unit", f"price ({currency})", "description", title=title)
+        for *_, sku, unit, nanos, description in skus:
+            if sku is not None:
+                units = canonical_decimal(nanos.scaleb(-9))
+                table.add_row(plain(sku), plain(unit), units, plain(description or ""))
+        out.print(table)
 
 
 @app.command()
@@ -169,11 +205,28 @@ def ingest(
         ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Events per append")] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad", help="Skip and report bad rows instead of stopping at the first"
+        ),
+    ] = False,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(help="Write every refused row here as NDJSON: line, field, message"),
+    ] = None,
 ) -> None:
     """Import cost events from NDJSON, CSV or Parquet, or CDN egress from a CDN access log
-    (CloudFront standard format; see ingest/cdn_log.py), in batches, with a progress bar."""
+    (CloudFront standard format; see ingest/cdn_log.py), in batches, with a progress bar.
+
+    A bad row stops the import (exit 1; the batches before it stay written) unless
+    --skip-bad is given. A CDN log always skips its bad lines. Skipped rows are printed
+    (the first 20, then a count) and the command exits 4 when any was refused, after
+    writing every good one.
+    """
     from ingest.cdn_log import CdnStats
     from ingest.importer import ImportFailed, import_events, open_source
+    from ingest.parsing import RowError
 
     settings = get_settings()
     size = batch_size or settings.ingest.import_batch_size
@@ -185,22 +238,50 @@ def ingest(
             s3 = s3_client(settings) if "://" in location else None
             cdn = CdnStats()
             source = open_source(location, fmt, stack, s3, engine=ledger.engine, cdn_stats=cdn)
+            sink = stack.enter_context(rejects.open("wb")) if rejects else None
         except (ValueError, OSError) as exc:
             raise fail(str(exc)) from exc
+
+        def refused(error: RowError) -> None:
+            if sink is not None:
+                row = {"line": error.line, "field": error.field, "message": error.message}
+                sink.write(orjson.dumps(row) + b"\n")
+
         with progress_bar() as progress:
             unit = "rows" if source.format == "parquet" else "bytes"
             task = progress.add_task(f"{source.name} ({unit})", total=source.total)
             try:
                 report = import_events(
-                    ledger, source, batch_size=size, on_progress=lambda n: progress.advance(task, n)
+                    ledger,
+                    source,
+                    batch_size=size,
+                    on_progress=lambda n: progress.advance(task, n),
+                    skip_bad=skip_bad or None,
+                    on_refused=refused,
                 )
             except ImportFailed as exc:
                 raise fail(str(exc)) from exc
-    out.print(
-        f"{report.rows} rows: {report.accepted} accepted, {report.duplicates} duplicates, "
-        f"{report.batches} batches"
-        + (f"; {cdn.unmatched} log lines matched no known render" if cdn.unmatched else "")
+    for error in sorted(report.first_refused, key=lambda e: e.line)[:SHOWN_REFUSED]:
+        err.print(f"refused: {plain(error)}", highlight=False)
+    hidden = report.refused - min(report.refused, SHOWN_REFUSED)
+    if hidden:
+        where = f"all in {rejects}" if rejects else "--rejects FILE keeps them all"
+        err.print(f"… and {hidden} more refused rows ({plain(where)})", highlight=False)
+    why = (
+        " (already in the ledger with the same event_id and content, so not stored again: "
+        "this file, or one with the same ids such as a sample of the same --seed, was "
+        "imported before)"
+        if report.duplicates
+        else ""
     )
+    out.print(
+        f"{report.rows} rows: {report.accepted} accepted, {report.duplicates} duplicates{why}, "
+        f"{report.refused} refused, {report.batches} batches"
+        + (f"; {cdn.unmatched} log lines matched no known render" if cdn.unmatched else ""),
+        highlight=False,
+    )
+    if report.refused:
+        raise fail(f"{report.refused} row(s) refused and skipped; the others are written", 4)
 
 
 @app.command()
@@ -251,15 +332,20 @@ def rollup(
 def sample(
     file: Annotated[Path, typer.Argument(help="Where to write NDJSON events")],
     renders: Annotated[int, typer.Option(help="Renders to generate (~9 events each)")] = 1000,
-    seed: Annotated[int, typer.Option(help="Same seed, same event_ids")] = 7,
+    seed: Annotated[
+        int, typer.Option(help=f"Same seed, same event_ids (`make run` used {DEMO_SEED})")
+    ] = 1,
 ) -> None:
-    """Write a generated sample of cost events as NDJSON, e.g. to try `renderledger ingest`."""
+    """Write a generated sample of cost events as NDJSON, e.g. to try `renderledger ingest`.
+
+    The default seed is not the demo's, so after `make run` these events are new ones.
+    """
     with file.open("wb") as fh:
         n = 0
         for event in sample_events(renders, seed=seed):
             fh.write(orjson.dumps(event.model_dump(mode="json")) + b"\n")
             n += 1
-    out.print(f"wrote {n} events of {renders} renders to {file}")
+    out.print(f"wrote {n} events of {renders} renders to {plain(file)}", highlight=False)
 
 
 @app.command()
@@ -283,103 +369,6 @@ def serve(
         workers=workers,
         log_level="info",
     )
-
-
-@app.command()
-def demo(
-    renders: Annotated[int, typer.Option(help="Sample renders to ingest")] = 2000,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
-    no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after ingesting")] = False,
-    render_images: Annotated[bool, typer.Option(help="Render a few images (tiny preset)")] = True,
-) -> None:
-    """What `make run` does: database, migrations, default prices, a sample, then the API."""
-    settings = get_settings()
-    url = database_url(settings)
-    out.print(f"[bold]database[/] {url}", highlight=False)
-    database.migrate(url)
-    ledger = Ledger(database.make_engine(url, app_role=settings.db.app_role))
-    version, created = ledger.load_prices(load_price_book_file(DEFAULT_PRICES))
-    out.print(f"[bold]price book[/] {version.name!r} ({'loaded' if created else 'present'})")
-    events = sample_events(renders)
-    accepted = duplicates = 0
-    first_render = None
-    with progress_bar() as progress:
-        task = progress.add_task("ingesting sample events", total=None)
-        while chunk := list(itertools.islice(events, 5000)):
-            first_render = first_render or chunk[0].render_id
-            try:
-                receipt = ledger.append(chunk)
-            except EventConflict:
-                err.print("an older sample with the same ids is already in the ledger; kept it")
-                break
-            accepted += receipt.accepted
-            duplicates += receipt.duplicates
-            progress.advance(task, len(chunk))
-    out.print(f"[bold]sample[/] {accepted} events accepted, {duplicates} already there")
-    images = settings.data_dir / "images"
-    rendered = render_demo(settings, ledger, images) if render_images else []
-    if rendered:
-        out.print(
-            f"[bold]renders[/] {len(rendered)} images in {images}, their events in the ledger"
-        )
-    result = verify_chain(ledger.engine)
-    out.print(
-        f"[bold]verify[/] {'ok' if result.ok else result.reason}: {result.events_checked} events"
-    )
-    for whatif in sorted((DEFAULT_PRICES.parent / "whatif").glob("*.toml")):
-        ledger.load_prices(load_price_book_file(whatif))
-    from reports.jobs import run_rollup
-
-    rolled = run_rollup(ledger.engine)
-    out.print(f"[bold]rollup[/] {rolled.events} new events rolled up")
-    plans, grants = read_plans(EXAMPLE_PLANS)
-    with connection(ledger.engine, transaction=True) as raw:
-        added = sum(store_plan(raw, p) for p in plans) + sum(store_grant(raw, g) for g in grants)
-    out.print(f"[bold]billing[/] example plans {'loaded' if added else 'present'}")
-    if no_serve:
-        return
-    key = _demo_key(settings, ledger)
-    base = f"http://{host}:{port}"
-    out.print(
-        f"""
-[bold green]renderledger is serving[/] (Ctrl-C to stop; `renderledger db stop` ends PostgreSQL)
-Every endpoint but /healthz wants a key; here is an admin one ({settings.data_dir}/demo-admin.key):
-  export RL_KEY={key}
-  curl -H "Authorization: Bearer $RL_KEY" '{base}/v1/tenants/acme/report?group_by=use_case'
-In the API docs, "Authorize" takes the same key.
-  API docs     {base}/docs
-  health       {base}/healthz
-  event log    {base}/v1/events?limit=20
-  one render   {base}/v1/renders/{rendered[0] if rendered else first_render}
-  report       {base}/v1/tenants/acme/report?from=2026-10-01&to=2026-12-01&group_by=use_case,stage
-  vs an API    {base}/v1/tenants/acme/report?group_by=use_case&what_if=openai-dalle3-standard
-  as CSV       {base}/v1/tenants/acme/report?group_by=day&format=csv
-  invoice      {base}/v1/tenants/acme/invoices/2026-10  (a draft; add ?format=pdf or csv)
-  in EUR       {base}/v1/tenants/globex/invoices/2026-10?format=pdf
-  alerts       {base}/v1/alerts?status=open  (and `renderledger alerts evaluate` for the harness)
-  metrics      {base}/metrics
-""",
-        highlight=False,
-    )
-    import uvicorn
-
-    from ledger.app import create_app
-
-    uvicorn.run(create_app(settings, ledger), host=host, port=port, log_level="warning")
-
-
-def _demo_key(settings: Settings, ledger: Ledger) -> str:
-    """The demo's admin key, reused across runs while it stays valid."""
-    from ledger.keys import authenticate, create_key
-
-    path = settings.data_dir / "demo-admin.key"
-    if path.exists() and authenticate(ledger.engine, key := path.read_text().strip()):
-        return key
-    key = create_key(ledger.engine, None, ["admin"], "make run demo")
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
 
 
 def main() -> None:

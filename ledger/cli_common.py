@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledger import database
 from ledger.settings import Settings
 from ledger.store import Ledger
 
+DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
+EXAMPLE_PLANS = Path(__file__).with_name("example_plans.toml")
+
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``message`` as is (brackets in a regex or a file name are not markup) and give
+    the exit to raise."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
+
+
+def plain(value: object) -> str:
+    """``value`` for a markup string or a table cell: rich would eat ``[x]`` in user text."""
+    return escape(str(value))
 
 
 def database_url(settings: Settings) -> str:

@@ -55,7 +55,7 @@ def require(scope: str) -> Callable[[Principal], Principal]:
     """A dependency that lets through keys with ``scope`` (admin keys have every scope)."""
 
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if scope not in principal.scopes and not principal.is_admin:
+        if not principal.has(scope):
             raise HTTPException(403, {"message": f"this key lacks the {scope!r} scope"})
         return principal
 

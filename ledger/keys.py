@@ -30,7 +30,12 @@ class Principal:
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.scopes
+        """Every tenant's data: only a key without a tenant. A tenant key stored with the
+        admin scope (``create_key`` refuses them now) is held to its tenant's other scopes."""
+        return "admin" in self.scopes and self.tenant_id is None
+
+    def has(self, scope: str) -> bool:
+        return self.is_admin or (scope != "admin" and scope in self.scopes)
 
     def can_see(self, tenant_id: str) -> bool:
         return self.is_admin or self.tenant_id == tenant_id
@@ -48,6 +53,11 @@ def create_key(engine: Engine, tenant: str | None, scopes: list[str], name: str 
         raise KeyRefused(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(scopes)}")
     if tenant is None and "admin" not in scopes:
         raise KeyRefused("a key without --tenant must have the admin scope")
+    if tenant is not None and "admin" in scopes:
+        raise KeyRefused(
+            "the admin scope reaches every tenant, so it is for keys without --tenant; "
+            "a tenant's key takes ingest and/or read"
+        )
     if tenant is not None and not TENANT_RE.match(tenant):
         raise KeyRefused(f"tenant {tenant!r}: lowercase letters, digits, '_' and '-' only")
     key_id = secrets.token_hex(6)

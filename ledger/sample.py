@@ -50,43 +50,94 @@ def sample_events(
         at = start + timedelta(seconds=rng.uniform(0, span.total_seconds()))
         failed = rng.random() < 0.03
         hit = rng.random() < 0.8
-
         attrs = {"model": "sdxl-1.0", "gpu_type": gpu, "steps": 25, "width": 1024, "height": 1024}
-        common = {
-            "tenant_id": tenant,
-            "use_case": use_case,
-            "render_id": render_id,
-            "occurred_at": at,
-            "attributes": attrs,
-        }
-        event = partial(_event, rng, common)
-        encoder = _q(rng.uniform(0.015, 0.03))
-        yield event(
-            Stage.TEXT_ENCODER,
-            f"gpu.{gpu}.second",
-            Decimal(0) if hit else encoder,
-            cache=Cache.HIT if hit else Cache.MISS,
-            baseline_quantity=encoder,
-        )
-        yield event(Stage.CAPTION_LLM, "llm.gpt-4o-mini.input_token", Decimal(rng.randint(40, 90)))
-        yield event(
-            Stage.CAPTION_LLM, "llm.gpt-4o-mini.output_token", Decimal(rng.randint(60, 160))
-        )
-        unet = _q(max(0.5, rng.gauss(2.6, 0.2)))
-        yield event(Stage.UNET, f"gpu.{gpu}.second", unet)
-        if not failed:
-            yield event(Stage.VAE_DECODE, f"gpu.{gpu}.second", _q(rng.uniform(0.12, 0.2)))
-            yield event(Stage.POSTPROCESS, "image.transform", Decimal(1))
-            yield event(Stage.STORAGE, "s3.put_request", Decimal(1))
-            yield event(Stage.STORAGE, "s3.standard.gb_month", _q(rng.uniform(0.0009, 0.0016), 9))
-        unet_s = float(unet)
-        yield event(
-            Stage.RENDER,
-            "render.image",
-            Decimal(1),
-            outcome=Outcome.FAILED if failed else Outcome.DELIVERED,
-            attributes={**attrs, "latency_ms": round(unet_s * 1000 + 450, 1)},
-        )
+        yield from _render(rng, tenant, use_case, render_id, at, attrs, failed=failed, hit=hit)
+
+
+def _render(
+    rng: random.Random,
+    tenant: str,
+    use_case: str,
+    render_id: UUID,
+    at: datetime,
+    attrs: dict[str, Any],
+    *,
+    failed: bool,
+    hit: bool,
+    unet_factor: float = 1.0,
+) -> Iterator[CostEvent]:
+    # The order of the rng calls is what keeps a seed's event_ids: do not reorder.
+    gpu = attrs["gpu_type"]
+    common = {
+        "tenant_id": tenant,
+        "use_case": use_case,
+        "render_id": render_id,
+        "occurred_at": at,
+        "attributes": attrs,
+    }
+    event = partial(_event, rng, common)
+    encoder = _q(rng.uniform(0.015, 0.03))
+    yield event(
+        Stage.TEXT_ENCODER,
+        f"gpu.{gpu}.second",
+        Decimal(0) if hit else encoder,
+        cache=Cache.HIT if hit else Cache.MISS,
+        baseline_quantity=encoder,
+    )
+    yield event(Stage.CAPTION_LLM, "llm.gpt-4o-mini.input_token", Decimal(rng.randint(40, 90)))
+    yield event(Stage.CAPTION_LLM, "llm.gpt-4o-mini.output_token", Decimal(rng.randint(60, 160)))
+    unet = _q(max(0.5, rng.gauss(2.6, 0.2)) * unet_factor)
+    yield event(Stage.UNET, f"gpu.{gpu}.second", unet)
+    if not failed:
+        yield event(Stage.VAE_DECODE, f"gpu.{gpu}.second", _q(rng.uniform(0.12, 0.2)))
+        yield event(Stage.POSTPROCESS, "image.transform", Decimal(1))
+        yield event(Stage.STORAGE, "s3.put_request", Decimal(1))
+        yield event(Stage.STORAGE, "s3.standard.gb_month", _q(rng.uniform(0.0009, 0.0016), 9))
+    unet_s = float(unet)
+    yield event(
+        Stage.RENDER,
+        "render.image",
+        Decimal(1),
+        outcome=Outcome.FAILED if failed else Outcome.DELIVERED,
+        attributes={**attrs, "latency_ms": round(unet_s * 1000 + 450, 1)},
+    )
+
+
+REGRESSION_SERIES = ("acme", "architecture")  # a series the demo's real renders leave alone
+
+
+def regression_events(now: datetime) -> Iterator[CostEvent]:
+    """One series the alert detector can judge at ``now``, and that regressed.
+
+    The detector wants a baseline of at least 14 hours with 5 delivered renders at the same
+    hour of day (±1 h) on earlier days, and 100 delivered renders in the last 6 hours. This
+    gives it 7 days × 8 hours (from 3 hours before ``now``'s hour to 4 after, so a later
+    ``alerts run`` still finds its baseline) of 8 int8 renders, 32 more today before the
+    change, then 120 in the two hours before ``now``'s hour whose UNet runs in fp16 and
+    costs 39 % more. Ids and times hang on the hour, so a rerun within it adds nothing.
+    """
+    tenant, use_case = REGRESSION_SERIES
+    anchor = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    rng = random.Random(f"regression {tenant}/{use_case} {anchor.isoformat()}")  # noqa: S311
+
+    def stretch(
+        start: datetime, hours: int, n: int, precision: str, factor: float
+    ) -> Iterator[CostEvent]:
+        for _ in range(n):
+            at = start + timedelta(seconds=rng.uniform(0, hours * 3600 - 1))
+            attrs = {"model": "sdxl-1.0", "gpu_type": "h100", "precision": precision}
+            hit = rng.random() < 0.8
+            render = _uuid(rng)
+            yield from _render(
+                rng, tenant, use_case, render, at, attrs, failed=False, hit=hit, unet_factor=factor
+            )
+
+    for day in range(7, 0, -1):
+        for hour in range(-3, 5):
+            start = anchor - timedelta(days=day, hours=-hour)
+            yield from stretch(start, 1, 8, "int8", 1.0)
+    yield from stretch(anchor - timedelta(hours=6), 4, 32, "int8", 1.0)
+    yield from stretch(anchor - timedelta(hours=2), 2, 120, "fp16", 1.39)
 
 
 def unet_event(tenant: str, render: UUID | None = None, **overrides: Any) -> CostEvent:
