@@ -1,4 +1,5 @@
-"""API keys and tenant isolation: every endpoint × no key, bad key, wrong scope, other tenant."""
+"""API keys and tenant isolation: every endpoint × no key, bad key, wrong scope, other tenant;
+a tenant's key is never an admin key."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def world(ledger: Ledger) -> dict[str, Any]:
         "a": a,
         "b": b,
         "render_a": render_a,
+        "render_b": render_b,
         "a_read": create_key(ledger.engine, a, ["read"]),
         "a_ingest": create_key(ledger.engine, a, ["ingest"]),
         "b_all": create_key(ledger.engine, b, ["read", "ingest"]),
@@ -137,3 +139,84 @@ def test_keys_are_stored_as_hashes_and_revocation_is_immediate(
         assert revoke_key(ledger.engine, key)
         assert c.get("/v1/events").status_code == 401
     assert not revoke_key(ledger.engine, key)
+
+
+def _as_other(world: dict[str, Any]) -> dict[str, Any]:
+    """The same calls, aimed at tenant b's resources."""
+    return {**world, "a": world["b"], "render_a": world["render_b"]}
+
+
+ADMIN_ONLY: dict[str, Call] = {
+    "metrics": lambda c, w: c.get("/metrics"),
+    "finalize": lambda c, w: c.post(f"/v1/tenants/{w['a']}/invoices/2026-10/finalize"),
+    "credit note": lambda c, w: c.post(
+        f"/v1/tenants/{w['a']}/invoices/2026-10/credit-notes",
+        json={"amount": "1.00", "reason": "x"},
+    ),
+}
+
+
+def _cli_key(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from ledger.cli import app
+    from ledger.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, ["keys", "create", *args])
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_key_made_with_tenant_never_reaches_another_tenant(
+    api_base: str,
+    db_url: str,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    refused = _cli_key(db_url, monkeypatch, tmp_path, "--tenant", world["a"], "--scopes", "admin")
+    assert refused.exit_code == 1
+    assert "the admin scope reaches every tenant" in refused.output
+    made = _cli_key(
+        db_url, monkeypatch, tmp_path, "--tenant", world["a"], "--scopes", "ingest,read"
+    )
+    assert made.exit_code == 0, made.output
+    with _client(api_base, made.output.strip()) as c:
+        for name, call in READS.items():
+            assert call(c, world).status_code == 200, name
+            assert call(c, _as_other(world)).status_code == 404, name
+        assert WRITE(c, world).status_code == 200
+        assert WRITE(c, _as_other(world)).status_code == 403
+        for name, call in ADMIN_ONLY.items():
+            assert call(c, world).status_code == 403, name
+
+
+def test_a_tenant_key_stored_with_admin_is_held_to_its_tenant(
+    ledger: Ledger, api_base: str, world: dict[str, Any]
+) -> None:
+    """Keys made before ``create_key`` refused the admin scope with a tenant: the scope is
+    void, not global."""
+    from ledger.connections import connection
+    from ledger.keys import _digest
+
+    key_id, secret = uuid.uuid4().hex[:12], uuid.uuid4().hex
+    with connection(ledger.engine, transaction=True) as raw:
+        raw.execute(
+            "INSERT INTO api_keys (key_id, secret_sha256, tenant_id, scopes, name) "
+            "VALUES (%s, %s, %s, %s, 'old')",
+            (key_id, _digest(secret), world["a"], ["admin", "read"]),
+        )
+    with _client(api_base, f"rlk_{key_id}_{secret}") as c:
+        for name, call in READS.items():
+            assert call(c, world).status_code == 200, name
+            assert call(c, _as_other(world)).status_code == 404, name
+        assert WRITE(c, _as_other(world)).status_code == 403
+        for name, call in ADMIN_ONLY.items():
+            assert call(c, world).status_code == 403, name
+            assert call(c, _as_other(world)).status_code == 403, name
+        alerts = c.get("/v1/alerts", params={"tenant": world["b"]})
+        assert alerts.status_code == 404
