@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ledger.cli_common import err, fail, open_ledger, out
+from ledger.cli_common import err, fail, open_ledger, out, plain
 from ledger.connections import connection
 from ledger.settings import get_settings
 
@@ -79,8 +79,8 @@ def alerts_evaluate(
         for row in result.rows:
             inj = row["injection"]
             listing.add_row(
-                inj.tenant,
-                inj.use_case,
+                plain(inj.tenant),
+                plain(inj.use_case),
                 inj.kind,
                 f"{inj.size:+.1%}",
                 ", ".join(a.signal for a in row.get("alerts", [])) or "—",
@@ -109,9 +109,9 @@ def alerts_run(
     if not result.ran:
         raise fail("another process is running detection; try again shortly", 3)
     for d in result.opened:
-        out.print(f"[red]opened[/] {d.alert_id} {d.detail['message']}", highlight=False)
+        out.print(f"[red]opened[/] {d.alert_id} {plain(d.detail['message'])}", highlight=False)
     for d in result.resolved:
-        out.print(f"[green]resolved[/] {d.alert_id} {d.signal}", highlight=False)
+        out.print(f"[green]resolved[/] {d.alert_id} {plain(d.signal)}", highlight=False)
     hook = webhook(settings.alerts)
     sent = deliver_pending(ledger.engine, hook) if hook else 0
     out.print(
@@ -137,7 +137,7 @@ def alerts_list(
     table.add_column("id", no_wrap=True, min_width=36)  # whole, so it can be pasted into `ack`
     for a in found:
         opened = (a["opened_at"] or "")[:16].replace("T", " ")
-        table.add_row(a["status"], opened, a["message"], a["alert_id"])
+        table.add_row(a["status"], opened, plain(a["message"]), a["alert_id"])
     out.print(table if found else "no alerts")
 
 

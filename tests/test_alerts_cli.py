@@ -53,3 +53,13 @@ def test_run_list_and_ack(cli: CliRunner, fresh_database: str) -> None:
     assert "acknowledged" in acked.output
     assert cli.invoke(app, ["alerts", "ack", "not-an-id"]).exit_code == 2
     assert cli.invoke(app, ["alerts", "list", "--status", "sleepy"]).exit_code == 2
+
+
+def test_list_keeps_brackets_in_messages(cli: CliRunner, fresh_database: str) -> None:
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    with connection(engine, transaction=True) as raw:
+        message = "acme [bold]up[/] on model [sdxl]"
+        append(raw, uuid.uuid4(), "acme", "ecommerce", "unit_cost", "opened", {"message": message})
+    engine.dispose()
+    listed = cli.invoke(app, ["alerts", "list"], terminal_width=200)
+    assert "acme [bold]up[/] on model [sdxl]" in listed.output
