@@ -61,5 +61,5 @@ def test_list_keeps_brackets_in_messages(cli: CliRunner, fresh_database: str) ->
         message = "acme [bold]up[/] on model [sdxl]"
         append(raw, uuid.uuid4(), "acme", "ecommerce", "unit_cost", "opened", {"message": message})
     engine.dispose()
-    listed = cli.invoke(app, ["alerts", "list"], terminal_width=200)
+    listed = cli.invoke(app, ["alerts", "list"], env={"COLUMNS": "200"})
     assert "acme [bold]up[/] on model [sdxl]" in listed.output

@@ -162,7 +162,7 @@ def test_prices_list_shows_every_book_and_its_prices(cli: CliRunner) -> None:
     assert cli.invoke(app, ["prices", "list"]).exit_code == 1  # nothing loaded yet
     for book in (DEFAULT_PRICES, DEFAULT_PRICES.parent / "whatif" / "dalle3.toml"):
         assert cli.invoke(app, ["prices", "load", str(book)]).exit_code == 0
-    listed = cli.invoke(app, ["prices", "list"], terminal_width=200)
+    listed = cli.invoke(app, ["prices", "list"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0, listed.output
     assert "openai-dalle3-standard" in listed.output
     assert "what-if" in listed.output
