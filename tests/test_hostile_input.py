@@ -6,6 +6,7 @@ Each test reproduces a defect the adversarial review found, through the real HTT
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +24,7 @@ from ledger.keys import create_key
 from ledger.money import MAX_EVENT_COST_NANOS
 from ledger.sample import unet_event
 from ledger.store import Ledger
+from reports.alerts.service import run_detection
 from reports.jobs import run_rollup
 from reports.source import UNREADABLE
 from tests.conftest import ledger_with_prices
@@ -243,7 +245,18 @@ def test_sums_past_64_bits_stay_exact(fresh_database: str, tenant: str) -> None:
     engine = database.make_engine(fresh_database, app_role="renderledger_app")
     ledger = ledger_with_prices(engine)
     render, quantity = uuid.uuid4(), _max_quantity(ledger)
-    events = [unet_event(tenant, render, quantity=quantity) for _ in range(10_000)]
+    at = datetime.now(UTC) - timedelta(minutes=30)  # inside the alerts' window too
+    events = [unet_event(tenant, render, quantity=quantity, occurred_at=at) for _ in range(9_999)]
+    events.append(
+        unet_event(
+            tenant,
+            render,
+            stage="render",
+            sku="cpu.vcpu.second",
+            outcome="delivered",
+            occurred_at=at,
+        )
+    )
     ledger.append(events)
     with connection(engine) as raw:
         (logged,) = raw.execute(
@@ -259,6 +272,12 @@ def test_sums_past_64_bits_stay_exact(fresh_database: str, tenant: str) -> None:
                 (render, tenant),
             ).fetchone()
         assert rolled == (logged, logged)
+    assert run_detection(engine).ran
+    with connection(engine) as raw:
+        hourly = raw.execute(
+            "SELECT sum(delivered_nanos) FROM alert_hourly WHERE tenant_id = %s", (tenant,)
+        ).fetchone()
+    assert hourly == (logged,)
     engine.dispose()
 
 

@@ -32,8 +32,9 @@ _RENDER_SCHEMA: dict[str, Any] = {
     "use_case": pl.String,
     "rendered_at": pl.Datetime("us", "UTC"),
     "outcome": pl.String,
-    "total_nanos": pl.Int64,
-    **{f"{s}_nanos": pl.Int64 for s in STAGES},
+    # Sums of costs are NUMERIC in the rollups: wider than 64 bits when a tenant makes them so.
+    "total_nanos": pl.Int128,
+    **{f"{s}_nanos": pl.Int128 for s in STAGES},
     "cache_hits": pl.Int64,
     "cache_lookups": pl.Int64,
     "model": pl.String,
@@ -107,7 +108,7 @@ def _read_hourly(raw: psycopg.Connection[Any], now: datetime, rule: Rule) -> pl.
     query = psycopg.ClientCursor(raw).mogrify(
         f"SELECT {cols} FROM alert_hourly WHERE hour = ANY(%s)", (wanted,)
     )
-    schema = {c: pl.Int64 for c in HOURLY_COLUMNS} | {
+    schema = {c: pl.Int128 if c.endswith("_nanos") else pl.Int64 for c in HOURLY_COLUMNS} | {
         "hour": pl.Datetime("us"),
         "tenant_id": pl.String,
         "use_case": pl.String,
