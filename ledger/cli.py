@@ -186,7 +186,7 @@ def prices_list(
     out.print(summary)
     for number, skus in books.items():
         _, name, kind, _, currency, *_ = skus[0]
-        title = f"{number} {plain(name)} ({kind.replace('_', '-')})"
+        title = f"version {number}: {plain(name)} ({kind.replace('_', '-')})"
         table = Table("SKU", "unit", f"price ({currency})", "description", title=title)
         for *_, sku, unit, nanos, description in skus:
             if sku is not None:
@@ -213,16 +213,16 @@ def ingest(
     ] = False,
     rejects: Annotated[
         Path | None,
-        typer.Option(help="Write every refused row here as NDJSON: line, field, message"),
+        typer.Option(help="Write every refused row here as NDJSON (implies --skip-bad)"),
     ] = None,
 ) -> None:
     """Import cost events from NDJSON, CSV or Parquet, or CDN egress from a CDN access log
     (CloudFront standard format; see ingest/cdn_log.py), in batches, with a progress bar.
 
-    A bad row stops the import (exit 1; the batches before it stay written) unless
-    --skip-bad is given. A CDN log always skips its bad lines. Skipped rows are printed
-    (the first 20, then a count) and the command exits 4 when any was refused, after
-    writing every good one.
+    A bad row stops the import, exit 1: the batches before it stay written.
+
+    With --skip-bad (always, for a CDN log) bad rows are skipped and printed,
+    the first 20 then a count; every good row is written, and the exit is 4.
     """
     from ingest.cdn_log import CdnStats
     from ingest.importer import ImportFailed, import_events, open_source
@@ -256,7 +256,7 @@ def ingest(
                     source,
                     batch_size=size,
                     on_progress=lambda n: progress.advance(task, n),
-                    skip_bad=skip_bad or None,
+                    skip_bad=skip_bad or rejects is not None or None,  # None: the format's
                     on_refused=refused,
                 )
             except ImportFailed as exc:

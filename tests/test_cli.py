@@ -193,7 +193,7 @@ def test_ingest_skip_bad_reports_the_first_rows_and_exits_4(cli: CliRunner, tmp_
     assert stopped.exit_code == 1
     assert "line 3, field stage" in stopped.output
     rejects = tmp_path / "rejects.ndjson"
-    args = ["ingest", str(sample), "--skip-bad", "--rejects", str(rejects)]
+    args = ["ingest", str(sample), "--rejects", str(rejects)]  # which implies --skip-bad
     skipped = cli.invoke(app, args)
     assert skipped.exit_code == 4, skipped.output
     assert "refused: line 3, field stage: Input should be 'text_encoder'" in skipped.output
