@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ledger.cli_common import err, fail, open_ledger, out, progress_bar, s3_client
+from ledger.cli_common import err, fail, open_ledger, out, plain, progress_bar, s3_client
 from ledger.connections import connection
 from ledger.settings import get_settings
 from reports.billing.documents import FORMATS, RENDERERS, export
@@ -130,7 +130,7 @@ def invoice_finalize(
     for o in outcomes:
         if o.document is None:
             failed += 1
-            err.print(f"[red]{o.tenant}[/]: {o.error}", highlight=False)
+            err.print(f"[red]{o.tenant}[/]: {plain(o.error)}", highlight=False)
             continue
         verb = "finalized" if o.created else "already final"
         doc = o.document
@@ -194,4 +194,4 @@ def invoice_credit_note(
             note = issue_credit_note(raw, tenant, _period(month), value, reason)
     except InvoiceError as exc:
         raise fail(str(exc)) from None
-    out.print(f"{note['number']}: {value} {note['currency']} — {note['reason']}")
+    out.print(f"{note['number']}: {value} {note['currency']} — {plain(note['reason'])}")

@@ -9,7 +9,7 @@ import typer
 
 from ingest.client import Emitter, HttpTransport, LedgerTransport, Spool, Transport
 from ledger.caches import CacheStore
-from ledger.cli_common import fail, open_ledger, out, progress_bar, s3_client
+from ledger.cli_common import fail, open_ledger, out, plain, progress_bar, s3_client
 from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
 
@@ -120,6 +120,7 @@ def render(
     left = renderer.emitter.close()
     for r in results:
         status = r.uri if r.outcome.value == "delivered" else f"FAILED {r.error}"
+        status = plain(status)  # errors quote shapes like [1, 4, 64, 64]: not markup
         out.print(
             f"{r.render_id}  {r.outcome.value:9}  {r.latency_s:6.2f}s  {status}", highlight=False
         )

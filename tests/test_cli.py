@@ -145,6 +145,14 @@ def test_demo_opens_an_alert_then_a_sample_is_new_and_a_resend_says_why(
     assert "1 series judged" in ran.output  # still regressed, already open: nothing new
     listed = cli.invoke(app, ["alerts", "list", "--status", "open"])
     assert "acme/archite" in listed.output
+    # Text of the user's own keeps its brackets (rich would read them as markup).
+    finalized = cli.invoke(app, ["invoice", "finalize", "--month", "2026-10", "--tenant", "acme"])
+    assert finalized.exit_code == 0, finalized.output
+    reason = "outage [eu-west] on 10-14"
+    note = ["invoice", "credit-note", "--tenant", "acme", "--month", "2026-10"]
+    noted = cli.invoke(app, [*note, "--amount", "0.01", "--reason", reason])
+    assert noted.exit_code == 0, noted.output
+    assert reason in noted.output
     # The README's next step: a sample of the default seed is not the demo's events.
     sample = tmp_path / "s.ndjson"
     assert cli.invoke(app, ["sample", str(sample), "--renders", "20"]).exit_code == 0
