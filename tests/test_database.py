@@ -85,7 +85,7 @@ def test_waits_for_a_zombie_postmaster_then_says_why(tmp_path: Path) -> None:
     pgdata = tmp_path / "pg"
     pgdata.mkdir()
     (pgdata / "postmaster.pid").write_text(
-        f"{child.pid}\n{pgdata}\n1700000000\n5432\n{pgdata}\n\n  1234  99999\nready\n"
+        f"{child.pid}\n{pgdata}\n1700000000\n5432\n{pgdata}\n\n\nready\n"
     )
     said: list[str] = []
     try:
@@ -99,3 +99,10 @@ def test_waits_for_a_zombie_postmaster_then_says_why(tmp_path: Path) -> None:
     # Reaped and gone, with no shared memory held: nothing left to wait for.
     assert database._blocker(pgdata, database._Seen()) is None
     assert not database.stop_embedded(tmp_path)
+
+
+def test_a_half_written_postmaster_pid_is_waited_for(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pg"
+    pgdata.mkdir()
+    (pgdata / "postmaster.pid").write_text("")  # PostgreSQL creates it, then writes it
+    assert "written in full" in (database._blocker(pgdata, database._Seen()) or "")
