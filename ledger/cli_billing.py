@@ -17,8 +17,8 @@ from ledger.settings import get_settings
 from reports.billing.documents import FORMATS, RENDERERS, export
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import draft_all, finalize_all, invoice, issue_credit_note
+from reports.billing.months import parse_period
 from reports.billing.plans import PlanError, plans_of, read_file, store_grant, store_plan
-from reports.billing.usage import parse_period
 
 plans_app = typer.Typer(help="Billing plans and prepaid credits.", no_args_is_help=True)
 invoice_app = typer.Typer(

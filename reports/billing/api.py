@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import psycopg
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from ledger.api_errors import http_error, responses
@@ -18,8 +18,8 @@ from ledger.keys import Principal
 from reports.billing.documents import MEDIA_TYPES, RENDERERS, file_stem
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import finalize, invoice, issue_credit_note, list_invoices
+from reports.billing.months import MonthError, check_month, parse_period
 from reports.billing.plans import Plan, PlanError, parse_plan, plans_of, store_plan
-from reports.billing.usage import parse_period
 
 router = APIRouter(prefix="/v1", tags=["billing"], responses=responses(401, 403, 404, 422))
 T = TypeVar("T")
@@ -93,11 +93,17 @@ class CreditNoteIn(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
+def _invalid(field: str, message: str) -> HTTPException:
+    """A 422 naming the path field, in the shape FastAPI's own validation errors take."""
+    errors = [{"index": 0, "field": field, "message": message}]
+    return HTTPException(422, detail={"message": message, "errors": errors})
+
+
 def _period(text: str) -> date:
     try:
         return parse_period(text)
-    except ValueError as exc:
-        raise http_error(str(exc)) from None
+    except MonthError as exc:
+        raise _invalid("path.month", str(exc)) from None
 
 
 def _read(ledger: LedgerDep, key: Principal, tenant: str, read: Callable[[Conn], T]) -> T:
@@ -207,6 +213,10 @@ def put_plan(
     plan: Annotated[dict[str, Any], Body(examples=[{"default": {"markup": "0.25"}}])],
     response: Response,
 ) -> Any:
+    try:
+        check_month(effective_from)
+    except MonthError as exc:
+        raise _invalid("path.effective_from", f"effective_from: {exc}") from None
     try:
         parsed = parse_plan({**plan, "tenant": tenant, "effective_from": effective_from})
         with connection(ledger.engine, transaction=True) as raw:

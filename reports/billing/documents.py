@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from xml.sax.saxutils import escape
 
 import orjson
 from reportlab.graphics.charts.barcharts import HorizontalBarChart
@@ -80,7 +81,14 @@ def _chart(by_use_case: dict[str, int]) -> Drawing:
     return drawing
 
 
+def _text(value: object) -> str:
+    """Any value as Paragraph text: reportlab parses Paragraphs as markup, and a plan name
+    like ``<img src="/etc/passwd"/>`` must print as itself, not embed a server file."""
+    return escape(str(value))
+
+
 def to_pdf(doc: Document) -> bytes:
+    """Every value from the document goes through ``_text``; only our own tags are markup."""
     styles = getSampleStyleSheet()
     buffer = io.BytesIO()
     title = f"Invoice {doc['number']}" if doc["number"] else "DRAFT invoice (not final)"
@@ -93,17 +101,18 @@ def to_pdf(doc: Document) -> bytes:
         rightMargin=18 * mm,
     )
     cur = doc["currency"]
+    plan = doc["plan"]
     story: list[Any] = [
-        Paragraph(title, styles["Title"]),
+        Paragraph(_text(title), styles["Title"]),
         Paragraph(
-            f"<b>Tenant</b> {doc['tenant']} &nbsp; <b>Period</b> {doc['period']} "
-            f"({doc['timezone']}) &nbsp; <b>Issued</b> {doc['issued_on'] or '—'}",
+            f"<b>Tenant</b> {_text(doc['tenant'])} &nbsp; <b>Period</b> {_text(doc['period'])} "
+            f"({_text(doc['timezone'])}) &nbsp; <b>Issued</b> {_text(doc['issued_on'] or '—')}",
             styles["Normal"],
         ),
         Paragraph(
-            f"<b>Plan</b> {doc['plan']['name'] or 'custom'} (from "
-            f"{doc['plan']['effective_from']}); failed renders "
-            f"{doc['plan']['failed_renders'].replace('_', ' ')}",
+            f"<b>Plan</b> {_text(plan['name'] or 'custom')} (from "
+            f"{_text(plan['effective_from'])}); failed renders "
+            f"{_text(plan['failed_renders'].replace('_', ' '))}",
             styles["Normal"],
         ),
         Spacer(1, 6 * mm),
@@ -112,7 +121,7 @@ def to_pdf(doc: Document) -> bytes:
     for line in doc["lines"]:
         rows.append(
             [
-                Paragraph(line["description"], styles["BodyText"]),
+                Paragraph(_text(line["description"]), styles["BodyText"]),
                 _short(line["quantity"]),
                 _short(line["unit_price"]),
                 line["amount"],
@@ -154,9 +163,11 @@ def to_pdf(doc: Document) -> bytes:
     story += [
         Spacer(1, 4 * mm),
         Paragraph(
-            f"Metered cost {basis['metered']} USD over {basis['events']:,} events, ledger "
-            f"positions {pos['first_seq'] or '—'}–{pos['last_seq'] or '—'} (through "
-            f"{pos['through_seq']}). Content SHA-256 {doc['content_sha256']}.",
+            _text(
+                f"Metered cost {basis['metered']} USD over {basis['events']:,} events, ledger "
+                f"positions {pos['first_seq'] or '—'}–{pos['last_seq'] or '—'} (through "
+                f"{pos['through_seq']}). Content SHA-256 {doc['content_sha256']}."
+            ),
             styles["Italic"],
         ),
     ]

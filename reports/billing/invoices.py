@@ -19,6 +19,7 @@ import psycopg
 
 from ledger.journal import head as ledger_head
 from ledger.money import format_nanos
+from reports.billing.months import Window, month, next_month, previous_month
 from reports.billing.plans import Plan, plan_for
 from reports.billing.pricing import (
     Line,
@@ -28,13 +29,7 @@ from reports.billing.pricing import (
     commitment_topup,
     price_usage,
 )
-from reports.billing.usage import (
-    Window,
-    late_months,
-    next_month,
-    previous_month,
-    read_usage,
-)
+from reports.billing.usage import late_months, read_usage, window_of
 
 Document = dict[str, Any]
 
@@ -47,10 +42,6 @@ class InvoiceError(ValueError):
 class Finalized:
     period: date
     through_seq: int
-
-
-def month(period: date) -> str:
-    return period.strftime("%Y-%m")
 
 
 def money(minor: int, digits: int) -> str:
@@ -66,25 +57,20 @@ def _charge(plan: Plan, usage: list[Usage]) -> list[Line]:
 def _adjustments(
     raw: psycopg.Connection[Any], tenant: str, months: set[date], last: Finalized, through: int
 ) -> list[Line]:
-    """Late events of finalized months: each such month priced now and as last billed."""
+    """Late events of months up to the last finalized one: each month priced now and as
+    last billed. Months are finalized in order, so such a month is either finalized or
+    before the tenant's first invoice; the latter were never invoiced, so their late usage
+    is billed at their plan's prices without a commitment top-up."""
     candidates = {m for utc in months for m in (previous_month(utc), utc, next_month(utc))}
     out: list[Line] = []
     for period in sorted(p for p in candidates if p <= last.period):
-        if not _is_finalized(raw, tenant, period):
-            continue
         plan = plan_for(raw, tenant, period)
-        window = Window(period, plan.timezone)
+        window = window_of(raw, tenant, period, plan)
+        charge = _charge if window.finalized else price_usage
         now = read_usage(raw, window, through, tenants=[tenant]).get(tenant, [])
         before = read_usage(raw, window, last.through_seq, tenants=[tenant]).get(tenant, [])
-        out += adjustment_lines(month(period), _charge(plan, now), _charge(plan, before))
+        out += adjustment_lines(month(period), charge(plan, now), charge(plan, before))
     return out
-
-
-def _is_finalized(raw: psycopg.Connection[Any], tenant: str, period: date) -> bool:
-    row = raw.execute(
-        "SELECT 1 FROM invoices WHERE tenant_id = %s AND period = %s", (tenant, period)
-    ).fetchone()
-    return row is not None
 
 
 def last_finalized(raw: psycopg.Connection[Any], tenant: str, before: date) -> Finalized | None:
@@ -118,14 +104,15 @@ def compute(
     plan: Plan | None = None,
     usage: list[Usage] | None = None,
     late: set[date] | None = None,
+    window: Window | None = None,
 ) -> Document:
     """The invoice of ``tenant`` for ``period`` over the log up to ``through_seq``.
 
-    ``plan``, ``usage`` and ``late`` may be handed in by a caller that read them for many
-    tenants at once; otherwise they are read here.
+    ``plan``, ``usage``, ``late`` and ``window`` may be handed in by a caller that read
+    them for many tenants at once; otherwise they are read here.
     """
     plan = plan or plan_for(raw, tenant, period)
-    window = Window(period, plan.timezone)
+    window = window or window_of(raw, tenant, period, plan)
     if usage is None:
         usage = read_usage(raw, window, through_seq, tenants=[tenant]).get(tenant, [])
     lines = _charge(plan, usage)

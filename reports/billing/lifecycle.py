@@ -18,23 +18,24 @@ from sqlalchemy import Engine
 
 from ledger.connections import connection
 from ledger.journal import head as ledger_head
-from reports.billing.invoices import (
-    Document,
-    InvoiceError,
-    compute,
-    draft,
-    money,
-    month,
-    seal,
-)
-from reports.billing.plans import Plan, default_plan, plan_for
-from reports.billing.pricing import Usage, to_minor
-from reports.billing.usage import (
+from reports.billing.invoices import Document, InvoiceError, compute, draft, money, seal
+from reports.billing.months import (
     Window,
-    late_months,
+    latest_start,
+    month,
     next_month,
     previous_month,
+    utc_window,
+)
+from reports.billing.plans import Plan, plan_for, plans_for
+from reports.billing.pricing import Usage, to_minor
+from reports.billing.usage import (
+    first_usage_before,
+    late_months,
+    month_of,
     read_usage,
+    window_of,
+    windows_of,
 )
 
 
@@ -65,16 +66,7 @@ def draft_all(
                 (datetime.combine(next_month(next_month(period)), datetime.min.time(), UTC),),
             )
         ]
-    plans = {
-        t: Plan.model_validate(p)
-        for t, p in raw.execute(
-            "SELECT DISTINCT ON (tenant_id) tenant_id, plan FROM billing_plans "
-            "WHERE effective_from <= %s AND tenant_id = ANY(%s) "
-            "ORDER BY tenant_id, effective_from DESC",
-            (period, tenants),
-        )
-    }
-    plans.update({t: default_plan(t, period) for t in tenants if t not in plans})
+    plans = plans_for(raw, tenants, period)
     finalized = {
         r[0]
         for r in raw.execute(
@@ -83,14 +75,18 @@ def draft_all(
         )
     }
     open_tenants = [t for t in tenants if t not in finalized]
-    zones: dict[str, list[str]] = defaultdict(list)
+    windows = windows_of(raw, open_tenants, period, plans)
+    # One read per distinct window (in practice, per time zone in use).
+    groups: dict[tuple[datetime, datetime], list[str]] = defaultdict(list)
     for t in open_tenants:
-        zones[plans[t].timezone].append(t)
+        groups[windows[t].start, windows[t].end].append(t)
+    utc = utc_window(period)
     usage: dict[str, list[Usage]] = {}
-    for zone, members in zones.items():
-        window = Window(period, zone)
-        if zone == "UTC" and len(members) > 100:
-            others = [t for t in tenants if plans[t].timezone != "UTC" or t in finalized]
+    for bounds, members in groups.items():
+        window = windows[members[0]]
+        if bounds == (utc.start, utc.end) and len(members) > 100:
+            inside = set(members)
+            others = [t for t in tenants if t not in inside]
             usage.update(read_usage(raw, window, through, exclude=others))
         else:
             usage.update(read_usage(raw, window, through, tenants=members))
@@ -104,9 +100,8 @@ def draft_all(
     }
     late: dict[str, set[date]] = {}
     if lasts:
-        # The month's last start on Earth (UTC−12): a superset; _adjustments re-checks.
-        latest_start = Window(period, "Etc/GMT+12").start
-        late = late_months(raw, list(lasts), min(lasts.values()), through, latest_start)
+        # The month's last possible start: a superset; _adjustments re-checks.
+        late = late_months(raw, list(lasts), min(lasts.values()), through, latest_start(period))
     docs = []
     for i, t in enumerate(tenants, 1):
         if t in finalized:
@@ -121,6 +116,7 @@ def draft_all(
                     plan=plans[t],
                     usage=usage.get(t, []),
                     late=late.get(t, set()),
+                    window=windows[t],
                 )
             )
         if progress:
@@ -128,18 +124,32 @@ def draft_all(
     return docs
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A draft computed in a batch, with the tenant's earliest event before the month
+    (``None``: none, or the tenant has invoices) read up to the same ``through_seq``."""
+
+    document: Document
+    earliest: datetime | None
+
+
 def finalize(
     raw: psycopg.Connection[Any],
     tenant: str,
     period: date,
     now: datetime | None = None,
-    prepared: Document | None = None,
+    prepared: Prepared | None = None,
 ) -> tuple[Document, bool]:
     """Make the invoice immutable; (document, True) the first time, (document, False) after.
 
     ``prepared`` is a draft already computed (by ``draft_all``, for many tenants in one
     read): it covers the log through its own ``through_seq``, and whatever arrives after
     that is billed next month as an adjustment, exactly as if it had arrived a moment later.
+    It is recomputed if its window or its last finalization changed since.
+
+    A tenant's first invoice is refused while an earlier month has usage: that month
+    would otherwise never be billed. Later, months are finalized in order; usage that
+    arrives late for a month before the first invoice is billed as an adjustment.
     """
     now = now or datetime.now(UTC)
     with raw.transaction():
@@ -150,28 +160,42 @@ def finalize(
         if row is not None:
             return row[0], False
         plan = plan_for(raw, tenant, period)
-        window = Window(period, plan.timezone)
+        window = window_of(raw, tenant, period, plan)
         if window.end > now:
             raise InvoiceError(
                 f"{tenant} {month(period)}: the month is not over until {window.end.isoformat()}"
             )
         latest = raw.execute(
-            "SELECT max(period), count(*) FROM invoices WHERE tenant_id = %s", (tenant,)
+            "SELECT max(period), count(*), max(through_seq) FILTER (WHERE period = %s) "
+            "FROM invoices WHERE tenant_id = %s",
+            (previous_month(period), tenant),
         ).fetchone()
         assert latest is not None
         if latest[0] is not None and latest[0] > period:
             raise InvoiceError(
-                f"{tenant} {month(period)}: {month(latest[0])} is already finalized; "
-                "months are finalized in order"
+                f"{tenant} {month(period)}: {month(latest[0])} is already finalized; months "
+                "are finalized in order (late usage of earlier months is billed as a "
+                "prior-period adjustment on the next invoice)"
             )
         if latest[0] is not None and latest[0] != previous_month(period):
             raise InvoiceError(
                 f"{tenant} {month(period)}: finalize {month(next_month(latest[0]))} first"
             )
-        if prepared is not None and prepared["status"] == "draft":
-            doc = prepared
-        else:
-            doc = compute(raw, tenant, period, ledger_head(raw), plan=plan)
+        doc = _still_valid(prepared, window, latest[2])
+        through = doc["positions"]["through_seq"] if doc else ledger_head(raw)
+        if latest[0] is None:
+            if doc is not None and prepared is not None:
+                earliest = prepared.earliest
+            else:
+                earliest = first_usage_before(raw, [tenant], window.start, through).get(tenant)
+            if earliest is not None and earliest < window.start:
+                unbilled = month(month_of(raw, tenant, earliest))
+                raise InvoiceError(
+                    f"{tenant} {month(period)}: {unbilled} has usage and is not finalized; "
+                    f"finalize {unbilled} first"
+                )
+        if doc is None:
+            doc = compute(raw, tenant, period, through, plan=plan, window=window)
         number = f"RL-{period:%Y-%m}-{int(latest[1]) + 1:04d}"
         doc = seal(
             {**doc, "status": "finalized", "number": number, "issued_on": now.date().isoformat()}
@@ -193,6 +217,19 @@ def finalize(
             ),
         )
         return doc, True
+
+
+def _still_valid(
+    prepared: Prepared | None, window: Window, last_seq: int | None
+) -> Document | None:
+    """The prepared draft, unless a finalization since moved its window or its adjustments."""
+    if prepared is None or prepared.document["status"] != "draft":
+        return None
+    doc = prepared.document
+    bounds = {"start": window.start.isoformat(), "end": window.end.isoformat()}
+    if doc["window"] != bounds or doc["positions"]["adjustments_after_seq"] != last_seq:
+        return None
+    return doc
 
 
 def credit_notes(raw: psycopg.Connection[Any], tenant: str, period: date) -> list[dict[str, Any]]:
@@ -285,12 +322,26 @@ def finalize_all(
     transaction, so one refusal (a month out of order) stops no other."""
     with connection(engine) as raw:
         drafts = draft_all(raw, period, tenants)
+        open_drafts = [d for d in drafts if d["status"] == "draft"]
+        earliest: dict[str, datetime] = {}
+        if open_drafts:
+            invoiced = {
+                r[0]
+                for r in raw.execute(
+                    "SELECT DISTINCT tenant_id FROM invoices WHERE tenant_id = ANY(%s)",
+                    ([d["tenant"] for d in open_drafts],),
+                )
+            }
+            first = [d["tenant"] for d in open_drafts if d["tenant"] not in invoiced]
+            through = open_drafts[0]["positions"]["through_seq"]
+            earliest = first_usage_before(raw, first, latest_start(period), through)
     out = []
     for i, doc in enumerate(drafts, 1):
         tenant = doc["tenant"]
         try:
             with connection(engine, transaction=True) as raw:
-                final, created = finalize(raw, tenant, period, now, prepared=doc)
+                prepared = Prepared(doc, earliest.get(tenant))
+                final, created = finalize(raw, tenant, period, now, prepared=prepared)
             out.append(Finalization(tenant, final, created))
         except InvoiceError as exc:
             out.append(Finalization(tenant, None, False, str(exc)))

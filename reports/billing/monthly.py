@@ -15,9 +15,8 @@ from sqlalchemy import Engine
 
 from ledger.connections import job_lock
 from reports.billing.documents import Exported, export
-from reports.billing.invoices import month
 from reports.billing.lifecycle import draft_all
-from reports.billing.usage import previous_month
+from reports.billing.months import month, previous_month
 
 log = logging.getLogger(__name__)
 LOCK_KEY = 0x494E5643  # "INVC"

@@ -22,8 +22,12 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ledger.events import TENANT_PATTERN
+from reports.billing.months import check_month
 
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=30, decimal_places=9)]
+# Stored as JSONB (which refuses NUL) and printed on invoices: one line of printable text.
+Label = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+UseCase = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]  # as on events
 MINOR_DIGITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "HUF": 2, "KWD": 3, "BHD": 3}
 
 
@@ -72,7 +76,7 @@ class Plan(BaseModel):
 
     tenant: Annotated[str, Field(pattern=TENANT_PATTERN)]
     effective_from: date
-    name: str = ""
+    name: Label = ""
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
     # Plan currency per USD of metered cost; only cost-plus pricing uses it.
     usd_rate: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] = Decimal(1)
@@ -80,14 +84,14 @@ class Plan(BaseModel):
     failed_renders: FailedRenders = FailedRenders.NOT_BILLED
     minimum_commitment: Money = Decimal(0)
     default: Pricing = Pricing(markup=Decimal(0))
-    use_cases: dict[str, Pricing] = {}
+    use_cases: dict[UseCase, Pricing] = {}
 
     @field_validator("effective_from")
     @classmethod
     def _first_of_month(cls, value: date) -> date:
         if value.day != 1:
             raise ValueError("a plan takes effect on the first day of a month")
-        return value
+        return check_month(value)
 
     @field_validator("timezone")
     @classmethod
@@ -130,7 +134,12 @@ class CreditGrant(BaseModel):
     amount: Annotated[Decimal, Field(gt=0, allow_inf_nan=False, decimal_places=3)]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
     granted_on: date
-    note: str = ""
+    note: Label = ""
+
+    @field_validator("granted_on")
+    @classmethod
+    def _in_range(cls, value: date) -> date:
+        return check_month(value)
 
     @property
     def amount_minor(self) -> int:
@@ -239,3 +248,17 @@ def plans_of(raw: psycopg.Connection[Any], tenant: str) -> list[Plan]:
         "SELECT plan FROM billing_plans WHERE tenant_id = %s ORDER BY effective_from", (tenant,)
     ).fetchall()
     return [Plan.model_validate(r[0]) for r in rows]
+
+
+def plans_for(raw: psycopg.Connection[Any], tenants: list[str], period: date) -> dict[str, Plan]:
+    """Each tenant's plan in force in ``period`` (the default for those without one)."""
+    found = {
+        t: Plan.model_validate(p)
+        for t, p in raw.execute(
+            "SELECT DISTINCT ON (tenant_id) tenant_id, plan FROM billing_plans "
+            "WHERE effective_from <= %s AND tenant_id = ANY(%s) "
+            "ORDER BY tenant_id, effective_from DESC",
+            (period, tenants),
+        )
+    }
+    return {t: found.get(t) or default_plan(t, period) for t in tenants}

@@ -8,54 +8,14 @@ index on ``occurred_at`` keeps the read to the month's pages.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 
+from reports.billing.months import Window, next_month, previous_month, window
+from reports.billing.plans import Plan, plans_for
 from reports.billing.pricing import Usage
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A billing month in a time zone, as UTC instants [start, end)."""
-
-    period: date
-    timezone: str
-
-    @property
-    def start(self) -> datetime:
-        return _midnight(self.period, self.timezone)
-
-    @property
-    def end(self) -> datetime:
-        return _midnight(next_month(self.period), self.timezone)
-
-
-def _midnight(day: date, zone: str) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(UTC)
-
-
-def next_month(period: date) -> date:
-    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
-
-
-def previous_month(period: date) -> date:
-    return date(period.year - (period.month == 1), (period.month - 2) % 12 + 1, 1)
-
-
-def parse_period(text: str) -> date:
-    """``2026-10`` → 2026-10-01; anything else is a ValueError naming the format."""
-    try:
-        year, month = text.split("-")
-        if len(year) != 4 or len(month) != 2:
-            raise ValueError
-        return date(int(year), int(month), 1)
-    except ValueError:
-        raise ValueError(f"month: expected YYYY-MM, got {text!r}") from None
-
 
 _USAGE = """
 SELECT tenant_id, use_case, coalesce(outcome, '') AS outcome, count(*) AS renders,
@@ -121,3 +81,65 @@ def late_months(
     for tenant, month in rows:
         out[tenant].add(month)
     return out
+
+
+def windows_of(
+    raw: psycopg.Connection[Any],
+    tenants: list[str],
+    period: date,
+    plans: dict[str, Plan] | None = None,
+) -> dict[str, Window]:
+    """Each tenant's window for ``period``: from its plans of this month and the next, and
+    the windows its finalized invoices of this month and its neighbours recorded."""
+    plans = plans if plans is not None else plans_for(raw, tenants, period)
+    following = next_month(period)
+    upcoming = plans_for(raw, tenants, following)
+    recorded: dict[str, dict[date, tuple[datetime, datetime]]] = defaultdict(dict)
+    for tenant, month, start, end in raw.execute(
+        "SELECT tenant_id, period, document->'window'->>'start', document->'window'->>'end' "
+        "FROM invoices WHERE tenant_id = ANY(%s) AND period = ANY(%s)",
+        (tenants, [previous_month(period), period, following]),
+    ):
+        recorded[tenant][month] = (datetime.fromisoformat(start), datetime.fromisoformat(end))
+    return {
+        t: window(
+            period,
+            {period: plans[t].timezone, following: upcoming[t].timezone}.__getitem__,
+            recorded.get(t, {}),
+        )
+        for t in tenants
+    }
+
+
+def window_of(
+    raw: psycopg.Connection[Any], tenant: str, period: date, plan: Plan | None = None
+) -> Window:
+    return windows_of(raw, [tenant], period, None if plan is None else {tenant: plan})[tenant]
+
+
+def month_of(raw: psycopg.Connection[Any], tenant: str, at: datetime) -> date:
+    """The billing month of ``tenant`` that ``at`` falls in."""
+    utc = at.astimezone(UTC).date().replace(day=1)
+    for period in (utc, previous_month(utc), next_month(utc)):
+        w = window_of(raw, tenant, period)
+        if w.start <= at < w.end:
+            return period
+    return utc  # unreachable: windows meet, and none is shifted by more than a day
+
+
+def first_usage_before(
+    raw: psycopg.Connection[Any], tenants: list[str], before: datetime, through_seq: int
+) -> dict[str, datetime]:
+    """Each tenant's earliest event before ``before`` (up to ``through_seq``), if it has one.
+
+    Reads every page before ``before``: it runs once per tenant's first finalization, for
+    all tenants of a batch at once.
+    """
+    return {
+        t: at
+        for t, at in raw.execute(
+            "SELECT tenant_id, min(occurred_at) FROM cost_events WHERE occurred_at < %s "
+            "AND seq <= %s AND tenant_id = ANY(%s) GROUP BY 1",
+            (before, through_seq, tenants),
+        )
+    }
