@@ -24,7 +24,7 @@ from ledger.connections import connection
 from ledger.settings import get_settings
 from ledger.store import Ledger
 from reports.billing.invoices import InvoiceError
-from reports.billing.lifecycle import draft_all, finalize, invoice
+from reports.billing.lifecycle import Prepared, draft_all, finalize, invoice
 from reports.billing.months import Window, next_month, window
 from reports.billing.plans import Plan, store_plan
 from tests.billing_helpers import add_renders
@@ -176,6 +176,18 @@ def test_late_usage_before_the_first_invoice_is_billed_once_as_an_adjustment(
     assert [ln["period"] for ln in lines] == ["2026-09"]
     assert Decimal(nov["adjustments"]) == round(Decimal(sep_cost).scaleb(-9), 2) > 0
     assert dec["adjustments"] == "0.00"  # billed once
+
+
+def test_a_batch_draft_made_stale_by_a_finalization_is_recomputed(
+    ledger: Ledger, tenant: str
+) -> None:
+    add_renders(ledger, tenant, datetime(2026, 10, 5, tzinfo=UTC))
+    with connection(ledger.engine) as raw:
+        stale = draft_all(raw, OCT, [tenant])[0]  # drafted before September was final
+        sep, _ = finalize(raw, tenant, SEP, now=LATER)
+        oct_, _ = finalize(raw, tenant, OCT, now=LATER, prepared=Prepared(stale, None))
+    assert stale["positions"]["adjustments_after_seq"] is None
+    assert oct_["positions"]["adjustments_after_seq"] == sep["positions"]["through_seq"]
 
 
 @pytest.fixture
