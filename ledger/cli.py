@@ -286,7 +286,7 @@ def ingest(
 
 @app.command()
 def verify() -> None:
-    """Recompute the hash chain over every event; name the first broken block."""
+    """Recompute the hash chain over every event; name every broken block (exit 2)."""
     ledger = open_ledger(get_settings())
     from ledger.journal import last_seq
 
@@ -294,8 +294,14 @@ def verify() -> None:
         task = progress.add_task("verifying events", total=last_seq(ledger.engine))
         result = verify_chain(ledger.engine, progress=lambda n: progress.advance(task, n))
     if not result.ok:
-        where = f"block {result.broken_block}" if result.broken_block else "the log"
-        raise fail(f"chain broken at {where}: {result.reason}", code=2)
+        for broken in result.broken:
+            where = f"block {broken.block_id}" if broken.block_id else "the log"
+            err.print(f"broken: {where}: {plain(broken.reason)}", highlight=False)
+        raise fail(
+            f"{len(result.broken)} broken block(s) of {result.blocks_checked}; "
+            f"{result.events_checked} events read",
+            code=2,
+        )
     out.print(f"ok: {result.blocks_checked} blocks, {result.events_checked} events verified")
 
 

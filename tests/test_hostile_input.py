@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,14 +16,17 @@ import orjson
 import psycopg
 import pytest
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
 from ledger import database
 from ledger.chain import verify
+from ledger.cli import app as cli
 from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.keys import create_key
 from ledger.money import MAX_EVENT_COST_NANOS
 from ledger.sample import unet_event
+from ledger.settings import get_settings
 from ledger.store import Ledger
 from reports.alerts.service import run_detection
 from reports.jobs import run_rollup
@@ -133,7 +137,7 @@ def test_numbers_that_cannot_round_trip_are_refused(
 
 
 def test_verify_reports_every_broken_block_and_keeps_going(
-    fresh_database: str, make_event: Any
+    fresh_database: str, make_event: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     engine = database.make_engine(fresh_database, app_role="renderledger_app")
     ledger = ledger_with_prices(engine)
@@ -157,6 +161,15 @@ def test_verify_reports_every_broken_block_and_keeps_going(
     ]
     assert result.events_checked == 15
     assert "cannot be hashed" in result.broken[2].reason
+    monkeypatch.setenv("DATABASE_URL", fresh_database)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    shown = CliRunner().invoke(cli, ["verify"])
+    get_settings.cache_clear()
+    assert shown.exit_code == 2
+    for r in (receipts[1], receipts[3], receipts[4]):
+        assert f"broken: block {r.block_id}:" in shown.output
+    assert "3 broken block(s) of 5" in shown.output
     engine.dispose()
 
 
