@@ -6,7 +6,7 @@ Each test reproduces a defect the adversarial review found, through the real HTT
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from ledger.sample import unet_event
 from ledger.settings import get_settings
 from ledger.store import Ledger
 from reports.alerts.service import run_detection
+from reports.billing.lifecycle import invoice
+from reports.billing.plans import Plan, store_plan
 from reports.jobs import run_rollup
 from reports.source import UNREADABLE
 from tests.conftest import ledger_with_prices
@@ -291,6 +293,10 @@ def test_sums_past_64_bits_stay_exact(fresh_database: str, tenant: str) -> None:
             "SELECT sum(delivered_nanos) FROM alert_hourly WHERE tenant_id = %s", (tenant,)
         ).fetchone()
     assert hourly == (logged,)
+    with connection(engine, transaction=True) as raw:
+        store_plan(raw, Plan(tenant=tenant, effective_from=date(2000, 1, 1)))
+        document = invoice(raw, tenant, at.date().replace(day=1))
+    assert document["cost_basis"]["metered_nanos"] == logged
     engine.dispose()
 
 

@@ -19,7 +19,7 @@ from reports.billing.pricing import Usage
 
 _USAGE = """
 SELECT tenant_id, use_case, coalesce(outcome, '') AS outcome, count(*) AS renders,
-       sum(events)::bigint, sum(cost)::bigint, min(first_seq), max(last_seq)
+       sum(events)::bigint, sum(cost), min(first_seq), max(last_seq)
 FROM (
     SELECT tenant_id, use_case, render_id, max(outcome) AS outcome, count(*) AS events,
            sum(cost_nanos) AS cost, min(seq) AS first_seq, max(seq) AS last_seq
@@ -55,8 +55,9 @@ def read_usage(
         tenant_filter, params["exclude"] = "AND tenant_id <> ALL(%(exclude)s)", exclude
     out: dict[str, list[Usage]] = defaultdict(list)
     query = _USAGE.format(tenant_filter=tenant_filter)
-    for tenant, *fields in raw.execute(query, params):
-        out[tenant].append(Usage(*fields))
+    # The cost sum is NUMERIC: a tenant's month may pass 64 bits of nanos.
+    for tenant, use_case, outcome, renders, events, cost, first, last in raw.execute(query, params):
+        out[tenant].append(Usage(use_case, outcome, renders, events, int(cost), first, last))
     return out
 
 
