@@ -51,7 +51,9 @@ from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports.jobs import run_rollup
 
-EVENTS = 100  # per batch from the kill scenarios' producers
+# Per batch from the kill scenarios' producers: small, so the log (and each verify after a
+# kill) stays small while requests, hence kills with one in flight, stay frequent.
+EVENTS = 25
 
 
 def say(message: str) -> None:
@@ -262,6 +264,7 @@ async def load(url: str, engine: Any, key: str, seconds: float, rate: float) -> 
     report_lat: list[float] = []
     errors = 0
     accepted = 0
+    busy = os.getloadavg()[0]
     with api_server(url, port, workers=WORKERS):
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}",
@@ -318,6 +321,7 @@ async def load(url: str, engine: Any, key: str, seconds: float, rate: float) -> 
         "ingest": (len(ingest_lat), pct(ingest_lat, 0.5), pct(ingest_lat, 0.99)),
         "report": (len(report_lat), pct(report_lat, 0.5), pct(report_lat, 0.99)),
         "median_ingest": statistics.median(ingest_lat) * 1000,
+        "load_average": (busy, os.getloadavg()[0]),
     }
 
 
@@ -353,7 +357,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=8, help="ingest batches per second")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
-    began = time.perf_counter()
+    began, start_load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(
         prefix="renderledger-reliability-", ignore_cleanup_errors=True
     ) as tmp:
@@ -384,6 +388,9 @@ def main() -> None:
         f"{ing[2]:.1f} ms | p99 ≤ 100 ms |",
         f"| report reads: requests, p50, p99 | {rep[0]:,}, {rep[1]:.1f} ms, {rep[2]:.1f} ms | |",
         f"| errors | {loaded['errors']} | 0 |",
+        # The machine is shared: other people's test runs weigh on the latencies.
+        "| machine load average (1 min), before and after | "
+        f"{loaded['load_average'][0]:.1f}, {loaded['load_average'][1]:.1f} | ≤ {os.cpu_count()} |",
     ]
     notes = [f"- {n}" for r in results for n in r["notes"]]
     text = (
@@ -397,8 +404,8 @@ def main() -> None:
         + ("\n\nFailures seen:\n\n" + "\n".join(notes) if notes else "")
         + "\n\n### Bounded load (one API process, loopback)\n\n"
         + "\n".join(load_rows)
-        + f"\n\nWhole run: {(time.perf_counter() - began) / 60:.1f} minutes "
-        f"(`python -m bench.reliability {' '.join(sys.argv[1:])}`)."
+        + f"\n\nWhole run: {(time.perf_counter() - began) / 60:.1f} minutes, machine load average "
+        f"{start_load:.1f} at its start (`python -m bench.reliability {' '.join(sys.argv[1:])}`)."
     )
     print(text)
     if args.write:
