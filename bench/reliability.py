@@ -353,7 +353,7 @@ def main() -> None:
     parser.add_argument("--api-kills", type=int, default=20)
     parser.add_argument("--postmaster-kills", type=int, default=10)
     parser.add_argument("--clients", type=int, default=3, help="concurrent producers")
-    parser.add_argument("--load-seconds", type=float, default=300)
+    parser.add_argument("--load-seconds", type=float, default=180)
     parser.add_argument("--rate", type=float, default=8, help="ingest batches per second")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
