@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from ledger.api_errors import http_error, responses
 from ledger.connections import connection
 from ledger.deps import LedgerDep, ReadKey
+from ledger.events import TENANT_PATTERN
 from ledger.keys import Principal
 from reports.alerts.store import STATUSES, AlertError, acknowledge, alerts
 
@@ -44,7 +45,9 @@ def _one(ledger: LedgerDep, key: Principal, alert_id: uuid.UUID) -> dict[str, An
 def list_alerts(
     ledger: LedgerDep,
     key: ReadKey,
-    tenant: Annotated[str | None, Query(description="Only this tenant's (admin keys)")] = None,
+    tenant: Annotated[
+        str | None, Query(pattern=TENANT_PATTERN, description="Only this tenant's (admin keys)")
+    ] = None,
     status: Annotated[str | None, Query(pattern=f"^({'|'.join(STATUSES)})$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
