@@ -100,12 +100,14 @@ class _Rows:
         return out
 
 
-def _row_digest(row: tuple[Any, ...], block_id: int) -> tuple[bytes | None, str | None]:
+def _row_digest(
+    row: tuple[Any, ...], block_id: int, version: int
+) -> tuple[bytes | None, str | None]:
     seq = row[0]
     if row[20] != block_id:
         return None, f"event seq {seq} names block {row[20]}"
     try:
-        recomputed = content_hash(*row[1:14])
+        recomputed = content_hash(*row[1:14], version=version)
     except (TypeError, ValueError) as exc:  # a stored value no canonical form can spell
         return None, f"event seq {seq} ({row[1]}) cannot be hashed: {exc}"
     if recomputed != bytes(row[19]):
@@ -115,7 +117,7 @@ def _row_digest(row: tuple[Any, ...], block_id: int) -> tuple[bytes | None, str 
 
 
 def _check_block(
-    rows: list[tuple[Any, ...]], block_id: int, first: int, last: int, prev: bytes
+    rows: list[tuple[Any, ...]], block_id: int, first: int, last: int, prev: bytes, version: int
 ) -> tuple[bytes, str | None]:
     """The recomputed block hash, and the first thing wrong with the block's rows."""
     digests: list[bytes] = []
@@ -126,7 +128,7 @@ def _check_block(
         if row is None:
             problem = problem or f"event seq {seq} is missing"
             continue
-        digest, wrong = _row_digest(row, block_id)
+        digest, wrong = _row_digest(row, block_id, version)
         problem = problem or wrong
         if digest is not None:
             digests.append(digest)
@@ -145,8 +147,8 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
     with connection(engine) as raw:
         raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         chain = raw.execute(
-            "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count "
-            "FROM blocks ORDER BY block_id"
+            "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count, "
+            "content_version FROM blocks ORDER BY block_id"
         ).fetchall()
         rows = _Rows(raw)
         try:
@@ -160,7 +162,7 @@ def _verify(chain: list[Any], rows: _Rows, progress: Callable[[int], None] | Non
     prev = GENESIS
     expected_seq = 1
     events = 0
-    for block_id, prev_hash, stored_hash, first_seq, last_seq, count in chain:
+    for block_id, prev_hash, stored_hash, first_seq, last_seq, count, version in chain:
         stray = [r[0] for r in rows.take_through(first_seq - 1)]
         if stray:
             broken.append(BrokenBlock(None, f"event seq {stray[0]} is in no block"))
@@ -170,7 +172,9 @@ def _verify(chain: list[Any], rows: _Rows, progress: Callable[[int], None] | Non
             problem = "its prev_hash does not match the hash of the block before"
         elif first_seq != expected_seq or last_seq - first_seq + 1 != count:
             problem = f"it claims seq {first_seq}..{last_seq}; expected to start at {expected_seq}"
-        recomputed, wrong = _check_block(own, block_id, first_seq, last_seq, bytes(prev_hash))
+        recomputed, wrong = _check_block(
+            own, block_id, first_seq, last_seq, bytes(prev_hash), version
+        )
         problem = problem or wrong
         if problem is None and recomputed != bytes(stored_hash):
             problem = "its recomputed hash differs from the stored one"

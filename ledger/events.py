@@ -177,7 +177,7 @@ class CostEvent(BaseModel):
             raise ValueError("outcome: only render events carry an outcome")
         return self
 
-    def content_hash(self) -> bytes:
+    def content_hash(self, version: int | None = None) -> bytes:
         return content_hash(
             self.event_id,
             self.tenant_id,
@@ -192,7 +192,14 @@ class CostEvent(BaseModel):
             self.outcome.value if self.outcome else None,
             self.reverses,
             self.attributes,
+            version=version or CONTENT_VERSION,
         )
+
+
+CONTENT_VERSION = 1
+"""The canonical form new blocks are hashed in. Each block records its form (``blocks.
+content_version``), so a later form can be introduced without making old blocks unverifiable:
+add it below under the next number and keep every older one."""
 
 
 def content_hash(
@@ -209,12 +216,16 @@ def content_hash(
     outcome: str | None,
     reverses: UUID | None,
     attributes: dict[str, Any],
+    *,
+    version: int = CONTENT_VERSION,
 ) -> bytes:
     """SHA-256 of the producer's content in one canonical spelling.
 
     Both the idempotency check and ``verify`` go through here, from a fresh event and
     from a stored row alike, so the two can never disagree on what "same content" means.
     """
+    if version != 1:
+        raise ValueError(f"no canonical form {version} (known: 1)")
     doc = (
         event_id,
         tenant_id,

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from ledger.chain import GENESIS, block_hash, price_tag, row_digest
 from ledger.connections import connection
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError, LedgerError
-from ledger.events import CostEvent
+from ledger.events import CONTENT_VERSION, CostEvent
 from ledger.price_books import read_price_book, read_version
 from ledger.prices import PriceBook, PriceBookFile, PriceVersion, UnpricedSku
 from ledger.rating import Rated, Unrateable, rate_all, rate_each
@@ -218,8 +218,8 @@ def _write_block(
             copy.write_row(_copy_row(seq, r, block_id))
     last_seq = first_seq + len(events) - 1
     raw.execute(
-        "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count) "
-        "VALUES (%s, %s, %s, %s, %s, %s)",
+        "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count, "
+        "content_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",
         (
             block_id,
             prev_hash,
@@ -227,6 +227,7 @@ def _write_block(
             first_seq,
             last_seq,
             len(events),
+            CONTENT_VERSION,
         ),
     )
     return Receipt(len(events), duplicates, first_seq, last_seq, block_id)
@@ -293,11 +294,18 @@ def _split_duplicates(rated: list[Rated], stored: dict[EventKey, bytes]) -> tupl
 
 def _drop_stored(raw: psycopg.Connection[Any], fresh: list[Rated]) -> tuple[list[Rated], int]:
     rows = raw.execute(
-        "SELECT tenant_id, event_id, content_hash FROM cost_events "
-        "WHERE (tenant_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
+        "SELECT e.tenant_id, e.event_id, e.content_hash, b.content_version "
+        "FROM cost_events e JOIN blocks b USING (block_id) "
+        "WHERE (e.tenant_id, e.event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
         ([r.event.tenant_id for r in fresh], [r.event.event_id for r in fresh]),
     ).fetchall()
-    return _split_duplicates(fresh, {(t, eid): bytes(h) for t, eid, h in rows})
+    # A resend of an event stored under an older canonical form is judged in that form.
+    older = {(t, eid): v for t, eid, _, v in rows if v != CONTENT_VERSION}
+    for r in fresh:
+        version = older.get((r.event.tenant_id, r.event.event_id))
+        if version is not None:
+            r.content = r.event.content_hash(version)
+    return _split_duplicates(fresh, {(t, eid): bytes(h) for t, eid, h, _ in rows})
 
 
 def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEvent]) -> None:

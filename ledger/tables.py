@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -81,6 +82,8 @@ blocks = Table(
     Column("last_seq", BigInteger, nullable=False),
     Column("event_count", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The canonical form of its rows' content hashes (ledger.events.CONTENT_VERSION).
+    Column("content_version", SmallInteger, nullable=False, server_default=text("1")),
 )
 
 cost_events = Table(

@@ -112,3 +112,30 @@ def test_the_migrated_schema_matches_the_table_definitions(db_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_blocks_record_their_canonical_form_and_verify_uses_it(
+    fresh_database: str, make_event: EventFactory
+) -> None:
+    """A block names the canonical form of its hashes; verify recomputes in that form, so a
+    form it does not know (or a block relabelled behind its back) is reported, not skipped."""
+    from ledger.events import CONTENT_VERSION
+
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    receipt = ledger.append([make_event() for _ in range(3)])
+    with psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su:
+        row = su.execute(
+            "SELECT content_version FROM blocks WHERE block_id = %s", (receipt.block_id,)
+        ).fetchone()
+        assert row == (CONTENT_VERSION,)
+        su.execute("ALTER TABLE blocks DISABLE TRIGGER blocks_append_only")
+        su.execute(
+            "UPDATE blocks SET content_version = 99 WHERE block_id = %s", (receipt.block_id,)
+        )
+        su.execute("ALTER TABLE blocks ENABLE TRIGGER blocks_append_only")
+    result = verify(engine)
+    assert result.broken_block == receipt.block_id
+    assert result.reason is not None
+    assert "no canonical form 99" in result.reason
+    engine.dispose()
