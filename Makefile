@@ -21,9 +21,10 @@ run: $(STAMP)
 	$(VENV)/bin/renderledger demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ledger ingest render reports migrations tests bench
-	$(VENV)/bin/ruff format --check ledger ingest render reports migrations tests bench
+	$(VENV)/bin/ruff check ledger ingest render reports service migrations tests bench
+	$(VENV)/bin/ruff format --check ledger ingest render reports service migrations tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # pytest exits 5 when it collects nothing; make fails on any non-zero exit, so that cannot pass.
 test: $(STAMP) lint

@@ -23,13 +23,13 @@ from sqlalchemy.engine import make_url
 
 from bench.processes import api_server, free_port
 from bench.report import write_section
+from ingest.sample import sample_events
 from ledger import database
-from ledger.cli import DEFAULT_PRICES
 from ledger.events import CostEvent
-from ledger.keys import create_key
 from ledger.prices import load_price_book_file
-from ledger.sample import sample_events
 from ledger.store import COLUMNS, Ledger
+from service.cli.main import DEFAULT_PRICES
+from service.keys import create_key
 
 
 def fresh_db(server: str, name: str) -> str:

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 
 from ingest.client import DeliveryFailed, HttpTransport, Rejected
+from ingest.sample import unet_event
 from ledger.connections import connection
 from ledger.events import CostEvent
-from ledger.sample import unet_event
 
 SCENARIO_S = 420.0  # no producer sends or resends past this, whatever happens
 
@@ -43,7 +43,7 @@ def api_server(url: str, port: int, *, workers: int = 1) -> Iterator[subprocess.
         [
             sys.executable,
             "-m",
-            "ledger.cli",
+            "service.cli.main",
             "serve",
             "--port",
             str(port),
@@ -79,7 +79,7 @@ def renderledger(
 ) -> subprocess.CompletedProcess[str]:
     """One `renderledger` command as an operator would type it; output kept for the report."""
     return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args],
+        [sys.executable, "-m", "service.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -44,12 +44,12 @@ from bench.processes import (
 from bench.report import write_section
 from ledger import database
 from ledger.chain import verify
-from ledger.cli import DEFAULT_PRICES
 from ledger.events import CostEvent
-from ledger.keys import create_key
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports.jobs import run_rollup
+from service.cli.main import DEFAULT_PRICES
+from service.keys import create_key
 
 # Per batch from the kill scenarios' producers: small, so the log (and each verify after a
 # kill) stays small while requests, hence kills with one in flight, stay frequent.
@@ -211,7 +211,7 @@ def spool_kill(url: str, engine: Any, tmp: Path) -> dict[str, Any]:
     }
     render = ["render", "--tenant", "kill-spool", "--prompt", "a chair", "--n", "50"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", *render, "--steps", "4", "--out", str(tmp)],
+        [sys.executable, "-m", "service.cli.main", *render, "--steps", "4", "--out", str(tmp)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -27,13 +27,13 @@ from sqlalchemy import Engine
 from bench.processes import api_server, free_port
 from bench.report import write_section
 from ledger import database
-from ledger.cli import DEFAULT_PRICES
 from ledger.connections import connection
-from ledger.keys import create_key
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports.jobs import run_rollup
 from reports.source import read_events, read_events_adbc
+from service.cli.main import DEFAULT_PRICES
+from service.keys import create_key
 
 TENANTS = 1000
 _GENERATE = """

@@ -87,7 +87,7 @@ class PriceBookFile:
 
 
 def parse_price_book(text: str) -> PriceBookFile:
-    """Parse the TOML format documented in ``ledger/default_prices.toml``."""
+    """Parse the TOML format documented in ``service/books/default_prices.toml``."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

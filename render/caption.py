@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from ledger.caches import CachedCaption, CacheStore
-from ledger.settings import CaptionProvider
+from render.caches import CachedCaption, CacheStore
+from render.settings import CaptionProvider
 
 log = logging.getLogger(__name__)
 

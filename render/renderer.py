@@ -20,8 +20,8 @@ from uuid import UUID, uuid4
 import torch
 
 from ingest.client import Emitter
-from ledger.caches import CachedEmbedding, CacheStore
 from ledger.events import Cache, CostEvent, Outcome, Stage
+from render.caches import CachedEmbedding, CacheStore
 from render.caption import CaptionClient, Rewrite
 from render.meters import PipelineMeter, StageTimes
 from render.postprocess import postprocess

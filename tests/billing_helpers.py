@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
+from ingest.sample import unet_event
 from ledger.events import CostEvent
-from ledger.sample import unet_event
 from ledger.store import Ledger
 
 

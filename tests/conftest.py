@@ -25,14 +25,14 @@ from moto.server import ThreadedMotoServer
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from ingest.sample import unet_event
 from ledger import database
-from ledger.app import create_app
-from ledger.cli import DEFAULT_PRICES
 from ledger.events import CostEvent
 from ledger.prices import load_price_book_file
-from ledger.sample import unet_event
-from ledger.settings import Settings
 from ledger.store import Ledger
+from service.cli.main import DEFAULT_PRICES
+from service.http.app import create_app
+from service.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +153,7 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def admin_key(ledger: Ledger) -> str:
-    from ledger.keys import create_key
+    from service.keys import create_key
 
     return create_key(ledger.engine, None, ["admin"], "tests")
 

@@ -33,8 +33,8 @@ def test_binomial_tail_matches_a_direct_sum() -> None:
 
 
 def test_the_most_specific_rule_wins() -> None:
-    from ledger.settings import AlertRule, AlertSettings
     from reports.alerts.config import rules
+    from service.settings import AlertRule, AlertSettings
 
     rule_for = rules(
         AlertSettings(

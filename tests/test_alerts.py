@@ -18,17 +18,17 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
+from ingest.sample import unet_event
 from ledger import database
 from ledger.connections import connection
 from ledger.events import CostEvent
-from ledger.keys import create_key
-from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports.alerts.detect import Rule
 from reports.alerts.service import run_detection
 from reports.alerts.store import append
 from reports.alerts.webhooks import Webhook, attempts, deliver_pending
 from reports.jobs import run_rollup
+from service.keys import create_key
 from tests.conftest import ledger_with_prices
 
 NOW = datetime(2026, 11, 10, 14, 30, tzinfo=UTC)

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger import database
-from ledger.cli import app
 from ledger.connections import connection
-from ledger.settings import get_settings
 from reports.alerts.store import append
+from service.cli.main import app
+from service.settings import get_settings
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
-from ledger.cli import app
 from ledger.connections import connection
-from ledger.settings import get_settings
 from ledger.store import Ledger
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import Prepared, draft_all, finalize, invoice
 from reports.billing.months import Window, next_month, window
 from reports.billing.plans import Plan, store_plan
+from service.cli.main import app
+from service.settings import get_settings
 from tests.billing_helpers import add_renders
 
 AUG, SEP, OCT, NOV = (date(2026, m, 1) for m in (8, 9, 10, 11))

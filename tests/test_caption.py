@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from ledger.caches import CacheStore
-from ledger.settings import CaptionProvider
 from ledger.store import Ledger
+from render.caches import CacheStore
 from render.caption import CaptionClient
+from service.settings import CaptionProvider
 from tests.stand_ins import provider
 
 

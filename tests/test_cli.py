@@ -9,8 +9,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import DEFAULT_PRICES, app
-from ledger.settings import get_settings
+from service.cli.main import DEFAULT_PRICES, app
+from service.settings import get_settings
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import uuid
 import httpx
 
 from bench.processes import api_server, free_port
+from ingest.sample import unet_event
 from ledger import database
 from ledger.chain import verify
 from ledger.connections import connection
-from ledger.keys import create_key
-from ledger.sample import unet_event
+from service.keys import create_key
 from tests.conftest import ledger_with_prices
 
 

@@ -59,7 +59,7 @@ def test_start_right_after_kill_9_of_the_postmaster(data_dir: Path) -> None:
     _kill_postmaster(data_dir)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     started = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "db", "start"],
+        [sys.executable, "-m", "service.cli.main", "db", "start"],
         env={**env, "RENDERLEDGER_DATA_DIR": str(data_dir)},
         cwd=data_dir,
         capture_output=True,

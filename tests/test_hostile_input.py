@@ -18,21 +18,21 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+from ingest.sample import unet_event
 from ledger import database
 from ledger.chain import verify
-from ledger.cli import app as cli
 from ledger.connections import connection
 from ledger.events import CostEvent
-from ledger.keys import create_key
 from ledger.money import MAX_EVENT_COST_NANOS
-from ledger.sample import unet_event
-from ledger.settings import get_settings
 from ledger.store import Ledger
 from reports.alerts.service import run_detection
 from reports.billing.lifecycle import invoice
 from reports.billing.plans import Plan, store_plan
 from reports.jobs import run_rollup
 from reports.source import UNREADABLE
+from service.cli.main import app as cli
+from service.keys import create_key
+from service.settings import get_settings
 from tests.conftest import ledger_with_prices
 from tests.test_immutability import tamper
 

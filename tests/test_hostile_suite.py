@@ -23,14 +23,14 @@ import uvicorn
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from ingest.sample import unet_event
 from ledger import database
-from ledger.app import create_app
 from ledger.chain import verify
-from ledger.keys import create_key
-from ledger.sample import unet_event
-from ledger.settings import Settings
 from ledger.store import Ledger
 from reports.jobs import run_rollup
+from service.http.app import create_app
+from service.keys import create_key
+from service.settings import Settings
 from tests.conftest import _create_database, free_port, ledger_with_prices
 
 TENANT = "hostile"

@@ -16,9 +16,9 @@ import pytest
 
 from ingest import cdn_log
 from ingest.importer import ImportFailed, import_events, open_source
+from ingest.sample import unet_event
 from ledger.connections import connection
 from ledger.events import CostEvent
-from ledger.sample import unet_event
 from ledger.store import Ledger
 from tests.conftest import EventFactory
 

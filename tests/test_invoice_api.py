@@ -15,10 +15,10 @@ import pytest
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
-from ledger.cli import app
-from ledger.keys import create_key
-from ledger.settings import get_settings
 from ledger.store import Ledger
+from service.cli.main import app
+from service.keys import create_key
+from service.settings import get_settings
 from tests.billing_helpers import add_renders
 
 PLANS = """

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from ingest.sample import unet_event
 from ledger.events import CostEvent
-from ledger.keys import create_key, revoke_key
-from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports.jobs import run_rollup
+from service.keys import create_key, revoke_key
 
 
 def _event(tenant: str, render: uuid.UUID) -> CostEvent:
@@ -159,8 +159,8 @@ ADMIN_ONLY: dict[str, Call] = {
 def _cli_key(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, *args: str) -> Any:
     from typer.testing import CliRunner
 
-    from ledger.cli import app
-    from ledger.settings import get_settings
+    from service.cli.main import app
+    from service.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.chdir(tmp_path)
@@ -201,7 +201,7 @@ def test_a_tenant_key_stored_with_admin_is_held_to_its_tenant(
     """Keys made before ``create_key`` refused the admin scope with a tenant: the scope is
     void, not global."""
     from ledger.connections import connection
-    from ledger.keys import _digest
+    from service.keys import _digest
 
     key_id, secret = uuid.uuid4().hex[:12], uuid.uuid4().hex
     with connection(ledger.engine, transaction=True) as raw:

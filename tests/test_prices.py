@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.cli import DEFAULT_PRICES
 from ledger.prices import (
     PriceBook,
     PriceBookError,
@@ -16,6 +15,7 @@ from ledger.prices import (
     load_price_book_file,
     parse_price_book,
 )
+from service.cli.main import DEFAULT_PRICES
 
 
 def test_default_book_has_the_public_figures() -> None:

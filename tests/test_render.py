@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from ingest.client import DeliveryFailed, Emitter, HttpTransport, LedgerTransport, Spool
-from ledger.caches import CacheStore
 from ledger.events import CostEvent
 from ledger.journal import read_render
 from ledger.store import Ledger
+from render.caches import CacheStore
 from render.caption import CaptionClient
 from render.presets import Built, build
 from render.renderer import Renderer, RenderRequest
@@ -130,7 +130,7 @@ def test_a_failing_vae_leaves_failed_with_the_costs_already_spent(
 def test_with_the_ledger_down_renders_complete_and_events_arrive_once_later(
     tiny: Built, ledger: Ledger, tenant: str, tmp_path: Path, api_base: str
 ) -> None:
-    from ledger.keys import create_key
+    from service.keys import create_key
 
     key = create_key(ledger.engine, tenant, ["ingest"])
     down = HttpTransport(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)

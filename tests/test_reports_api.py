@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
+from ingest.sample import unet_event
 from ledger.events import CostEvent
 from ledger.prices import load_price_book_file
-from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports import scheduler
 from reports.jobs import run_rollup
 
-WHATIF = Path(__file__).parents[1] / "ledger" / "whatif" / "dalle3.toml"
+WHATIF = Path(__file__).parents[1] / "service" / "books" / "whatif" / "dalle3.toml"
 DAY = datetime(2026, 10, 5, 9, tzinfo=UTC)
 
 

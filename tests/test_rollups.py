@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest.sample import unet_event
 from ledger import database
 from ledger.connections import connection
 from ledger.events import CostEvent
-from ledger.sample import unet_event
 from ledger.store import Ledger
 from reports import jobs
 from reports.jobs import run_rollup
@@ -65,7 +65,7 @@ def _event(
 
 
 def test_rollup_totals_equal_the_ledger_to_the_nano(own_ledger: Ledger) -> None:
-    from ledger.sample import sample_events
+    from ingest.sample import sample_events
 
     events = list(sample_events(400, seed=3))
     for i in range(0, len(events), 1000):
@@ -160,7 +160,7 @@ def test_incremental_equals_rebuild(
 def test_a_job_killed_half_way_and_run_again_changes_nothing(
     own_ledger: Ledger, fresh_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger.sample import sample_events
+    from ingest.sample import sample_events
 
     events = list(sample_events(60, seed=5))
     own_ledger.append(events)

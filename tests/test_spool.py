@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 import pytest
 
 from ingest.client import HttpTransport, LedgerTransport, Spool
+from ingest.sample import unet_event
 from ledger.events import CostEvent
 from ledger.journal import read_render
-from ledger.keys import create_key
-from ledger.sample import unet_event
 from ledger.store import Ledger
+from service.keys import create_key
 from tests.conftest import EventFactory, free_port
 
 
@@ -222,8 +222,8 @@ def test_spool_flush_command_reports_refused_batches_and_requeue_brings_them_bac
 ) -> None:
     from typer.testing import CliRunner
 
-    from ledger.cli import app
-    from ledger.settings import get_settings
+    from service.cli.main import app
+    from service.settings import get_settings
 
     key = create_key(ledger.engine, tenant, ["ingest"], "renderer")
     for var, value in {

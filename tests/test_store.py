@@ -113,7 +113,7 @@ def test_the_version_in_force_at_occurred_at_prices_the_event(
     engine = database.make_engine(fresh_database, app_role="renderledger_app")
     ledger = ledger_with_prices(engine)
     switch = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    text = (Path(__file__).parents[1] / "ledger" / "default_prices.toml").read_text()
+    text = (Path(__file__).parents[1] / "service" / "books" / "default_prices.toml").read_text()
     newer = text.replace('name = "public-list-2026"', 'name = "newer"').replace(
         "effective_from = 2025-01-01T00:00:00Z", f"effective_from = {switch.isoformat()}"
     )

@@ -13,11 +13,11 @@ import httpx
 import psycopg
 import uvicorn
 
+from ingest.sample import unet_event
 from ledger import database
-from ledger.app import create_app
-from ledger.keys import create_key
-from ledger.sample import unet_event
-from ledger.settings import Settings
+from service.http.app import create_app
+from service.keys import create_key
+from service.settings import Settings
 from tests.conftest import free_port
 
 

@@ -13,17 +13,17 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import Engine
 
+from ingest.sample import unet_event
 from ledger import database
 from ledger.connections import connection
 from ledger.journal import head as ledger_head
-from ledger.sample import unet_event
-from ledger.settings import AlertSettings
 from ledger.store import Ledger
 from reports import scheduler
 from reports.alerts.config import after_rollup
 from reports.alerts.store import append
 from reports.alerts.webhooks import Webhook, attempts, deliver_pending
 from reports.jobs import checkpoint
+from service.settings import AlertSettings
 from tests.conftest import free_port, ledger_with_prices
 
 

@@ -6,14 +6,34 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from pydantic import BaseModel
 from sqlalchemy import Engine
 
-from ledger.settings import AlertRule, AlertSettings
 from reports.alerts.detect import Rule
 from reports.alerts.service import run_detection
 from reports.alerts.webhooks import Webhook, deliver_pending
 
 log = logging.getLogger(__name__)
+
+
+class AlertRule(BaseModel):
+    """Thresholds for one tenant and/or use case; unset fields keep the defaults."""
+
+    tenant: str | None = None
+    use_case: str | None = None
+    relative: float | None = None  # 0.10: a 10 % change in cost per delivered render
+    absolute_usd: float | None = None  # and at least this much per render
+    z: float | None = None  # and this many spreads from the baseline
+    min_renders: int | None = None  # delivered renders needed before judging
+
+
+class AlertSettings(BaseModel):
+    enabled: bool = True  # run detection after every rollup in the API process
+    rules: list[AlertRule] = []  # JSON in RENDERLEDGER_ALERTS__RULES
+    webhook_url: str | None = None
+    webhook_secret: str | None = None  # HMAC-SHA256 key; required with a webhook_url
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 2.0  # doubled after every failed attempt
 
 
 def _specificity(rule: AlertRule) -> int:

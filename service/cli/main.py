@@ -12,12 +12,17 @@ import orjson
 import typer
 from rich.table import Table
 
+from ingest.sample import sample_events
 from ledger import database
 from ledger.chain import verify as verify_chain
-from ledger.cli_alerts import alerts_app
-from ledger.cli_billing import invoice_app, plans_app
-from ledger.cli_common import DEFAULT_PRICES as DEFAULT_PRICES  # tests and scripts use it here
-from ledger.cli_common import (
+from ledger.connections import connection
+from ledger.errors import LedgerError
+from ledger.money import canonical_decimal
+from ledger.prices import PriceBookError, load_price_book_file
+from service.cli.alerts import alerts_app
+from service.cli.billing import invoice_app, plans_app
+from service.cli.common import DEFAULT_PRICES as DEFAULT_PRICES  # tests and scripts use it here
+from service.cli.common import (
     database_url,
     err,
     fail,
@@ -27,14 +32,9 @@ from ledger.cli_common import (
     progress_bar,
     s3_client,
 )
-from ledger.cli_demo import DEMO_SEED, demo
-from ledger.cli_render import render, spool_app
-from ledger.connections import connection
-from ledger.errors import LedgerError
-from ledger.money import canonical_decimal
-from ledger.prices import PriceBookError, load_price_book_file
-from ledger.sample import sample_events
-from ledger.settings import get_settings
+from service.cli.demo import DEMO_SEED, demo
+from service.cli.render import render, spool_app
+from service.settings import get_settings
 
 app = typer.Typer(
     help="renderledger: the cost ledger for diffusion image generation.",
@@ -87,7 +87,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label to recognise the key by")] = "",
 ) -> None:
     """Make a key and print it; only its hash is stored, so keep it now."""
-    from ledger.keys import KeyRefused, create_key
+    from service.keys import KeyRefused, create_key
 
     try:
         key = create_key(
@@ -104,7 +104,7 @@ def keys_create(
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key or its id")]) -> None:
     """Revoke a key at once; it stays listed, marked revoked."""
-    from ledger.keys import revoke_key
+    from service.keys import revoke_key
 
     if not revoke_key(open_ledger(get_settings()).engine, key_id):
         raise fail(f"no live key {key_id!r}")
@@ -114,7 +114,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key or its id")]
 @keys_app.command("list")
 def keys_list() -> None:
     """Every key: id, tenant, scopes, name, created, revoked."""
-    from ledger.keys import list_keys
+    from service.keys import list_keys
 
     table = Table("id", "tenant", "scopes", "name", "created", "revoked")
     for key_id, tenant, scopes, name, created, revoked in list_keys(
@@ -368,7 +368,7 @@ def serve(
         # Workers re-read the settings from the environment: hand them the resolved URL.
         os.environ["DATABASE_URL"] = database_url(settings)
     uvicorn.run(
-        "ledger.app:create_app",
+        "service.http.app:create_app",
         factory=True,
         host=host,
         port=port,

@@ -11,14 +11,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ingest.parsing import MalformedBody, parse_body
-from ingest.schemas import EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
-from ledger.api_errors import responses
-from ledger.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict
 from ledger.journal import StoredEvent, read_after, read_render
-from ledger.keys import Principal
 from ledger.money import format_nanos
 from ledger.store import Ledger, Receipt
+from service.http.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
+from service.http.errors import responses
+from service.http.event_schemas import EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
+from service.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=responses(401, 403, 404, 422))
 

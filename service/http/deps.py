@@ -9,10 +9,10 @@ import psycopg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ledger.api_errors import http_error
-from ledger.keys import Principal, authenticate
-from ledger.settings import Settings
 from ledger.store import Ledger
+from service.http.errors import http_error
+from service.keys import Principal, authenticate
+from service.settings import Settings
 
 
 def get_ledger(request: Request) -> Ledger:

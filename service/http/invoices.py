@@ -11,15 +11,15 @@ import psycopg
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from ledger.api_errors import http_error, responses
 from ledger.connections import connection
-from ledger.deps import AdminKey, LedgerDep, ReadKey, ensure_tenant
-from ledger.keys import Principal
 from reports.billing.documents import MEDIA_TYPES, RENDERERS, file_stem
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import finalize, invoice, issue_credit_note, list_invoices
 from reports.billing.months import MonthError, check_month, parse_period
 from reports.billing.plans import Plan, PlanError, parse_plan, plans_of, store_plan
+from service.http.deps import AdminKey, LedgerDep, ReadKey, ensure_tenant
+from service.http.errors import http_error, responses
+from service.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["billing"], responses=responses(401, 403, 404, 422))
 T = TypeVar("T")

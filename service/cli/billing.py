@@ -11,14 +11,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ledger.cli_common import err, fail, open_ledger, out, plain, progress_bar, s3_client
 from ledger.connections import connection
-from ledger.settings import get_settings
 from reports.billing.documents import FORMATS, RENDERERS, export
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import draft_all, finalize_all, invoice, issue_credit_note
 from reports.billing.months import parse_period
 from reports.billing.plans import PlanError, plans_of, read_file, store_grant, store_plan
+from service.cli.common import err, fail, open_ledger, out, plain, progress_bar, s3_client
+from service.settings import get_settings
 
 plans_app = typer.Typer(help="Billing plans and prepaid credits.", no_args_is_help=True)
 invoice_app = typer.Typer(

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from ledger.api_errors import http_error, responses
 from ledger.connections import connection
-from ledger.deps import LedgerDep, ReadKey
 from ledger.events import TENANT_PATTERN
-from ledger.keys import Principal
 from reports.alerts.store import STATUSES, AlertError, acknowledge, alerts
+from service.http.deps import LedgerDep, ReadKey
+from service.http.errors import http_error, responses
+from service.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["alerts"], responses=responses(401, 403, 404, 422))
 

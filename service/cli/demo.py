@@ -9,9 +9,15 @@ from typing import Annotated
 
 import typer
 
+from ingest.sample import regression_events, sample_events
 from ledger import database
 from ledger.chain import verify as verify_chain
-from ledger.cli_common import (
+from ledger.connections import connection
+from ledger.errors import EventConflict
+from ledger.events import CostEvent
+from ledger.prices import load_price_book_file
+from ledger.store import Ledger
+from service.cli.common import (
     DEFAULT_PRICES,
     EXAMPLE_PLANS,
     database_url,
@@ -20,14 +26,8 @@ from ledger.cli_common import (
     plain,
     progress_bar,
 )
-from ledger.cli_render import render_demo
-from ledger.connections import connection
-from ledger.errors import EventConflict
-from ledger.events import CostEvent
-from ledger.prices import load_price_book_file
-from ledger.sample import regression_events, sample_events
-from ledger.settings import Settings, get_settings
-from ledger.store import Ledger
+from service.cli.render import render_demo
+from service.settings import Settings, get_settings
 
 DEMO_SEED = 7  # `renderledger sample` defaults to another seed, so its events are new
 
@@ -153,14 +153,14 @@ In the API docs, "Authorize" takes the same key.
     )
     import uvicorn
 
-    from ledger.app import create_app
+    from service.http.app import create_app
 
     uvicorn.run(create_app(settings, ledger), host=host, port=port, log_level="warning")
 
 
 def _demo_key(settings: Settings, ledger: Ledger) -> str:
     """The demo's admin key, reused across runs while it stays valid."""
-    from ledger.keys import authenticate, create_key
+    from service.keys import authenticate, create_key
 
     path = settings.data_dir / "demo-admin.key"
     if path.exists() and authenticate(ledger.engine, key := path.read_text().strip()):

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ingest.client import Emitter, HttpTransport, LedgerTransport, Spool, Transport
-from ledger.caches import CacheStore
-from ledger.cli_common import fail, open_ledger, out, plain, progress_bar, s3_client
-from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
+from render.caches import CacheStore
+from service.cli.common import fail, open_ledger, out, plain, progress_bar, s3_client
+from service.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from render.renderer import Renderer

@@ -11,11 +11,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledger import database
-from ledger.settings import Settings
 from ledger.store import Ledger
+from service.settings import Settings
 
-DEFAULT_PRICES = Path(__file__).with_name("default_prices.toml")
-EXAMPLE_PLANS = Path(__file__).with_name("example_plans.toml")
+BOOKS = Path(__file__).parent.parent / "books"
+DEFAULT_PRICES = BOOKS / "default_prices.toml"
+EXAMPLE_PLANS = BOOKS / "example_plans.toml"
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

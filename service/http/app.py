@@ -14,20 +14,20 @@ from fastapi.responses import PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from ingest.api import router as events_router
 from ingest.parsing import EVENT
-from ledger.api_errors import UNAVAILABLE, database_unavailable, responses, validation_error
-from ledger.cli_common import s3_client
 from ledger.database import make_engine, resolve_url
-from ledger.deps import AdminKey, LedgerDep
-from ledger.settings import Settings, get_settings
 from ledger.store import Ledger
-from reports.alerts.api import router as alerts_router
 from reports.alerts.config import after_rollup, deliver_webhooks
-from reports.api import router as reports_router
-from reports.billing.api import router as billing_router
 from reports.metrics import Metrics
 from reports.scheduler import start as start_scheduler
+from service.cli.common import s3_client
+from service.http.alerts import router as alerts_router
+from service.http.deps import AdminKey, LedgerDep
+from service.http.errors import UNAVAILABLE, database_unavailable, responses, validation_error
+from service.http.events import router as events_router
+from service.http.invoices import router as billing_router
+from service.http.reports import router as reports_router
+from service.settings import Settings, get_settings
 
 
 def create_app(

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ledger.cli_common import err, fail, open_ledger, out, plain
 from ledger.connections import connection
-from ledger.settings import get_settings
+from service.cli.common import err, fail, open_ledger, out, plain
+from service.settings import get_settings
 
 alerts_app = typer.Typer(help="Anomaly alerts on cost per render.", no_args_is_help=True)
 

@@ -11,10 +11,10 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
-from ledger.api_errors import http_error, responses
 from ledger.connections import connection
-from ledger.deps import LedgerDep, ReadKey, ensure_tenant
 from reports.tenant_report import GROUPS, ReportQuery, report
+from service.http.deps import LedgerDep, ReadKey, ensure_tenant
+from service.http.errors import http_error, responses
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=responses(401, 403, 404, 422))
 TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"

@@ -1,0 +1,1 @@
+"""The ``renderledger`` command line."""

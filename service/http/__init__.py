@@ -1,0 +1,1 @@
+"""The HTTP API: the app, its routers, request dependencies and error mapping."""
