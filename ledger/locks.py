@@ -1,0 +1,46 @@
+"""Every PostgreSQL advisory lock key the product takes, in one place.
+
+Advisory keys share one space per database: two jobs that picked the same number by
+accident would silently serialize (or skip) each other. Keeping them here, with who takes
+each and why, is what makes them provably distinct (tests/test_definitions.py).
+
+Fixed keys are four ASCII letters read as a big-endian int4, so ``pg_locks`` shows
+something a person can decode. Keys for one row of many (a tenant, an alert) are
+``hashtext('<namespace>:<id>')``: :func:`scoped` builds that text.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+APPEND: Final = 0x52454E44  # "REND"
+"""Transaction lock of every append to the event log (ledger/store.py): positions are
+handed out in commit order, so a reader that stops at a position never misses one."""
+
+ROLLUP: Final = 0x524F4C4C  # "ROLL"
+"""Session lock of the rollup job (reports/jobs.py): one process moves the checkpoint."""
+
+ALERTS: Final = 0x414C5254  # "ALRT"
+"""Session lock of alert detection (reports/alerts/service.py): one detector, so an
+anomaly opens one alert, not one per API process."""
+
+WEBHOOKS: Final = 0x57484F4B  # "WHOK"
+"""Session lock of webhook delivery (reports/alerts/webhooks.py): one deliverer over all
+API processes, so a receiver is not sent the same alert event twice at once."""
+
+MONTHLY: Final = 0x494E5643  # "INVC"
+"""Session lock of the monthly draft job (reports/billing/monthly.py): one process writes
+last month's drafts."""
+
+INVOICE: Final = "invoice"
+"""Namespace of the per-tenant transaction lock of finalization and credit notes
+(reports/billing/lifecycle.py): a tenant's invoices are numbered and adjusted in order."""
+
+ALERT: Final = "alert"
+"""Namespace of the per-alert transaction lock of acknowledging (reports/alerts/store.py):
+two people acknowledging one alert record one acknowledgement."""
+
+
+def scoped(namespace: str, key: object) -> str:
+    """The text whose ``hashtext`` is the lock key of ``key`` within ``namespace``."""
+    return f"{namespace}:{key}"
