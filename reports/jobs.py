@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from ledger.connections import job_lock
 from ledger.database import libpq_url
 from ledger.journal import head as ledger_head
+from ledger.locks import ROLLUP
 from reports.rollups import (
     DAILY_KEYS,
     DAILY_SUMS,
@@ -35,7 +36,6 @@ from reports.rollups import (
 from reports.source import read_events, read_events_adbc
 
 JOB = "rollup"
-LOCK_KEY = 0x524F4C4C  # "ROLL"
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def run_rollup(
     ``stop_after_chunks`` ends the run early, as a crash between chunks would.
     """
     started = time.perf_counter()
-    with job_lock(engine, LOCK_KEY) as session:
+    with job_lock(engine, ROLLUP) as session:
         if session is None:
             return RollupResult(False)
         if rebuild:

@@ -17,6 +17,7 @@ from ingest.sample import unet_event
 from ledger import database
 from ledger.connections import connection
 from ledger.events import CostEvent
+from ledger.locks import ROLLUP
 from ledger.store import Ledger
 from reports import jobs
 from reports.jobs import run_rollup
@@ -186,11 +187,11 @@ def test_a_job_killed_half_way_and_run_again_changes_nothing(
 
 def test_a_second_runner_skips_while_the_first_holds_the_lock(own_ledger: Ledger) -> None:
     with connection(own_ledger.engine) as raw:
-        raw.execute("SELECT pg_advisory_lock(%s)", (jobs.LOCK_KEY,))
+        raw.execute("SELECT pg_advisory_lock(%s)", (ROLLUP,))
         try:
             assert run_rollup(own_ledger.engine).ran is False
         finally:
-            raw.execute("SELECT pg_advisory_unlock(%s)", (jobs.LOCK_KEY,))
+            raw.execute("SELECT pg_advisory_unlock(%s)", (ROLLUP,))
     assert run_rollup(own_ledger.engine).ran is True
 
 

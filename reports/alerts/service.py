@@ -20,13 +20,13 @@ import psycopg
 from sqlalchemy import Engine
 
 from ledger.connections import job_lock
+from ledger.locks import ALERTS
 from reports.alerts.detect import Rule, measure
 from reports.alerts.series import RENDER_FRAME_COLUMNS, STAGES, build, hourly_frame
 from reports.alerts.store import append, open_alerts
 from reports.alerts.tracker import Decision, OpenAlert, decide
 from reports.source import copy_out
 
-LOCK_KEY = 0x414C5254  # "ALRT"
 _RENDER_SCHEMA: dict[str, Any] = {
     "tenant_id": pl.String,
     "use_case": pl.String,
@@ -149,7 +149,7 @@ def run_detection(
     rule_for = rules or (lambda _t, _u: Rule())
     default = rule_for("", "")
     result = DetectionResult(True)
-    with job_lock(engine, LOCK_KEY) as raw:
+    with job_lock(engine, ALERTS) as raw:
         if raw is None:
             return DetectionResult(False)
         with raw.transaction():

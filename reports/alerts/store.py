@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 import psycopg
 
+from ledger.locks import ALERT, scoped
+
 STATUSES = ("open", "acknowledged", "resolved")
 
 
@@ -112,7 +114,7 @@ def append(
 def acknowledge(raw: psycopg.Connection[Any], alert_id: uuid.UUID, actor: str) -> dict[str, Any]:
     """Acknowledge an open alert; again is a no-op; a resolved one cannot be."""
     with raw.transaction():
-        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"alert:{alert_id}",))
+        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (scoped(ALERT, alert_id),))
         found = alerts(raw, alert_id=alert_id)
         if not found:
             raise LookupError(f"no alert {alert_id}")

@@ -32,8 +32,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from ledger.connections import connection, job_lock
-
-LOCK_KEY = 0x57484F4B  # "WHOK": one deliverer at a time over all API processes
+from ledger.locks import WEBHOOKS
 
 _PENDING = """
 SELECT e.event_id, e.alert_id, e.tenant_id, e.use_case, e.signal, e.kind, e.at, e.detail,
@@ -139,7 +138,7 @@ def deliver_pending(engine: Engine, hook: Webhook, now: datetime | None = None) 
     Skips (0) while another process delivers, so no event is pushed twice at once.
     """
     now = now or datetime.now(UTC)
-    with job_lock(engine, LOCK_KEY) as raw:
+    with job_lock(engine, WEBHOOKS) as raw:
         if raw is None:
             return 0
         rows = _due(raw, hook, now)

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from ledger.connections import connection
 from ledger.journal import head as ledger_head
+from ledger.locks import INVOICE, scoped
 from reports.billing.invoices import Document, InvoiceError, compute, draft, money, seal
 from reports.billing.months import (
     Window,
@@ -153,7 +154,7 @@ def finalize(
     """
     now = now or datetime.now(UTC)
     with raw.transaction():
-        raw.execute("SELECT pg_advisory_xact_lock(hashtext('invoice:' || %s))", (tenant,))
+        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (scoped(INVOICE, tenant),))
         row = raw.execute(
             "SELECT document FROM invoices WHERE tenant_id = %s AND period = %s", (tenant, period)
         ).fetchone()
@@ -251,7 +252,7 @@ def issue_credit_note(
     if not reason.strip():
         raise InvoiceError("reason: say why the credit is given")
     with raw.transaction():
-        raw.execute("SELECT pg_advisory_xact_lock(hashtext('invoice:' || %s))", (tenant,))
+        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (scoped(INVOICE, tenant),))
         row = raw.execute(
             "SELECT number, currency, total_minor, document->'window' FROM invoices "
             "WHERE tenant_id = %s AND period = %s",

@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ledger.connections import job_lock
+from ledger.locks import MONTHLY
 from reports.billing.documents import Exported, export
 from reports.billing.lifecycle import draft_all
 from reports.billing.months import month, previous_month
 
 log = logging.getLogger(__name__)
-LOCK_KEY = 0x494E5643  # "INVC"
 
 
 def draft_last_month(
@@ -27,7 +27,7 @@ def draft_last_month(
 ) -> list[Exported] | None:
     """None when another process holds the job; else what was written."""
     period = previous_month((now or datetime.now(UTC)).date().replace(day=1))
-    with job_lock(engine, LOCK_KEY) as raw:
+    with job_lock(engine, MONTHLY) as raw:
         if raw is None:
             return None
         docs = draft_all(raw, period)
