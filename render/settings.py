@@ -28,5 +28,8 @@ class RenderSettings(BaseModel):
     bucket: str | None = None  # S3 bucket for images; without one, --out DIR
     ledger_url: str | None = None  # emit over HTTP to this API instead of in-process
     ledger_api_key: str | None = None  # an ingest key for that API
+    # The caches' own PostgreSQL (migrated with `renderledger migrate`). Over HTTP the renderer
+    # never opens the ledger's database; without this it then runs with no caches.
+    cache_url: str | None = None
     storage_months: Decimal = Decimal(1)  # how long an image is kept, for GB-month metering
     gpu_sku: str | None = None  # when the GPU's name maps to no known SKU

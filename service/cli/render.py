@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ingest.client import Emitter, HttpTransport, LedgerTransport, Spool, Transport
+from ledger import database
 from ledger.store import Ledger
 from render.caches import CacheStore
 from service.cli.common import fail, open_ledger, out, plain, progress_bar, s3_client
@@ -19,15 +20,27 @@ if TYPE_CHECKING:
 spool_app = typer.Typer(help="The local spool of events not yet delivered.", no_args_is_help=True)
 
 
-def transport_for(settings: Settings, ledger: Ledger) -> Transport:
+def connect(
+    settings: Settings, ledger: Ledger | None = None
+) -> tuple[Transport, CacheStore | None]:
+    """Where the renderer's events go, and where its caches live.
+
+    Sending over HTTP, the ledger's database is never opened: a render host needs only the
+    API's URL and key (and, for caches, ``render.cache_url``).
+    """
     if settings.render.ledger_url:
-        return HttpTransport(settings.render.ledger_url, api_key=settings.render.ledger_api_key)
-    return LedgerTransport(ledger)
+        transport = HttpTransport(
+            settings.render.ledger_url, api_key=settings.render.ledger_api_key
+        )
+        url = settings.render.cache_url
+        return transport, CacheStore(database.make_engine(url, pool_size=2)) if url else None
+    ledger = ledger or open_ledger(settings)
+    return LedgerTransport(ledger), CacheStore(ledger.engine)
 
 
 def make_renderer(
     settings: Settings,
-    ledger: Ledger,
+    ledger: Ledger | None = None,
     *,
     preset: str = "tiny",
     weights: Path | None = None,
@@ -41,7 +54,7 @@ def make_renderer(
     from render.renderer import Renderer
     from render.storage import ImageStore, LocalStore, S3Store
 
-    cache = CacheStore(ledger.engine)
+    transport, cache = connect(settings, ledger)
     store: ImageStore | None = None
     if bucket:
         store = S3Store(s3_client(settings), bucket)
@@ -49,7 +62,7 @@ def make_renderer(
         store = LocalStore(out_dir)
     return Renderer(
         build(preset, weights=weights, precision=precision),
-        Emitter(transport_for(settings, ledger), Spool(settings.spool_dir)),
+        Emitter(transport, Spool(settings.spool_dir)),
         captions=CaptionClient(settings.caption.providers, cache, retries=settings.caption.retries),
         cache=cache,
         store=store,
@@ -86,11 +99,9 @@ def render(
         raise fail(f"--tenant {tenant!r}: lowercase letters, digits, '_' and '-' only")
     if n < 1 or batch_size < 1 or steps < 1:
         raise fail("--n, --batch-size and --steps must be at least 1")
-    ledger = open_ledger(settings)
     try:
         renderer = make_renderer(
             settings,
-            ledger,
             preset=preset,
             weights=weights,
             precision=precision,
@@ -146,7 +157,7 @@ def spool_flush() -> None:
         out.print("spool is empty")
         return
     set_aside = len(spool.rejected())
-    transport = transport_for(settings, open_ledger(settings))
+    transport, _ = connect(settings)
     try:
         delivered, left = spool.flush(transport)
     finally:
