@@ -27,18 +27,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from ledger.events import Stage
+
 metadata = MetaData()
 
-STAGES = (
-    "text_encoder",
-    "caption_llm",
-    "unet",
-    "vae_decode",
-    "postprocess",
-    "storage",
-    "cdn_egress",
-    "render",
-)
+# Every stage but ``render`` (the render's own event) has a cost column of its own in the
+# per-render and hourly rollups; the names are made here once, and readers take them from here.
+STAGE_COLUMNS: dict[str, str] = {
+    stage.value: f"{stage.value}_nanos" for stage in Stage if stage is not Stage.RENDER
+}
 
 tenants = Table(
     "tenants",
@@ -111,7 +108,9 @@ cost_events = Table(
     Column("currency", String(3), nullable=False),
     Column("content_hash", LargeBinary, nullable=False),
     Column("block_id", BigInteger, nullable=False),
-    CheckConstraint("stage IN (" + ", ".join(f"'{s}'" for s in STAGES) + ")", name="stage_known"),
+    CheckConstraint(
+        "stage IN (" + ", ".join(f"'{s.value}'" for s in Stage) + ")", name="stage_known"
+    ),
     CheckConstraint("quantity >= 0", name="quantity_nonnegative"),
     CheckConstraint("cache IS NULL OR cache IN ('hit', 'miss')", name="cache_known"),
     CheckConstraint(
@@ -163,16 +162,6 @@ rollup_checkpoints = Table(
     Column("events_applied", BigInteger, nullable=False, server_default="0"),
 )
 
-_STAGE_NANOS = (
-    "text_encoder",
-    "caption_llm",
-    "unet",
-    "vae_decode",
-    "postprocess",
-    "storage",
-    "cdn_egress",
-)
-
 render_rollup = Table(
     "render_rollup",
     metadata,
@@ -186,7 +175,7 @@ render_rollup = Table(
     # Sums of costs are NUMERIC: 64 bits hold one event's cost, not every sum of them.
     Column("total_nanos", Numeric, nullable=False),
     Column("baseline_nanos", Numeric, nullable=False),
-    *(Column(f"{stage}_nanos", Numeric, nullable=False) for stage in _STAGE_NANOS),
+    *(Column(column, Numeric, nullable=False) for column in STAGE_COLUMNS.values()),
     Column("cache_hits", Integer, nullable=False),
     Column("cache_lookups", Integer, nullable=False),
     Column("model", Text),
@@ -303,7 +292,7 @@ alert_hourly = Table(
     Column("delivered", BigInteger, nullable=False),
     Column("failed", BigInteger, nullable=False),
     Column("delivered_nanos", Numeric, nullable=False),
-    *(Column(f"{s}_nanos", Numeric, nullable=False) for s in STAGES if s != "render"),
+    *(Column(column, Numeric, nullable=False) for column in STAGE_COLUMNS.values()),
     Column("waste_nanos", Numeric, nullable=False),
     Column("cache_hits", BigInteger, nullable=False),
     Column("cache_lookups", BigInteger, nullable=False),

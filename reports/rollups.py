@@ -12,15 +12,8 @@ from __future__ import annotations
 
 import polars as pl
 
-STAGE_COLUMNS = {
-    "text_encoder": "text_encoder_nanos",
-    "caption_llm": "caption_llm_nanos",
-    "unet": "unet_nanos",
-    "vae_decode": "vae_decode_nanos",
-    "postprocess": "postprocess_nanos",
-    "storage": "storage_nanos",
-    "cdn_egress": "cdn_egress_nanos",
-}
+from ledger.tables import STAGE_COLUMNS
+
 SUMS = ["total_nanos", "baseline_nanos", *STAGE_COLUMNS.values(), "cache_hits", "cache_lookups"]
 FIRSTS = ["outcome", "latency_ms", "model", "pipeline_version", "gpu_type", "precision"]
 RENDER_COLUMNS = [

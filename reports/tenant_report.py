@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from ledger.money import format_nanos
-from reports.rollups import STAGE_COLUMNS
+from ledger.tables import STAGE_COLUMNS
 
 GROUPS = ("use_case", "stage", "day")
 _RANGE = "tenant_id = %(tenant)s AND day >= %(start)s AND day < %(end)s"
