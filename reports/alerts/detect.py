@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ledger.events import Stage
 from reports.alerts.series import HOUR, STAGES, F, Hourly, I, Renders, Series
 
 B = npt.NDArray[np.bool_]
 DAY = 24 * HOUR
 MAD_TO_SIGMA = 1.4826
 SIGNALS = ("unit_cost", "unit_cost_decrease", "cache_hit_rate", "failed_waste", "caption_cost")
-CAPTION = STAGES.index("caption_llm")
+CAPTION = STAGES.index(Stage.CAPTION_LLM)
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ def explain(series: Series, m: Measures, i: int, rule: Rule) -> dict[str, Any]:
             }
         )
     if np.isfinite(m.hit_base[i]) and m.lookups[i] > 0 and abs(m.hit[i] - m.hit_base[i]) >= 0.1:
-        cached = rising[STAGES.index("text_encoder")] + rising[CAPTION]
+        cached = rising[STAGES.index(Stage.TEXT_ENCODER)] + rising[CAPTION]
         changes.append(
             {
                 "attribute": "cache_hit_rate",

@@ -15,23 +15,25 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ledger.events import Stage
+from ledger.tables import STAGE_COLUMNS
 from reports.alerts.detect import Rule, measure
-from reports.alerts.series import HOUR, STAGES, Series, hourly_frame, to_hourly, to_renders
+from reports.alerts.series import HOUR, STAGES, F, Series, hourly_frame, to_hourly, to_renders
 from reports.alerts.tracker import Decision, OpenAlert, decide
 
 DAY = 24 * HOUR
 START = 1_780_000_000 // DAY * DAY  # a fixed midnight (2026-05-29 UTC): runs are reproducible
 # Mean cost of each stage of a delivered render, nanos, before caches.
-STAGE_MEANS = {
-    "text_encoder": 20_000,
-    "caption_llm": 150_000,
-    "unet": 550_000,
-    "vae_decode": 60_000,
-    "postprocess": 20_000,
-    "storage": 30_000,
-    "cdn_egress": 40_000,
+STAGE_MEANS: dict[str, int] = {
+    Stage.TEXT_ENCODER: 20_000,
+    Stage.CAPTION_LLM: 150_000,
+    Stage.UNET: 550_000,
+    Stage.VAE_DECODE: 60_000,
+    Stage.POSTPROCESS: 20_000,
+    Stage.STORAGE: 30_000,
+    Stage.CDN_EGRESS: 40_000,
 }
-GPU_STAGES = ("text_encoder", "unet", "vae_decode")
+GPU_STAGES = (Stage.TEXT_ENCODER, Stage.UNET, Stage.VAE_DECODE)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Injection:
     kind: str
     start: int
     end: int
-    stage: str | None  # the stage the detector should name first
+    stage: Stage | None  # the stage the detector should name first
     size: float = 0.0  # the change in cost per delivered render (or waste share), measured
 
     @property
@@ -49,14 +51,14 @@ class Injection:
         return self.kind != "volume_double"
 
 
-KINDS: dict[str, tuple[str | None, int]] = {  # kind: (expected stage, hours)
-    "int8_off": ("unet", 20),
-    "embedding_cache_outage": ("text_encoder", 10),
-    "caption_cache_off": ("caption_llm", 16),
-    "gpu_swap": ("unet", 24),
+KINDS: dict[str, tuple[Stage | None, int]] = {  # kind: (expected stage, hours)
+    "int8_off": (Stage.UNET, 20),
+    "embedding_cache_outage": (Stage.TEXT_ENCODER, 10),
+    "caption_cache_off": (Stage.CAPTION_LLM, 16),
+    "gpu_swap": (Stage.UNET, 24),
     "failed_burst": (None, 4),
-    "pipeline_small": ("unet", 24),
-    "cheaper_unet": ("unet", 24),  # a decrease: alerts of its own kind
+    "pipeline_small": (Stage.UNET, 24),
+    "cheaper_unet": (Stage.UNET, 24),  # a decrease: alerts of its own kind
     "volume_double": (None, 48),
 }
 
@@ -88,29 +90,29 @@ def _renders(
     for inj in injections:
         inside = (at >= inj.start) & (at < inj.end)
         if inj.kind == "int8_off":
-            mult["unet"][inside] *= 1.39
+            mult[Stage.UNET][inside] *= 1.39
             precision[inside] = "fp16"
         elif inj.kind == "embedding_cache_outage":
             embed_hit &= ~inside
         elif inj.kind == "caption_cache_off":
             caption_hit &= ~inside
         elif inj.kind == "gpu_swap":
-            for s in GPU_STAGES:
-                mult[s][inside] *= 1.22
+            for gpu_stage in GPU_STAGES:
+                mult[gpu_stage][inside] *= 1.22
             gpu[inside] = "a100"
         elif inj.kind == "failed_burst":
             fail_p[inside] = 0.2
         elif inj.kind == "cheaper_unet":
-            mult["unet"][inside] *= 0.7
+            mult[Stage.UNET][inside] *= 0.7
         elif inj.kind == "pipeline_small":
-            mult["unet"][inside] *= 1.08
+            mult[Stage.UNET][inside] *= 1.08
             pipeline[inside] = "2026.11"
-    stages = {}
+    stages: dict[str, F] = {}
     for s in STAGES:
-        noise = rng.lognormal(-0.02, 0.2 if s == "unet" else 0.15, n)
+        noise = rng.lognormal(-0.02, 0.2 if s == Stage.UNET else 0.15, n)
         stages[s] = STAGE_MEANS[s] * noise * mult[s]
-    stages["text_encoder"] *= np.where(embed_hit, 0.1, 1.0) * 10 / 1.9  # mean ≈ 20,000 at 90 %
-    stages["caption_llm"] *= np.where(caption_hit, 0.0, 1.0)
+    stages[Stage.TEXT_ENCODER] *= np.where(embed_hit, 0.1, 1.0) * 10 / 1.9  # mean ≈ 20,000 at 90 %
+    stages[Stage.CAPTION_LLM] *= np.where(caption_hit, 0.0, 1.0)
     failed = rng.random(n) < fail_p
     total_stages = np.stack([stages[s] for s in STAGES], axis=1)
     total_stages[failed] *= 0.6  # a failed render stops part-way
@@ -121,7 +123,7 @@ def _renders(
             "rendered_at": pl.Series(at * 1_000_000).cast(pl.Datetime("us", "UTC")),
             "outcome": np.where(failed, "failed", "delivered"),
             **{
-                f"{s}_nanos": total_stages[:, k].round().astype(np.int64)
+                STAGE_COLUMNS[s]: total_stages[:, k].round().astype(np.int64)
                 for k, s in enumerate(STAGES)
             },
             "cache_hits": embed_hit.astype(np.int64) + caption_hit.astype(np.int64),
@@ -132,9 +134,7 @@ def _renders(
             "precision": precision,
         }
     )
-    return frame.with_columns(
-        pl.sum_horizontal([f"{s}_nanos" for s in STAGES]).alias("total_nanos")
-    )
+    return frame.with_columns(pl.sum_horizontal(STAGE_COLUMNS.values()).alias("total_nanos"))
 
 
 def plan_injections(rng: np.random.Generator, tenants: int, days: int) -> list[Injection]:

@@ -12,15 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-STAGES = (
-    "text_encoder",
-    "caption_llm",
-    "unet",
-    "vae_decode",
-    "postprocess",
-    "storage",
-    "cdn_egress",
-)
+from ledger.tables import STAGE_COLUMNS
+
+STAGES = tuple(STAGE_COLUMNS)  # the order of the columns of the ``stages`` arrays
 ATTRIBUTES = ("model", "pipeline_version", "gpu_type", "precision")
 HOUR = 3600
 
@@ -85,7 +79,7 @@ RENDER_FRAME_COLUMNS = [
     "rendered_at",
     "outcome",
     "total_nanos",
-    *(f"{s}_nanos" for s in STAGES),
+    *STAGE_COLUMNS.values(),
     "cache_hits",
     "cache_lookups",
     *ATTRIBUTES,
@@ -103,7 +97,7 @@ def hourly_frame(renders: pl.LazyFrame) -> pl.LazyFrame:
             delivered.sum().alias("delivered"),
             failed.sum().alias("failed"),
             pl.col("total_nanos").filter(delivered).sum().alias("delivered_nanos"),
-            *(pl.col(f"{s}_nanos").filter(delivered).sum() for s in STAGES),
+            *(pl.col(c).filter(delivered).sum() for c in STAGE_COLUMNS.values()),
             pl.col("total_nanos").filter(failed).sum().alias("waste_nanos"),
             pl.col("cache_hits").sum(),
             pl.col("cache_lookups").sum(),
@@ -122,7 +116,7 @@ def to_renders(frame: pl.DataFrame) -> Renders:
         delivered=(frame["outcome"] == "delivered").fill_null(False).to_numpy(),
         failed=frame["outcome"].is_in(["failed", "cancelled"]).fill_null(False).to_numpy(),
         total=frame["total_nanos"].cast(pl.Float64).to_numpy(),
-        stages=frame.select([f"{s}_nanos" for s in STAGES]).cast(pl.Float64).to_numpy(),
+        stages=frame.select(STAGE_COLUMNS.values()).cast(pl.Float64).to_numpy(),
         hits=frame["cache_hits"].cast(pl.Float64).to_numpy(),
         lookups=frame["cache_lookups"].cast(pl.Float64).to_numpy(),
         attributes={
@@ -142,7 +136,7 @@ def to_hourly(frame: pl.DataFrame) -> Hourly:
         delivered=f("delivered"),
         failed=f("failed"),
         delivered_nanos=f("delivered_nanos"),
-        stages=frame.select([f"{s}_nanos" for s in STAGES]).cast(pl.Float64).to_numpy(),
+        stages=frame.select(STAGE_COLUMNS.values()).cast(pl.Float64).to_numpy(),
         hits=f("cache_hits"),
         lookups=f("cache_lookups"),
     )

@@ -21,8 +21,9 @@ from sqlalchemy import Engine
 
 from ledger.connections import job_lock
 from ledger.locks import ALERTS
+from ledger.tables import STAGE_COLUMNS
 from reports.alerts.detect import Rule, measure
-from reports.alerts.series import RENDER_FRAME_COLUMNS, STAGES, build, hourly_frame
+from reports.alerts.series import RENDER_FRAME_COLUMNS, build, hourly_frame
 from reports.alerts.store import append, open_alerts
 from reports.alerts.tracker import Decision, OpenAlert, decide
 from reports.source import copy_out
@@ -34,7 +35,7 @@ _RENDER_SCHEMA: dict[str, Any] = {
     "outcome": pl.String,
     # Sums of costs are NUMERIC in the rollups: wider than 64 bits when a tenant makes them so.
     "total_nanos": pl.Int128,
-    **{f"{s}_nanos": pl.Int128 for s in STAGES},
+    **dict.fromkeys(STAGE_COLUMNS.values(), pl.Int128),
     "cache_hits": pl.Int64,
     "cache_lookups": pl.Int64,
     "model": pl.String,
@@ -49,7 +50,7 @@ HOURLY_COLUMNS = [
     "delivered",
     "failed",
     "delivered_nanos",
-    *(f"{s}_nanos" for s in STAGES),
+    *STAGE_COLUMNS.values(),
     "waste_nanos",
     "cache_hits",
     "cache_lookups",
