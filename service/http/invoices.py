@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from ledger.connections import connection
+from ledger.events import TENANT_PATTERN as TENANT
 from reports.billing.documents import MEDIA_TYPES, RENDERERS, file_stem
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import finalize, invoice, issue_credit_note, list_invoices
@@ -24,7 +25,6 @@ from service.keys import Principal
 router = APIRouter(prefix="/v1", tags=["billing"], responses=responses(401, 403, 404, 422))
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
-TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Tenant = Annotated[str, Path(pattern=TENANT)]
 Month = Annotated[str, Path(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM", examples=["2026-10"])]
 

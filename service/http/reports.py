@@ -12,12 +12,12 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
 from ledger.connections import connection
+from ledger.events import TENANT_PATTERN as TENANT
 from reports.tenant_report import GROUPS, ReportQuery, report
 from service.http.deps import LedgerDep, ReadKey, ensure_tenant
 from service.http.errors import http_error, responses
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=responses(401, 403, 404, 422))
-TENANT = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
 class Report(BaseModel):
