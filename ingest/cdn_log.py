@@ -34,13 +34,14 @@ from sqlalchemy import Engine
 
 from ingest.parsing import RowError
 from ledger.connections import connection
+from ledger.events import TENANT_ID
 from ledger.journal import render_owners
 
 NAMESPACE = uuid.UUID("5f0d9a54-6c1e-4b8e-9a57-2f1b0c9d3e11")
 SKU = "cdn.egress.gb"
 REQUIRED = ("date", "time", "sc-bytes", "cs-uri-stem", "x-edge-request-id")
 _KEY = re.compile(
-    r"^/?(?P<tenant>[a-z0-9][a-z0-9_-]{0,62})/"
+    rf"^/?(?P<tenant>{TENANT_ID})/"
     r"(?P<render>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.[A-Za-z0-9]+$"
 )
 

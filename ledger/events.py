@@ -16,7 +16,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from ledger.money import canonical_decimal
 
-TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TENANT_ID = r"[a-z0-9][a-z0-9_-]{0,62}"  # unanchored, for patterns that hold a tenant id
+TENANT_PATTERN = rf"^{TENANT_ID}$"
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 MAX_ATTRIBUTES_DEPTH = 8
 MAX_FUTURE = timedelta(days=1)
