@@ -7,16 +7,17 @@ from typing import Annotated
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ingest.parsing import MalformedBody, parse_body
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict
+from ledger.events import TENANT_PATTERN
 from ledger.journal import StoredEvent, read_after, read_render
 from ledger.money import format_nanos
 from ledger.store import Ledger, Receipt
 from service.http.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
-from service.http.errors import responses
+from service.http.errors import http_error, responses
 from service.http.event_schemas import EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
 from service.keys import Principal
 
@@ -25,20 +26,16 @@ router = APIRouter(prefix="/v1", tags=["events"], responses=responses(401, 403, 
 _ERRORS = responses(400, 401, 403, 409, 413, 422)
 
 
-def _error(status: int, message: str, **extra: object) -> HTTPException:
-    return HTTPException(status_code=status, detail={"message": message, **extra})
-
-
 async def _read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+        raise http_error(f"body of {declared} bytes exceeds the limit of {limit} bytes", 413)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _error(413, f"body exceeds the limit of {limit} bytes")
+            raise http_error(f"body exceeds the limit of {limit} bytes", 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -91,16 +88,16 @@ async def post_events(
             _ingest, ledger, body, request.headers.get("content-type"), key
         )
     except ForeignTenant as exc:
-        raise _error(403, "events for another tenant", errors=exc.errors) from exc
+        raise http_error("events for another tenant", 403, errors=exc.errors) from exc
     except MalformedBody as exc:
-        raise _error(400, str(exc)) from exc
+        raise http_error(str(exc), 400) from exc
     except BatchTooLarge as exc:
-        raise _error(413, str(exc)) from exc
+        raise http_error(str(exc), 413) from exc
     except BatchInvalid as exc:
         errors = [{"index": e.index, "field": e.field, "message": e.message} for e in exc.errors]
-        raise _error(422, str(exc), errors=errors, errors_not_shown=exc.not_shown) from exc
+        raise http_error(str(exc), 422, errors=errors, errors_not_shown=exc.not_shown) from exc
     except EventConflict as exc:
-        raise _error(409, str(exc), event_ids=[str(i) for i in exc.event_ids]) from exc
+        raise http_error(str(exc), 409, event_ids=[str(i) for i in exc.event_ids]) from exc
     return Response(
         orjson.dumps(ReceiptOut.of(receipt).model_dump()),
         media_type="application/json",
@@ -115,16 +112,16 @@ def get_events(
     after_seq: Annotated[int, Query(ge=0, description="Return events with seq above this")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     render_id: Annotated[UUID | None, Query(description="Only this render's events")] = None,
-    tenant_id: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = None,
+    tenant_id: Annotated[str | None, Query(pattern=TENANT_PATTERN)] = None,
 ) -> EventPage:
     if not key.is_admin:
         if tenant_id not in (None, key.tenant_id):
-            raise _error(404, f"no tenant {tenant_id!r}")
+            raise http_error(f"no tenant {tenant_id!r}", 404)
         tenant_id = key.tenant_id
     if render_id is not None:
         render = [e for e in read_render(ledger.engine, render_id) if key.can_see(e.tenant_id)]
         if not render:  # unknown, or another tenant's: the same answer
-            raise _error(404, f"no events for render {render_id}")
+            raise http_error(f"no events for render {render_id}", 404)
         # Filtered before the limit, so a page is never cut short by rows it then drops.
         wanted = [e for e in render if e.seq > after_seq and tenant_id in (None, e.tenant_id)]
         stored = wanted[:limit]
@@ -146,7 +143,7 @@ def _seconds(value: object) -> float | None:
 def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
     stored = read_render(ledger.engine, render_id)
     if not stored or not key.can_see(stored[0].tenant_id):
-        raise _error(404, f"no events for render {render_id}")
+        raise http_error(f"no events for render {render_id}", 404)
     # A render is its first tenant's: events another tenant wrote on it before ownership was
     # enforced at ingest are not part of it.
     stored = [e for e in stored if e.tenant_id == stored[0].tenant_id]
