@@ -22,7 +22,8 @@ def connection(engine: Engine, *, transaction: bool = False) -> Iterator[psycopg
 @contextmanager
 def job_lock(engine: Engine, key: int) -> Iterator[psycopg.Connection[Any] | None]:
     """A pooled connection holding session advisory lock ``key``, or None when another
-    session holds it: how a job that several processes schedule runs in only one.
+    session holds it: how a job that several processes schedule runs in only one. ``key``
+    is one of :mod:`ledger.locks`, where every key is kept distinct.
 
     The lock is taken and released outside any transaction, so the block may commit as it
     likes; what it leaves open is rolled back before the lock is let go.

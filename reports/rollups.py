@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from ledger.events import Stage
 from ledger.tables import STAGE_COLUMNS
 
 SUMS = ["total_nanos", "baseline_nanos", *STAGE_COLUMNS.values(), "cache_hits", "cache_lookups"]
@@ -32,7 +33,7 @@ DAILY_SUMS = ["events", "quantity", "cost_nanos", "baseline_nanos", "cache_hits"
 
 def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
     """One partial row per render from a slice of the log."""
-    is_render = (pl.col("stage") == "render") & (pl.col("sign") == 1)
+    is_render = (pl.col("stage") == Stage.RENDER.value) & (pl.col("sign") == 1)
     stage_sums = [
         pl.col("cost_nanos").filter(pl.col("stage") == stage).sum().alias(column)
         for stage, column in STAGE_COLUMNS.items()

@@ -1,8 +1,8 @@
 """APScheduler inside the API process: the rollup every N seconds, one run at a time, alert
 webhooks every few seconds as a job of their own, and last month's draft invoices on the 1st.
 
-The job takes a PostgreSQL advisory lock, so any number of API processes may schedule it
-and only one runs it; the others skip that tick.
+Each job takes its PostgreSQL advisory lock (ledger/locks.py), so any number of API
+processes may schedule it and only one runs it; the others skip that tick.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ingest.parsing import MalformedBody, parse_body
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict
-from ledger.events import TENANT_PATTERN
+from ledger.events import TENANT_PATTERN, Stage
 from ledger.journal import StoredEvent, read_after, read_render
 from ledger.money import format_nanos
 from ledger.store import Ledger, Receipt
@@ -165,7 +165,7 @@ def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
                 events=len(events),
             )
         )
-    outcome = next((e.outcome for e in stored if e.stage == "render" and not e.reverses), None)
+    outcome = next((e.outcome for e in stored if e.stage == Stage.RENDER and not e.reverses), None)
     return RenderTrace(
         render_id=render_id,
         tenant_id=stored[0].tenant_id,
