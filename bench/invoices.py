@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.report import write_section
 from bench.rollup_rebuild import TENANTS, generated_ledger
 from ledger.connections import connection
-from reports.billing.documents import export
+from reports.billing.exports import export
 from reports.billing.lifecycle import draft_all, finalize_all, invoice
 from reports.billing.plans import CreditGrant, parse_plan, store_grant, store_plan
 
@@ -76,7 +76,7 @@ def main() -> None:
             docs = draft_all(raw, OCT)
         draft_s = time.perf_counter() - t0
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        metered = sum(d["cost_basis"]["metered_nanos"] for d in docs)
+        metered = sum(d.cost_basis.metered_nanos for d in docs)
         with connection(engine) as raw:
             # Each tenant's own month (a New York month starts at 04:00 UTC), summed in SQL.
             row = raw.execute(
@@ -84,9 +84,9 @@ def main() -> None:
                 "%s::timestamptz[], %s::timestamptz[]) AS w(t, s, u) ON e.tenant_id = w.t "
                 "AND e.occurred_at >= w.s AND e.occurred_at < w.u",
                 (
-                    [d["tenant"] for d in docs],
-                    [d["window"]["start"] for d in docs],
-                    [d["window"]["end"] for d in docs],
+                    [d.tenant for d in docs],
+                    [d.window.start for d in docs],
+                    [d.window.end for d in docs],
                 ),
             ).fetchone()
             assert row is not None
@@ -106,7 +106,7 @@ def main() -> None:
         finalized = finalize_all(engine, OCT)
         finalize_s = time.perf_counter() - t0
         assert all(o.created for o in finalized), [o.error for o in finalized if o.error]
-    total = sum(Decimal(d["total"]) for d in docs)
+    total = sum(Decimal(d.total) for d in docs)
     table = "\n".join(
         [
             "| measure | value |",

@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import psycopg
+from pydantic import BaseModel, Field
 
 from ledger.money import format_nanos
 from ledger.tables import STAGE_COLUMNS
@@ -33,6 +34,44 @@ class ReportQuery:
 
 
 Key = tuple[Any, ...]
+
+
+class Usd(BaseModel):
+    """Metered cost in USD: exact integer nanos, and the same as decimal text."""
+
+    nanos: int
+    amount: str = Field(examples=["0.007722000"])
+
+
+class WhatIf(BaseModel):
+    """The same work priced with another price book (the ``what_if`` query parameter)."""
+
+    cost: Usd
+    cost_per_delivered_render: Usd | None
+    difference_per_delivered_render: Usd | None
+
+
+class ReportRow(BaseModel):
+    """One group of the report: the keys it is grouped by (``group_by``) and no others;
+    ``share_of_cost`` when grouped by stage, else ``stage_share``; ``what_if`` when asked."""
+
+    # Only the fields given are set, and a row is served with ``exclude_unset``.
+    use_case: str | None = None
+    stage: str | None = None
+    day: date | None = None
+    renders_delivered: int
+    renders_failed: int
+    renders_cancelled: int
+    cost: Usd
+    cost_per_delivered_render: Usd | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    cache_hit_rate: float | None
+    cache_savings: Usd
+    waste: Usd = Field(description="Cost of failed and cancelled renders")
+    share_of_cost: float | None = Field(default=None, description="The stage's part of its group")
+    stage_share: dict[str, float] | None = Field(default=None, description="Parts by stage")
+    what_if: WhatIf | None = None
 
 
 def _select(keys: Iterable[str]) -> tuple[str, str]:
@@ -114,8 +153,8 @@ def _params(q: ReportQuery) -> dict[str, Any]:
 
 def report(
     raw: psycopg.Connection[Any], q: ReportQuery, what_if: dict[str, Decimal] | None = None
-) -> list[dict[str, Any]]:
-    """One dict per group, sorted by the group keys; no keys means one row for everything."""
+) -> list[ReportRow]:
+    """One row per group, sorted by the group keys; no keys means one row for everything."""
     keys = list(q.group_by)
     outer = [k for k in keys if k != "stage"]
     costs: dict[Key, list[int]] = {}
@@ -135,12 +174,12 @@ def report(
     return [_row(k, keys, costs.get(k), facts, shares, alt) for k in ordered]
 
 
-def _money(nanos: int | Decimal | None) -> dict[str, Any]:
+def _money(nanos: int | Decimal | None) -> Usd:
     n = int(nanos or 0)
-    return {"nanos": n, "amount": format_nanos(n)}
+    return Usd(nanos=n, amount=format_nanos(n))
 
 
-def _per(nanos: int, count: int) -> dict[str, Any] | None:
+def _per(nanos: int, count: int) -> Usd | None:
     if not count:
         return None
     return _money(int((Decimal(nanos) / count).to_integral_value(ROUND_HALF_EVEN)))
@@ -153,7 +192,7 @@ def _row(
     facts: dict[Key, dict[str, Any]],
     shares: dict[Key, dict[str, int]],
     alt: dict[Key, int] | None,
-) -> dict[str, Any]:
+) -> ReportRow:
     cost, savings, hits, lookups = cost_row or (0, 0, 0, 0)
     values = dict(zip(keys, key, strict=True))
     outer = tuple(v for k, v in values.items() if k != "stage")
@@ -162,34 +201,33 @@ def _row(
     if "stage" in keys:
         waste = fact.get("stage_waste", {}).get(values["stage"], 0)
     delivered = int(fact.get("delivered", 0))
-    out: dict[str, Any] = {
-        k: (v.isoformat() if isinstance(v, date) else v) for k, v in values.items()
-    }
-    out |= {
-        "renders_delivered": delivered,
-        "renders_failed": int(fact.get("failed", 0)),
-        "renders_cancelled": int(fact.get("cancelled", 0)),
-        "cost": _money(cost),
-        "cost_per_delivered_render": _per(cost, delivered),
-        "latency_p50_ms": fact.get("p50"),
-        "latency_p95_ms": fact.get("p95"),
-        "cache_hit_rate": round(hits / lookups, 6) if lookups else None,
-        "cache_savings": _money(savings),
-        "waste": _money(waste),
-    }
+    # Only the fields given are set: a row has the keys it is grouped by and no others.
+    given: dict[str, Any] = dict(values)
     by_stage = shares.get(outer, {})
     whole = sum(by_stage.values())
     if "stage" in keys:
-        out["share_of_cost"] = round(cost / whole, 6) if whole else None
+        given["share_of_cost"] = round(cost / whole, 6) if whole else None
     else:
-        out["stage_share"] = (
+        given["stage_share"] = (
             {s: round(c / whole, 6) for s, c in sorted(by_stage.items())} if whole else {}
         )
     if alt is not None:
         other = alt.get(key, 0)
-        out["what_if"] = {
-            "cost": _money(other),
-            "cost_per_delivered_render": _per(other, delivered),
-            "difference_per_delivered_render": _per(other - cost, delivered),
-        }
-    return out
+        given["what_if"] = WhatIf(
+            cost=_money(other),
+            cost_per_delivered_render=_per(other, delivered),
+            difference_per_delivered_render=_per(other - cost, delivered),
+        )
+    return ReportRow(
+        renders_delivered=delivered,
+        renders_failed=int(fact.get("failed", 0)),
+        renders_cancelled=int(fact.get("cancelled", 0)),
+        cost=_money(cost),
+        cost_per_delivered_render=_per(cost, delivered),
+        latency_p50_ms=fact.get("p50"),
+        latency_p95_ms=fact.get("p95"),
+        cache_hit_rate=round(hits / lookups, 6) if lookups else None,
+        cache_savings=_money(savings),
+        waste=_money(waste),
+        **given,
+    )

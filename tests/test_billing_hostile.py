@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 import httpx
@@ -21,6 +20,7 @@ from typer.testing import CliRunner
 
 from ledger.connections import connection
 from ledger.store import Ledger
+from reports.billing.document import Invoice, InvoiceWindow
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import Prepared, draft_all, finalize, invoice
 from reports.billing.months import Window, next_month, window
@@ -95,8 +95,8 @@ def _store(ledger: Ledger, *plans: Plan) -> None:
             store_plan(raw, plan)
 
 
-def _renders(doc: dict[str, Any]) -> int:
-    return sum(doc["cost_basis"]["renders"].values())
+def _renders(doc: Invoice) -> int:
+    return sum(doc.cost_basis.renders.values())
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_a_time_zone_change_bills_the_boundary_render_once(
         batch = [draft_all(raw, p, [tenant])[0] for p in (SEP, OCT)]
     assert single == batch
     sep, oct_ = single
-    assert sep["window"]["end"] == oct_["window"]["start"] == boundary
+    assert sep.window.end == oct_.window.start == boundary
     assert (_renders(sep), _renders(oct_)) == (in_sep, 1 - in_sep)
 
 
@@ -132,15 +132,15 @@ def test_a_finalized_window_stays_when_the_next_plan_changes_zone(
     add_renders(ledger, tenant, datetime(2026, 10, 1, 2, tzinfo=UTC))  # still September in NY
     with connection(ledger.engine) as raw:
         sep, _ = finalize(raw, tenant, SEP, now=LATER)
-    assert sep["window"]["end"] == "2026-10-01T04:00:00+00:00"
+    assert sep.window.end == "2026-10-01T04:00:00+00:00"
     assert _renders(sep) == 1
     _store(ledger, Plan(tenant=tenant, effective_from=OCT, timezone="UTC"))
     with connection(ledger.engine) as raw:
         oct_ = invoice(raw, tenant, OCT)
-    assert oct_["window"] == {
-        "start": "2026-10-01T04:00:00+00:00",  # where the finalized September ended
-        "end": "2026-11-01T00:00:00+00:00",
-    }
+    assert oct_.window == InvoiceWindow(
+        start="2026-10-01T04:00:00+00:00",  # where the finalized September ended
+        end="2026-11-01T00:00:00+00:00",
+    )
     assert _renders(oct_) == 0
 
 
@@ -169,13 +169,13 @@ def test_late_usage_before_the_first_invoice_is_billed_once_as_an_adjustment(
     with connection(ledger.engine) as raw:
         with pytest.raises(InvoiceError, match="billed as a prior-period adjustment"):
             finalize(raw, tenant, SEP, now=LATER)
-        sep_cost = invoice(raw, tenant, SEP)["cost_basis"]["billed_nanos"]
+        sep_cost = invoice(raw, tenant, SEP).cost_basis.billed_nanos
         nov, _ = finalize(raw, tenant, NOV, now=LATER)
         dec = invoice(raw, tenant, date(2026, 12, 1))
-    lines = [ln for ln in nov["lines"] if ln["kind"] == "adjustment"]
-    assert [ln["period"] for ln in lines] == ["2026-09"]
-    assert Decimal(nov["adjustments"]) == round(Decimal(sep_cost).scaleb(-9), 2) > 0
-    assert dec["adjustments"] == "0.00"  # billed once
+    lines = [ln for ln in nov.lines if ln.kind == "adjustment"]
+    assert [ln.period for ln in lines] == ["2026-09"]
+    assert Decimal(nov.adjustments) == round(Decimal(sep_cost).scaleb(-9), 2) > 0
+    assert dec.adjustments == "0.00"  # billed once
 
 
 def test_a_batch_draft_made_stale_by_a_finalization_is_recomputed(
@@ -186,8 +186,8 @@ def test_a_batch_draft_made_stale_by_a_finalization_is_recomputed(
         stale = draft_all(raw, OCT, [tenant])[0]  # drafted before September was final
         sep, _ = finalize(raw, tenant, SEP, now=LATER)
         oct_, _ = finalize(raw, tenant, OCT, now=LATER, prepared=Prepared(stale, None))
-    assert stale["positions"]["adjustments_after_seq"] is None
-    assert oct_["positions"]["adjustments_after_seq"] == sep["positions"]["through_seq"]
+    assert stale.positions.adjustments_after_seq is None
+    assert oct_.positions.adjustments_after_seq == sep.positions.through_seq
 
 
 @pytest.fixture

@@ -252,7 +252,7 @@ def test_one_event_above_the_cost_limit_is_refused(
     r = http.post("/v1/events", content=body(unet_event(tenant, quantity=limit * 2)))
     assert (r.status_code, error_fields(r)) == (422, [(0, "quantity")])
     assert "limit" in r.text
-    r = http.post("/v1/events", content=body(unet_event(tenant, quantity=Decimal("1e19"))))
+    r = http.post("/v1/events", content=body(unet_event(tenant, quantity=Decimal("999999999999"))))
     assert r.status_code == 422
 
 
@@ -296,7 +296,7 @@ def test_sums_past_64_bits_stay_exact(fresh_database: str, tenant: str) -> None:
     with connection(engine, transaction=True) as raw:
         store_plan(raw, Plan(tenant=tenant, effective_from=date(2000, 1, 1)))
         document = invoice(raw, tenant, at.date().replace(day=1))
-    assert document["cost_basis"]["metered_nanos"] == logged
+    assert document.cost_basis.metered_nanos == logged
     engine.dispose()
 
 

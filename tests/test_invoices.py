@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 
 import psycopg
 import pytest
@@ -12,6 +11,7 @@ from sqlalchemy import Engine
 
 from ledger.connections import connection
 from ledger.store import Ledger
+from reports.billing.document import Invoice
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import (
     draft_all,
@@ -48,7 +48,7 @@ def _sum_of_events(engine: Engine, tenant: str, start: datetime, end: datetime) 
     return int(row[0])
 
 
-def _doc(engine: Engine, tenant: str, period: date) -> dict[str, Any]:
+def _doc(engine: Engine, tenant: str, period: date) -> Invoice:
     with connection(engine) as raw:
         return invoice(raw, tenant, period)
 
@@ -63,17 +63,17 @@ def test_cost_basis_reconciles_to_the_nano(ledger: Ledger, tenant: str) -> None:
     expected = _sum_of_events(
         ledger.engine, tenant, datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
     )
-    basis = doc["cost_basis"]
-    assert basis["metered_nanos"] == expected > 0
-    assert basis["renders"] == {"delivered": 5, "failed": 1}
+    basis = doc.cost_basis
+    assert basis.metered_nanos == expected > 0
+    assert basis.renders == {"delivered": 5, "failed": 1}
     # The default plan bills at cost and leaves failed renders to the platform.
-    assert basis["billed_nanos"] + basis["not_billed_nanos"] == expected
-    assert basis["not_billed_nanos"] > 0
-    exact = sum((Decimal(line["exact"]) for line in doc["lines"]), Decimal(0))
-    assert exact == Decimal(basis["billed_nanos"]).scaleb(-9)
-    assert Decimal(doc["total"]) == exact.quantize(Decimal("0.01"))
-    assert doc["status"] == "draft"
-    assert doc["number"] is None
+    assert basis.billed_nanos + basis.not_billed_nanos == expected
+    assert basis.not_billed_nanos > 0
+    exact = sum((Decimal(line.exact) for line in doc.lines), Decimal(0))
+    assert exact == Decimal(basis.billed_nanos).scaleb(-9)
+    assert Decimal(doc.total) == exact.quantize(Decimal("0.01"))
+    assert doc.status == "draft"
+    assert doc.number is None
 
 
 def test_tenant_time_zone_moves_the_month(ledger: Ledger, tenant: str) -> None:
@@ -82,9 +82,9 @@ def test_tenant_time_zone_moves_the_month(ledger: Ledger, tenant: str) -> None:
     add_renders(ledger, tenant, datetime(2026, 10, 1, 2, tzinfo=UTC), 2)
     add_renders(ledger, tenant, datetime(2026, 11, 1, 2, tzinfo=UTC), 3)
     oct_doc = _doc(ledger.engine, tenant, OCT)
-    assert oct_doc["cost_basis"]["renders"] == {"delivered": 3}
-    assert oct_doc["window"]["start"] == "2026-10-01T04:00:00+00:00"
-    assert _doc(ledger.engine, tenant, SEP)["cost_basis"]["renders"] == {"delivered": 2}
+    assert oct_doc.cost_basis.renders == {"delivered": 3}
+    assert oct_doc.window.start == "2026-10-01T04:00:00+00:00"
+    assert _doc(ledger.engine, tenant, SEP).cost_basis.renders == {"delivered": 2}
 
 
 def test_per_image_tiers_commitment_and_credits(ledger: Ledger, tenant: str) -> None:
@@ -108,18 +108,18 @@ def test_per_image_tiers_commitment_and_credits(ledger: Ledger, tenant: str) -> 
     add_renders(ledger, tenant, datetime(2026, 10, 5, tzinfo=UTC), 5, use_case="ecommerce")
     add_renders(ledger, tenant, datetime(2026, 10, 5, tzinfo=UTC), 1, use_case="social")
     doc = _doc(ledger.engine, tenant, OCT)
-    by = {(ln["use_case"], ln["tier"]): ln for ln in doc["lines"] if ln["kind"] == "usage"}
-    assert by["ecommerce", 0]["quantity"] == "3"
-    assert by["ecommerce", 0]["amount"] == "0.12"
-    assert by["ecommerce", 1]["quantity"] == "2"
-    assert by["ecommerce", 1]["amount"] == "0.06"
+    by = {(ln.use_case, ln.tier): ln for ln in doc.lines if ln.kind == "usage"}
+    assert by["ecommerce", 0].quantity == "3"
+    assert by["ecommerce", 0].amount == "0.12"
+    assert by["ecommerce", 1].quantity == "2"
+    assert by["ecommerce", 1].amount == "0.06"
     social = by["social", None]
-    assert Decimal(social["unit_price"]) == Decimal("1.25")
-    subtotal = Decimal("0.18") + Decimal(social["amount"])
-    assert Decimal(doc["subtotal"]) == subtotal
-    assert Decimal(doc["commitment_topup"]) == Decimal("1.00") - subtotal
-    assert doc["credits_applied"] == "0.10"
-    assert doc["total"] == "0.90"
+    assert Decimal(social.unit_price) == Decimal("1.25")
+    subtotal = Decimal("0.18") + Decimal(social.amount)
+    assert Decimal(doc.subtotal) == subtotal
+    assert Decimal(doc.commitment_topup) == Decimal("1.00") - subtotal
+    assert doc.credits_applied == "0.10"
+    assert doc.total == "0.90"
 
 
 def test_finalize_is_idempotent_and_immutable(ledger: Ledger, tenant: str) -> None:
@@ -130,12 +130,10 @@ def test_finalize_is_idempotent_and_immutable(ledger: Ledger, tenant: str) -> No
     assert created
     assert not created_again
     assert first == again
-    assert first["number"] == "RL-2026-10-0001"
-    assert first["status"] == "finalized"
+    assert first.number == "RL-2026-10-0001"
+    assert first.status == "finalized"
     add_renders(ledger, tenant, datetime(2026, 10, 20, tzinfo=UTC), 3)  # late
-    assert {
-        k: v for k, v in _doc(ledger.engine, tenant, OCT).items() if k != "credit_notes"
-    } == first
+    assert _doc(ledger.engine, tenant, OCT) == first
     with connection(ledger.engine) as raw, pytest.raises(psycopg.errors.InsufficientPrivilege):
         raw.execute("UPDATE invoices SET total_minor = 0 WHERE tenant_id = %s", (tenant,))
 
@@ -148,16 +146,16 @@ def test_late_event_is_a_prior_period_adjustment(ledger: Ledger, tenant: str) ->
     add_renders(ledger, tenant, datetime(2026, 10, 2, tzinfo=UTC), 4)
     with connection(ledger.engine) as raw:
         oct_doc, _ = finalize(raw, tenant, OCT)
-    adjustments = [ln for ln in oct_doc["lines"] if ln["kind"] == "adjustment"]
-    assert [ln["period"] for ln in adjustments] == ["2026-09"]
-    one_render = Decimal(sep["subtotal"]) / 2
-    assert abs(Decimal(oct_doc["adjustments"]) - one_render) <= Decimal("0.01")
-    assert oct_doc["number"] == "RL-2026-10-0002"
-    assert oct_doc["positions"]["adjustments_after_seq"] == sep["positions"]["through_seq"]
+    adjustments = [ln for ln in oct_doc.lines if ln.kind == "adjustment"]
+    assert [ln.period for ln in adjustments] == ["2026-09"]
+    one_render = Decimal(sep.subtotal) / 2
+    assert abs(Decimal(oct_doc.adjustments) - one_render) <= Decimal("0.01")
+    assert oct_doc.number == "RL-2026-10-0002"
+    assert oct_doc.positions.adjustments_after_seq == sep.positions.through_seq
     # Nothing late since October's finalization: November carries no adjustment.
     with connection(ledger.engine) as raw:
         nov = invoice(raw, tenant, NOV)
-    assert nov["adjustments"] == "0.00"
+    assert nov.adjustments == "0.00"
 
 
 def test_months_are_finalized_in_order_and_only_when_over(ledger: Ledger, tenant: str) -> None:
@@ -175,13 +173,13 @@ def test_credit_notes_never_exceed_the_invoice(ledger: Ledger, tenant: str) -> N
         with pytest.raises(InvoiceError, match="no finalized invoice"):
             issue_credit_note(raw, tenant, OCT, Decimal("0.01"), "goodwill")
         doc, _ = finalize(raw, tenant, OCT)
-        total = Decimal(doc["total"])
+        total = Decimal(doc.total)
         note = issue_credit_note(raw, tenant, OCT, total - Decimal("0.01"), "outage")
-        assert note["number"] == "RL-2026-10-0001-CN01"
+        assert note.number == "RL-2026-10-0001-CN01"
         with pytest.raises(InvoiceError, match="exceed"):
             issue_credit_note(raw, tenant, OCT, Decimal("0.02"), "more")
         listed = list_invoices(raw, tenant)
-    assert listed[0]["credit_notes"][0]["amount_minor"] == int((total - Decimal("0.01")) * 100)
+    assert listed[0].credit_notes[0].amount_minor == int((total - Decimal("0.01")) * 100)
 
 
 def test_batch_drafts_equal_single_drafts(ledger: Ledger, tenant: str) -> None:

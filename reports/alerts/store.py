@@ -7,10 +7,73 @@ from typing import Any
 
 import orjson
 import psycopg
+from pydantic import BaseModel, ConfigDict
 
 from ledger.locks import ALERT, scoped
 
 STATUSES = ("open", "acknowledged", "resolved")
+
+
+class StageShare(BaseModel):
+    """A pipeline stage's part of a cost change."""
+
+    stage: str
+    share: float
+    change_nanos: float
+
+
+class AttributeChange(BaseModel):
+    """An attribute whose usual value changed, e.g. ``precision`` int8 → fp16."""
+
+    attribute: str
+    before: str
+    after: str
+    share: float
+
+
+class AlertDetail(BaseModel):
+    """What the detector saw when it opened the alert; a signal fills the fields it has."""
+
+    model_config = ConfigDict(extra="allow")  # a key logged by another version stays shown
+
+    message: str | None = None
+    value: float | None = None
+    baseline: float | None = None
+    spread: float | None = None
+    change: float | None = None
+    renders: float | None = None
+    since: str | None = None
+    waste_nanos: float | None = None
+    stages: list[StageShare] | None = None
+    changes: list[AttributeChange] | None = None
+
+
+class Resolution(BaseModel):
+    """The measure and the baseline when the alert resolved."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: float | None = None
+    baseline: float | None = None
+
+
+class Alert(BaseModel):
+    """An alert folded from its events; ``detail`` and ``resolution`` as they were logged."""
+
+    # ``alerts()`` returns these as dicts, which the CLI and the detector read; the API
+    # serves them through this model with ``exclude_unset``, so no logged key gains a null.
+    alert_id: str
+    tenant: str
+    use_case: str
+    signal: str
+    status: str
+    message: str
+    opened_at: str | None
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    resolved_at: str | None
+    detail: AlertDetail
+    resolution: Resolution | None
 
 
 class AlertError(ValueError):

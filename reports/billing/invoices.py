@@ -7,18 +7,23 @@ and bills the difference as a prior-period adjustment.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import psycopg
 
 from ledger.journal import head as ledger_head
 from ledger.money import format_nanos
+from reports.billing.document import (
+    CostBasis,
+    Invoice,
+    InvoicePlan,
+    InvoiceWindow,
+    Positions,
+)
 from reports.billing.months import Window, month, next_month, previous_month
 from reports.billing.plans import Plan, plan_for
 from reports.billing.pricing import (
@@ -30,8 +35,6 @@ from reports.billing.pricing import (
     price_usage,
 )
 from reports.billing.usage import late_months, read_usage, window_of
-
-Document = dict[str, Any]
 
 
 class InvoiceError(ValueError):
@@ -105,7 +108,7 @@ def compute(
     usage: list[Usage] | None = None,
     late: set[date] | None = None,
     window: Window | None = None,
-) -> Document:
+) -> Invoice:
     """The invoice of ``tenant`` for ``period`` over the log up to ``through_seq``.
 
     ``plan``, ``usage``, ``late`` and ``window`` may be handed in by a caller that read
@@ -135,47 +138,47 @@ def compute(
     metered = sum(u.cost_nanos for u in usage)
     billed = billed_outcomes(plan)
     billed_nanos = sum(u.cost_nanos for u in usage if u.outcome in billed)
-    doc: Document = {
-        "tenant": tenant,
-        "period": month(period),
-        "status": "draft",
-        "number": None,
-        "issued_on": None,
-        "currency": plan.currency,
-        "timezone": plan.timezone,
-        "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
-        "plan": {
-            "name": plan.name,
-            "effective_from": plan.effective_from.isoformat(),
-            "sha256": plan.digest(),
-            "failed_renders": plan.failed_renders.value,
-        },
-        "positions": {
-            "first_seq": min((u.first_seq for u in usage), default=None),
-            "last_seq": max((u.last_seq for u in usage), default=None),
-            "through_seq": through_seq,
-            "adjustments_after_seq": last.through_seq if last else None,
-        },
-        "cost_basis": {
-            "currency": "USD",
-            "metered": format_nanos(metered),
-            "metered_nanos": metered,
-            "billed_nanos": billed_nanos,
-            "not_billed_nanos": metered - billed_nanos,
-            "events": sum(u.events for u in usage),
-            "renders": dict(sorted(renders.items())),
-            "by_use_case": _by_use_case(usage),
-        },
-        "lines": [line.as_dict(digits) for line in lines],
-        "subtotal": money(sums["usage"], digits),
-        "commitment_topup": money(sums["commitment"], digits),
-        "adjustments": money(sums["adjustment"], digits),
-        "credits_applied": money(credits, digits),
-        "credits_applied_minor": credits,
-        "total": money(due - credits, digits),
-        "total_minor": due - credits,
-    }
-    return seal(doc)
+    return Invoice(
+        tenant=tenant,
+        period=month(period),
+        status="draft",
+        number=None,
+        issued_on=None,
+        currency=plan.currency,
+        timezone=plan.timezone,
+        window=InvoiceWindow(start=window.start.isoformat(), end=window.end.isoformat()),
+        plan=InvoicePlan(
+            name=plan.name,
+            effective_from=plan.effective_from,
+            sha256=plan.digest(),
+            failed_renders=plan.failed_renders,
+        ),
+        positions=Positions(
+            first_seq=min((u.first_seq for u in usage), default=None),
+            last_seq=max((u.last_seq for u in usage), default=None),
+            through_seq=through_seq,
+            adjustments_after_seq=last.through_seq if last else None,
+        ),
+        cost_basis=CostBasis(
+            currency="USD",
+            metered=format_nanos(metered),
+            metered_nanos=metered,
+            billed_nanos=billed_nanos,
+            not_billed_nanos=metered - billed_nanos,
+            events=sum(u.events for u in usage),
+            renders=dict(sorted(renders.items())),
+            by_use_case=_by_use_case(usage),
+        ),
+        lines=[line.as_invoice_line(digits) for line in lines],
+        subtotal=money(sums["usage"], digits),
+        commitment_topup=money(sums["commitment"], digits),
+        adjustments=money(sums["adjustment"], digits),
+        credits_applied=money(credits, digits),
+        credits_applied_minor=credits,
+        total=money(due - credits, digits),
+        total_minor=due - credits,
+        content_sha256="",
+    ).sealed()
 
 
 def _by_use_case(usage: list[Usage]) -> dict[str, int]:
@@ -185,12 +188,5 @@ def _by_use_case(usage: list[Usage]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def seal(doc: Document) -> Document:
-    """Set ``content_sha256`` over every other field, in one canonical spelling."""
-    body = {k: v for k, v in doc.items() if k != "content_sha256"}
-    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return {**body, "content_sha256": digest}
-
-
-def draft(raw: psycopg.Connection[Any], tenant: str, period: date) -> Document:
+def draft(raw: psycopg.Connection[Any], tenant: str, period: date) -> Invoice:
     return compute(raw, tenant, period, ledger_head(raw))

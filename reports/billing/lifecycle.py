@@ -19,7 +19,8 @@ from sqlalchemy import Engine
 from ledger.connections import connection
 from ledger.journal import head as ledger_head
 from ledger.locks import INVOICE, scoped
-from reports.billing.invoices import Document, InvoiceError, compute, draft, money, seal
+from reports.billing.document import CreditNote, Invoice, InvoiceSummary
+from reports.billing.invoices import InvoiceError, compute, draft, money
 from reports.billing.months import (
     Window,
     latest_start,
@@ -40,14 +41,15 @@ from reports.billing.usage import (
 )
 
 
-def invoice(raw: psycopg.Connection[Any], tenant: str, period: date) -> Document:
+def invoice(raw: psycopg.Connection[Any], tenant: str, period: date) -> Invoice:
     """The finalized invoice with its credit notes if there is one, else a fresh draft."""
     row = raw.execute(
         "SELECT document FROM invoices WHERE tenant_id = %s AND period = %s", (tenant, period)
     ).fetchone()
     if row is None:
         return draft(raw, tenant, period)
-    return {**row[0], "credit_notes": credit_notes(raw, tenant, period)}
+    notes = credit_notes(raw, tenant, period)
+    return Invoice.model_validate(row[0]).model_copy(update={"credit_notes": notes})
 
 
 def draft_all(
@@ -55,7 +57,7 @@ def draft_all(
     period: date,
     tenants: list[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> list[Document]:
+) -> list[Invoice]:
     """Every tenant's invoice for ``period`` (finalized ones as they are): one read of the
     month per time zone in use, not one per tenant."""
     through = ledger_head(raw)
@@ -130,7 +132,7 @@ class Prepared:
     """A draft computed in a batch, with the tenant's earliest event before the month
     (``None``: none, or the tenant has invoices) read up to the same ``through_seq``."""
 
-    document: Document
+    document: Invoice
     earliest: datetime | None
 
 
@@ -140,7 +142,7 @@ def finalize(
     period: date,
     now: datetime | None = None,
     prepared: Prepared | None = None,
-) -> tuple[Document, bool]:
+) -> tuple[Invoice, bool]:
     """Make the invoice immutable; (document, True) the first time, (document, False) after.
 
     ``prepared`` is a draft already computed (by ``draft_all``, for many tenants in one
@@ -159,7 +161,7 @@ def finalize(
             "SELECT document FROM invoices WHERE tenant_id = %s AND period = %s", (tenant, period)
         ).fetchone()
         if row is not None:
-            return row[0], False
+            return Invoice.model_validate(row[0]), False
         plan = plan_for(raw, tenant, period)
         window = window_of(raw, tenant, period, plan)
         if window.end > now:
@@ -183,7 +185,7 @@ def finalize(
                 f"{tenant} {month(period)}: finalize {month(next_month(latest[0]))} first"
             )
         doc = _still_valid(prepared, window, latest[2])
-        through = doc["positions"]["through_seq"] if doc else ledger_head(raw)
+        through = doc.positions.through_seq if doc else ledger_head(raw)
         if latest[0] is None:
             if doc is not None and prepared is not None:
                 earliest = prepared.earliest
@@ -198,9 +200,8 @@ def finalize(
         if doc is None:
             doc = compute(raw, tenant, period, through, plan=plan, window=window)
         number = f"RL-{period:%Y-%m}-{int(latest[1]) + 1:04d}"
-        doc = seal(
-            {**doc, "status": "finalized", "number": number, "issued_on": now.date().isoformat()}
-        )
+        final = {"status": "finalized", "number": number, "issued_on": now.date()}
+        doc = doc.model_copy(update=final).sealed()
         raw.execute(
             "INSERT INTO invoices (tenant_id, period, number, currency, through_seq, total_minor, "
             "credits_applied_minor, document, content_sha256) "
@@ -209,45 +210,43 @@ def finalize(
                 tenant,
                 period,
                 number,
-                doc["currency"],
-                doc["positions"]["through_seq"],
-                doc["total_minor"],
-                doc["credits_applied_minor"],
-                orjson.dumps(doc).decode(),
-                doc["content_sha256"],
+                doc.currency,
+                doc.positions.through_seq,
+                doc.total_minor,
+                doc.credits_applied_minor,
+                orjson.dumps(doc.stored()).decode(),
+                doc.content_sha256,
             ),
         )
         return doc, True
 
 
-def _still_valid(
-    prepared: Prepared | None, window: Window, last_seq: int | None
-) -> Document | None:
+def _still_valid(prepared: Prepared | None, window: Window, last_seq: int | None) -> Invoice | None:
     """The prepared draft, unless a finalization since moved its window or its adjustments."""
-    if prepared is None or prepared.document["status"] != "draft":
+    if prepared is None or prepared.document.status != "draft":
         return None
     doc = prepared.document
-    bounds = {"start": window.start.isoformat(), "end": window.end.isoformat()}
-    if doc["window"] != bounds or doc["positions"]["adjustments_after_seq"] != last_seq:
+    bounds = (window.start.isoformat(), window.end.isoformat())
+    if (doc.window.start, doc.window.end) != bounds:
         return None
-    return doc
+    return doc if doc.positions.adjustments_after_seq == last_seq else None
 
 
-def credit_notes(raw: psycopg.Connection[Any], tenant: str, period: date) -> list[dict[str, Any]]:
+def credit_notes(raw: psycopg.Connection[Any], tenant: str, period: date) -> list[CreditNote]:
     rows = raw.execute(
         "SELECT number, amount_minor, currency, reason, created_at FROM credit_notes "
         "WHERE tenant_id = %s AND period = %s ORDER BY number",
         (tenant, period),
     ).fetchall()
     return [
-        {"number": n, "amount_minor": a, "currency": c, "reason": r, "created_at": t.isoformat()}
+        CreditNote(number=n, amount_minor=a, currency=c, reason=r, created_at=t.isoformat())
         for n, a, c, r, t in rows
     ]
 
 
 def issue_credit_note(
     raw: psycopg.Connection[Any], tenant: str, period: date, amount: Decimal, reason: str
-) -> dict[str, Any]:
+) -> CreditNote:
     """A correction to a finalized invoice; all notes together never exceed its total."""
     if not reason.strip():
         raise InvoiceError("reason: say why the credit is given")
@@ -269,7 +268,7 @@ def issue_credit_note(
         if minor <= 0 or minor != amount.scaleb(digits):
             raise InvoiceError(f"amount: a positive amount in whole minor units, got {amount}")
         notes = credit_notes(raw, tenant, period)
-        issued = sum(n["amount_minor"] for n in notes)
+        issued = sum(n.amount_minor for n in notes)
         if issued + minor > max(total, 0):
             raise InvoiceError(
                 f"amount: {money(issued + minor, digits)} {currency} in credit notes would "
@@ -284,22 +283,22 @@ def issue_credit_note(
     return credit_notes(raw, tenant, period)[-1]
 
 
-def list_invoices(raw: psycopg.Connection[Any], tenant: str) -> list[dict[str, Any]]:
+def list_invoices(raw: psycopg.Connection[Any], tenant: str) -> list[InvoiceSummary]:
     rows = raw.execute(
         "SELECT period, number, currency, total_minor, content_sha256, created_at FROM invoices "
         "WHERE tenant_id = %s ORDER BY period",
         (tenant,),
     ).fetchall()
     return [
-        {
-            "period": month(p),
-            "number": n,
-            "currency": c,
-            "total_minor": t,
-            "content_sha256": h,
-            "finalized_at": at.isoformat(),
-            "credit_notes": credit_notes(raw, tenant, p),
-        }
+        InvoiceSummary(
+            period=month(p),
+            number=n,
+            currency=c,
+            total_minor=t,
+            content_sha256=h,
+            finalized_at=at.isoformat(),
+            credit_notes=credit_notes(raw, tenant, p),
+        )
         for p, n, c, t, h, at in rows
     ]
 
@@ -307,7 +306,7 @@ def list_invoices(raw: psycopg.Connection[Any], tenant: str) -> list[dict[str, A
 @dataclass(frozen=True, slots=True)
 class Finalization:
     tenant: str
-    document: Document | None
+    document: Invoice | None
     created: bool
     error: str | None = None
 
@@ -323,22 +322,22 @@ def finalize_all(
     transaction, so one refusal (a month out of order) stops no other."""
     with connection(engine) as raw:
         drafts = draft_all(raw, period, tenants)
-        open_drafts = [d for d in drafts if d["status"] == "draft"]
+        open_drafts = [d for d in drafts if d.status == "draft"]
         earliest: dict[str, datetime] = {}
         if open_drafts:
             invoiced = {
                 r[0]
                 for r in raw.execute(
                     "SELECT DISTINCT tenant_id FROM invoices WHERE tenant_id = ANY(%s)",
-                    ([d["tenant"] for d in open_drafts],),
+                    ([d.tenant for d in open_drafts],),
                 )
             }
-            first = [d["tenant"] for d in open_drafts if d["tenant"] not in invoiced]
-            through = open_drafts[0]["positions"]["through_seq"]
+            first = [d.tenant for d in open_drafts if d.tenant not in invoiced]
+            through = open_drafts[0].positions.through_seq
             earliest = first_usage_before(raw, first, latest_start(period), through)
     out = []
     for i, doc in enumerate(drafts, 1):
-        tenant = doc["tenant"]
+        tenant = doc.tenant
         try:
             with connection(engine, transaction=True) as raw:
                 prepared = Prepared(doc, earliest.get(tenant))

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from ledger.connections import job_lock
 from ledger.locks import MONTHLY
-from reports.billing.documents import Exported, export
+from reports.billing.exports import Exported, export
 from reports.billing.lifecycle import draft_all
 from reports.billing.months import month, previous_month
 

@@ -19,7 +19,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from ledger.events import TENANT_PATTERN
 from reports.billing.months import check_month
@@ -119,6 +127,22 @@ class Plan(BaseModel):
     def digest(self) -> str:
         doc = self.model_dump(mode="json")
         return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+# The body of ``PUT /plans/{effective_from}``: a plan without the fields its path gives.
+# Derived from ``Plan`` so the two cannot drift; it documents the body, and ``parse_plan``
+# still validates it, so a refusal names ``plan.<field>`` as it always has.
+_TERMS: dict[str, Any] = {
+    name: (field.annotation, field)
+    for name, field in Plan.model_fields.items()
+    if name not in ("tenant", "effective_from")
+}
+PlanTerms = create_model(
+    "PlanTerms",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A plan's terms; the tenant and the month it takes effect come from the path.",
+    **_TERMS,
+)
 
 
 def default_plan(tenant: str, period: date) -> Plan:

@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
 
 from ledger.money import EXACT
+from reports.billing.document import InvoiceLine, LineKind
 from reports.billing.plans import FailedRenders, Plan, Tier
 
 
@@ -33,7 +33,7 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    kind: str  # usage | commitment | adjustment
+    kind: LineKind
     description: str
     use_case: str
     tier: int | None
@@ -48,22 +48,23 @@ class Line:
     def key(self) -> tuple[str, str, int | None]:
         return (self.kind, self.use_case, self.tier)
 
-    def as_dict(self, digits: int) -> dict[str, Any]:
+    def as_invoice_line(self, digits: int) -> InvoiceLine:
+        """The line as printed: decimals as text, the amount rounded to ``digits``."""
         amount = Decimal(self.amount_minor).scaleb(-digits)
-        return {
-            "kind": self.kind,
-            "description": self.description,
-            "use_case": self.use_case,
-            "tier": self.tier,
-            "period": self.period,
-            "quantity": _plain(self.quantity),
-            "unit": self.unit,
-            "unit_price": _plain(self.unit_price),
-            "exact": _plain(self.exact),
-            "amount": format(amount, "f"),
-            "amount_minor": self.amount_minor,
-            "rounding": _plain(EXACT.subtract(amount, self.exact)),
-        }
+        return InvoiceLine(
+            kind=self.kind,
+            description=self.description,
+            use_case=self.use_case,
+            tier=self.tier,
+            period=self.period,
+            quantity=_plain(self.quantity),
+            unit=self.unit,
+            unit_price=_plain(self.unit_price),
+            exact=_plain(self.exact),
+            amount=format(amount, "f"),
+            amount_minor=self.amount_minor,
+            rounding=_plain(EXACT.subtract(amount, self.exact)),
+        )
 
 
 def _plain(value: Decimal) -> str:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ledger.connections import connection
-from reports.billing.documents import FORMATS, RENDERERS, export
+from reports.billing.exports import FORMATS, RENDERERS, export
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import draft_all, finalize_all, invoice, issue_credit_note
 from reports.billing.months import parse_period
@@ -134,7 +134,7 @@ def invoice_finalize(
             continue
         verb = "finalized" if o.created else "already final"
         doc = o.document
-        out.print(f"{o.tenant}: {verb} {doc['number']} total {doc['total']} {doc['currency']}")
+        out.print(f"{o.tenant}: {verb} {doc.number} total {doc.total} {doc.currency}")
     if failed:
         raise fail(f"{failed} of {len(outcomes)} invoice(s) not finalized")
 
@@ -172,7 +172,7 @@ def invoice_export(
             raise fail(f"export to {to} failed: {exc}") from exc
     for item in written:
         out.print(item.link or item.location, highlight=False, soft_wrap=True)
-    total = sum(Decimal(d["total"]) for d in docs)
+    total = sum(Decimal(d.total) for d in docs)
     err.print(f"{len(docs)} invoice(s), {len(written)} file(s); totals sum to {total}")
 
 
@@ -194,4 +194,4 @@ def invoice_credit_note(
             note = issue_credit_note(raw, tenant, _period(month), value, reason)
     except InvoiceError as exc:
         raise fail(str(exc)) from None
-    out.print(f"{note['number']}: {value} {note['currency']} — {plain(note['reason'])}")
+    out.print(f"{note.number}: {value} {note.currency} — {plain(note.reason)}")

@@ -6,31 +6,15 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from ledger.connections import connection
 from ledger.events import TENANT_PATTERN
-from reports.alerts.store import STATUSES, AlertError, acknowledge, alerts
+from reports.alerts.store import STATUSES, Alert, AlertError, acknowledge, alerts
 from service.http.deps import LedgerDep, ReadKey
 from service.http.errors import http_error, responses
 from service.keys import Principal
 
 router = APIRouter(prefix="/v1", tags=["alerts"], responses=responses(401, 403, 404, 422))
-
-
-class Alert(BaseModel):
-    alert_id: str
-    tenant: str
-    use_case: str
-    signal: str
-    status: str
-    message: str
-    opened_at: str | None
-    acknowledged_at: str | None
-    acknowledged_by: str | None
-    resolved_at: str | None
-    detail: dict[str, Any]
-    resolution: dict[str, Any] | None
 
 
 def _one(ledger: LedgerDep, key: Principal, alert_id: uuid.UUID) -> dict[str, Any]:
@@ -41,7 +25,12 @@ def _one(ledger: LedgerDep, key: Principal, alert_id: uuid.UUID) -> dict[str, An
     return found[0]
 
 
-@router.get("/alerts", response_model=list[Alert], summary="Alerts, newest first")
+@router.get(
+    "/alerts",
+    response_model=list[Alert],
+    response_model_exclude_unset=True,
+    summary="Alerts, newest first",
+)
 def list_alerts(
     ledger: LedgerDep,
     key: ReadKey,
@@ -59,7 +48,12 @@ def list_alerts(
         return alerts(raw, tenant=tenant, status=status, limit=limit)
 
 
-@router.get("/alerts/{alert_id}", response_model=Alert, summary="One alert")
+@router.get(
+    "/alerts/{alert_id}",
+    response_model=Alert,
+    response_model_exclude_unset=True,
+    summary="One alert",
+)
 def get_alert(ledger: LedgerDep, key: ReadKey, alert_id: uuid.UUID) -> Any:
     return _one(ledger, key, alert_id)
 
@@ -67,6 +61,7 @@ def get_alert(ledger: LedgerDep, key: ReadKey, alert_id: uuid.UUID) -> Any:
 @router.post(
     "/alerts/{alert_id}/ack",
     response_model=Alert,
+    response_model_exclude_unset=True,
     responses=responses(409),
     summary="Acknowledge an alert (its tenant's read key or an admin key); again is a no-op",
 )

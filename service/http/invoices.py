@@ -9,15 +9,16 @@ from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from ledger.connections import connection
 from ledger.events import TENANT_PATTERN as TENANT
-from reports.billing.documents import MEDIA_TYPES, RENDERERS, file_stem
+from reports.billing.document import CreditNote, Invoice, InvoiceSummary
+from reports.billing.exports import MEDIA_TYPES, RENDERERS, file_stem
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import finalize, invoice, issue_credit_note, list_invoices
 from reports.billing.months import MonthError, check_month, parse_period
-from reports.billing.plans import Plan, PlanError, parse_plan, plans_of, store_plan
+from reports.billing.plans import Plan, PlanError, PlanTerms, parse_plan, plans_of, store_plan
 from service.http.deps import AdminKey, LedgerDep, ReadKey, ensure_tenant
 from service.http.errors import http_error, responses
 from service.keys import Principal
@@ -27,65 +28,13 @@ T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 Tenant = Annotated[str, Path(pattern=TENANT)]
 Month = Annotated[str, Path(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM", examples=["2026-10"])]
-
-
-class InvoiceLine(BaseModel):
-    kind: str
-    description: str
-    use_case: str
-    tier: int | None
-    period: str | None
-    quantity: str
-    unit: str
-    unit_price: str
-    exact: str
-    amount: str
-    amount_minor: int
-    rounding: str
-
-
-class CreditNote(BaseModel):
-    number: str
-    amount_minor: int
-    currency: str
-    reason: str
-    created_at: str
-
-
-class Invoice(BaseModel):
-    """The invoice document; ``content_sha256`` covers every field but itself and the notes."""
-
-    tenant: str
-    period: str
-    status: str
-    number: str | None
-    issued_on: str | None
-    currency: str
-    timezone: str
-    window: dict[str, str]
-    plan: dict[str, str]
-    positions: dict[str, int | None]
-    cost_basis: dict[str, Any]
-    lines: list[InvoiceLine]
-    subtotal: str
-    commitment_topup: str
-    adjustments: str
-    credits_applied: str
-    credits_applied_minor: int
-    total: str
-    total_minor: int
-    content_sha256: str
-    credit_notes: list[CreditNote] = []
-
-
-class InvoiceSummary(BaseModel):
-    period: str
-    number: str
-    currency: str
-    total_minor: int
-    content_sha256: str
-    finalized_at: str
-    credit_notes: list[CreditNote]
+# Documented as ``PlanTerms``, checked by ``parse_plan`` with the tenant and month of the
+# path: its refusals are the API's (``plan.name: …``), not FastAPI's (``body.name: …``).
+PlanBody = Annotated[
+    dict[str, Any],
+    BeforeValidator(lambda body: body, json_schema_input_type=PlanTerms),
+    Body(examples=[{"default": {"markup": "0.25"}}]),
+]
 
 
 class CreditNoteIn(BaseModel):
@@ -210,7 +159,7 @@ def put_plan(
     _key: AdminKey,
     tenant: Tenant,
     effective_from: date,
-    plan: Annotated[dict[str, Any], Body(examples=[{"default": {"markup": "0.25"}}])],
+    plan: PlanBody,
     response: Response,
 ) -> Any:
     try:

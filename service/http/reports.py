@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from ledger.connections import connection
 from ledger.events import TENANT_PATTERN as TENANT
-from reports.tenant_report import GROUPS, ReportQuery, report
+from reports.tenant_report import GROUPS, ReportQuery, ReportRow, report
 from service.http.deps import LedgerDep, ReadKey, ensure_tenant
 from service.http.errors import http_error, responses
 
@@ -27,7 +27,7 @@ class Report(BaseModel):
     group_by: list[str]
     currency: str
     what_if: str | None
-    rows: list[dict[str, Any]]
+    rows: list[ReportRow]
 
 
 def _parse_groups(text: str) -> tuple[str, ...]:
@@ -74,10 +74,22 @@ def tenant_report(
         what_if=what_if,
         rows=rows,
     )
+    plain = _plain(body.rows, groups)
     if fmt == "csv":
-        return Response(to_csv(rows), media_type="text/csv")
+        return Response(to_csv(plain), media_type="text/csv")
     # Built and typed above; skip a second validation pass on the way out.
-    return Response(orjson.dumps(body.model_dump(mode="json")), media_type="application/json")
+    head = body.model_dump(mode="json", exclude={"rows"})
+    return Response(orjson.dumps(head | {"rows": plain}), media_type="application/json")
+
+
+def _plain(rows: list[ReportRow], groups: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows as JSON objects: the keys grouped by first, in the order asked for (the CSV's
+    columns follow it), then the figures; a row leaves out what it was not given."""
+    out = []
+    for row in rows:
+        fields = row.model_dump(mode="json", exclude_unset=True)
+        out.append({g: fields[g] for g in groups} | fields)
+    return out
 
 
 def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""An invoice as JSON, CSV and PDF, and its export to a folder or an S3 prefix."""
+"""An invoice document (``document.Invoice``) as JSON, CSV and PDF, and its export to a
+folder or an S3 prefix."""
 
 from __future__ import annotations
 
@@ -21,16 +22,21 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-Document = dict[str, Any]
+from reports.billing.document import Invoice
+
 FORMATS = ("pdf", "csv", "json")
 MEDIA_TYPES = {"pdf": "application/pdf", "csv": "text/csv", "json": "application/json"}
 
 
-def to_json(doc: Document) -> bytes:
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+def to_json(doc: Invoice) -> bytes:
+    """A draft has no credit notes, and its JSON has never carried the key."""
+    body = doc.model_dump(
+        mode="json", exclude=None if doc.status == "finalized" else {"credit_notes"}
+    )
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
 
-def to_csv(doc: Document) -> bytes:
+def to_csv(doc: Invoice) -> bytes:
     """The lines, then the totals as rows of their own, so a spreadsheet sums what we sum."""
     out = io.StringIO()
     columns = [
@@ -50,18 +56,19 @@ def to_csv(doc: Document) -> bytes:
     writer.writerow(
         [
             "invoice",
-            doc["number"] or "DRAFT",
-            doc["tenant"],
-            doc["period"],
-            doc["currency"],
-            doc["content_sha256"],
+            doc.number or "DRAFT",
+            doc.tenant,
+            doc.period,
+            doc.currency,
+            doc.content_sha256,
         ]
     )
     writer.writerow(columns)
-    for line in doc["lines"]:
-        writer.writerow([line[c] if line[c] is not None else "" for c in columns])
+    for line in doc.lines:
+        values = line.model_dump()
+        writer.writerow([values[c] if values[c] is not None else "" for c in columns])
     for name in ("subtotal", "commitment_topup", "adjustments", "credits_applied", "total"):
-        writer.writerow(["total", "", "", "", name, "", "", "", "", "", doc[name]])
+        writer.writerow(["total", "", "", "", name, "", "", "", "", "", getattr(doc, name)])
     return out.getvalue().encode()
 
 
@@ -87,11 +94,11 @@ def _text(value: object) -> str:
     return escape(str(value))
 
 
-def to_pdf(doc: Document) -> bytes:
+def to_pdf(doc: Invoice) -> bytes:
     """Every value from the document goes through ``_text``; only our own tags are markup."""
     styles = getSampleStyleSheet()
     buffer = io.BytesIO()
-    title = f"Invoice {doc['number']}" if doc["number"] else "DRAFT invoice (not final)"
+    title = f"Invoice {doc.number}" if doc.number else "DRAFT invoice (not final)"
     pdf = SimpleDocTemplate(
         buffer,
         pagesize=A4,
@@ -100,45 +107,45 @@ def to_pdf(doc: Document) -> bytes:
         leftMargin=18 * mm,
         rightMargin=18 * mm,
     )
-    cur = doc["currency"]
-    plan = doc["plan"]
+    cur = doc.currency
+    plan = doc.plan
     story: list[Any] = [
         Paragraph(_text(title), styles["Title"]),
         Paragraph(
-            f"<b>Tenant</b> {_text(doc['tenant'])} &nbsp; <b>Period</b> {_text(doc['period'])} "
-            f"({_text(doc['timezone'])}) &nbsp; <b>Issued</b> {_text(doc['issued_on'] or '—')}",
+            f"<b>Tenant</b> {_text(doc.tenant)} &nbsp; <b>Period</b> {_text(doc.period)} "
+            f"({_text(doc.timezone)}) &nbsp; <b>Issued</b> {_text(doc.issued_on or '—')}",
             styles["Normal"],
         ),
         Paragraph(
-            f"<b>Plan</b> {_text(plan['name'] or 'custom')} (from "
-            f"{_text(plan['effective_from'])}); failed renders "
-            f"{_text(plan['failed_renders'].replace('_', ' '))}",
+            f"<b>Plan</b> {_text(plan.name or 'custom')} (from "
+            f"{_text(plan.effective_from)}); failed renders "
+            f"{_text(plan.failed_renders.value.replace('_', ' '))}",
             styles["Normal"],
         ),
         Spacer(1, 6 * mm),
     ]
     rows: list[list[str]] = [["Description", "Quantity", "Unit price", f"Amount ({cur})"]]
-    for line in doc["lines"]:
+    for line in doc.lines:
         rows.append(
             [
-                Paragraph(_text(line["description"]), styles["BodyText"]),
-                _short(line["quantity"]),
-                _short(line["unit_price"]),
-                line["amount"],
+                Paragraph(_text(line.description), styles["BodyText"]),
+                _short(line.quantity),
+                _short(line.unit_price),
+                line.amount,
             ]
         )
     if len(rows) == 1:
         rows.append(["No billable usage this period", "", "", "0"])
-    for label, key in (
-        ("Subtotal", "subtotal"),
-        ("Commitment top-up", "commitment_topup"),
-        ("Prior-period adjustments", "adjustments"),
-        ("Prepaid credits", "credits_applied"),
+    for label, value in (
+        ("Subtotal", doc.subtotal),
+        ("Commitment top-up", doc.commitment_topup),
+        ("Prior-period adjustments", doc.adjustments),
+        ("Prepaid credits", doc.credits_applied),
     ):
-        if key == "subtotal" or Decimal(doc[key]) != 0:
-            sign = "−" if key == "credits_applied" else ""
-            rows.append(["", "", label, f"{sign}{doc[key]}"])
-    rows.append(["", "", "Total", f"{doc['total']} {cur}"])
+        if label == "Subtotal" or Decimal(value) != 0:
+            sign = "−" if label == "Prepaid credits" else ""
+            rows.append(["", "", label, f"{sign}{value}"])
+    rows.append(["", "", "Total", f"{doc.total} {cur}"])
     table = Table(rows, colWidths=[92 * mm, 25 * mm, 28 * mm, 29 * mm], repeatRows=1)
     table.setStyle(
         TableStyle(
@@ -153,20 +160,20 @@ def to_pdf(doc: Document) -> bytes:
         )
     )
     story += [table, Spacer(1, 8 * mm)]
-    basis = doc["cost_basis"]
-    if basis["by_use_case"]:
+    basis = doc.cost_basis
+    if basis.by_use_case:
         story += [
             Paragraph("Metered cost by use case (USD)", styles["Heading4"]),
-            _chart(basis["by_use_case"]),
+            _chart(basis.by_use_case),
         ]
-    pos = doc["positions"]
+    pos = doc.positions
     story += [
         Spacer(1, 4 * mm),
         Paragraph(
             _text(
-                f"Metered cost {basis['metered']} USD over {basis['events']:,} events, ledger "
-                f"positions {pos['first_seq'] or '—'}–{pos['last_seq'] or '—'} (through "
-                f"{pos['through_seq']}). Content SHA-256 {doc['content_sha256']}."
+                f"Metered cost {basis.metered} USD over {basis.events:,} events, ledger "
+                f"positions {pos.first_seq or '—'}–{pos.last_seq or '—'} (through "
+                f"{pos.through_seq}). Content SHA-256 {doc.content_sha256}."
             ),
             styles["Italic"],
         ),
@@ -179,11 +186,11 @@ def _short(value: str) -> str:
     return value if len(value) <= 14 else f"{Decimal(value):.8g}"
 
 
-RENDERERS: dict[str, Callable[[Document], bytes]] = {"pdf": to_pdf, "csv": to_csv, "json": to_json}
+RENDERERS: dict[str, Callable[[Invoice], bytes]] = {"pdf": to_pdf, "csv": to_csv, "json": to_json}
 
 
-def file_stem(doc: Document) -> str:
-    return f"{doc['tenant']}/{doc['number'] or 'draft-' + doc['period']}"
+def file_stem(doc: Invoice) -> str:
+    return f"{doc.tenant}/{doc.number or 'draft-' + doc.period}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +201,7 @@ class Exported:
 
 
 def export(
-    docs: Iterable[Document],
+    docs: Iterable[Invoice],
     target: str,
     s3: Any = None,
     formats: Iterable[str] = FORMATS,
@@ -220,12 +227,12 @@ def export(
                     Params={"Bucket": parsed.netloc, "Key": key},
                     ExpiresIn=link_seconds,
                 )
-                out.append(Exported(doc["tenant"], f"s3://{parsed.netloc}/{key}", link))
+                out.append(Exported(doc.tenant, f"s3://{parsed.netloc}/{key}", link))
             else:
                 path = Path(target) / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(body)
-                out.append(Exported(doc["tenant"], str(path), None))
+                out.append(Exported(doc.tenant, str(path), None))
         if progress:
             progress()
     return out

@@ -1,0 +1,146 @@
+"""The invoice document: one typed shape for the API, the stored JSON, the CSV and the PDF.
+
+``invoices.compute`` builds it, ``lifecycle`` stores it (``stored()``) and loads it back
+(``model_validate``), ``exports`` prints it. Money stays text (``"12.50"``: a decimal, never
+a float) beside its integer minor units, as the document has always been stored: a finalized
+invoice's ``content_sha256`` is over exactly these fields and their JSON spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from typing import Annotated, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from reports.billing.plans import FailedRenders
+
+# A decimal as plain text, no exponent: what ``format(Decimal, "f")`` writes.
+DecimalText = Annotated[str, Field(pattern=r"^-?\d+(\.\d+)?$", examples=["12.50"])]
+LineKind = Literal["usage", "commitment", "adjustment"]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class InvoiceLine(_Part):
+    """One priced line; ``exact`` is before rounding, ``rounding`` what rounding added."""
+
+    kind: LineKind
+    description: str
+    use_case: str
+    tier: int | None = Field(description="Index into the plan's tiers; none for cost-plus")
+    period: str | None = Field(description="YYYY-MM of the month an adjustment corrects")
+    quantity: DecimalText
+    unit: str
+    unit_price: DecimalText
+    exact: DecimalText
+    amount: DecimalText
+    amount_minor: int
+    rounding: DecimalText
+
+
+class InvoiceWindow(_Part):
+    """The instants (ISO 8601, UTC) the billing month spans in the plan's time zone."""
+
+    start: str
+    end: str
+
+
+class InvoicePlan(_Part):
+    """The plan that priced the month; ``sha256`` is its content digest."""
+
+    name: str
+    effective_from: date
+    sha256: str
+    failed_renders: FailedRenders
+
+
+class Positions(_Part):
+    """Which part of the log the invoice covers: ``through_seq`` and everything before."""
+
+    first_seq: int | None
+    last_seq: int | None
+    through_seq: int
+    adjustments_after_seq: int | None = Field(
+        description="The last finalized invoice's through_seq: later events of earlier "
+        "months are billed here as adjustments"
+    )
+
+
+class CostBasis(_Part):
+    """The metered cost the month's lines were priced from, in USD nanos."""
+
+    currency: Literal["USD"]
+    metered: DecimalText
+    metered_nanos: int
+    billed_nanos: int
+    not_billed_nanos: int
+    events: int
+    renders: dict[str, int] = Field(description="Renders by outcome (no_outcome: none seen)")
+    by_use_case: dict[str, int] = Field(description="Metered nanos by use case")
+
+
+class CreditNote(_Part):
+    number: str
+    amount_minor: int
+    currency: str
+    reason: str
+    created_at: str
+
+
+class Invoice(_Part):
+    """The invoice document; ``content_sha256`` covers every field but itself and the notes."""
+
+    tenant: str
+    period: str = Field(description="YYYY-MM")
+    status: Literal["draft", "finalized"]
+    number: str | None
+    issued_on: date | None
+    currency: str
+    timezone: str
+    window: InvoiceWindow
+    plan: InvoicePlan
+    positions: Positions
+    cost_basis: CostBasis
+    lines: list[InvoiceLine]
+    subtotal: DecimalText
+    commitment_topup: DecimalText
+    adjustments: DecimalText
+    credits_applied: DecimalText
+    credits_applied_minor: int
+    total: DecimalText
+    total_minor: int
+    content_sha256: str = Field(  # "" only while ``compute`` builds it, until ``sealed``
+        description="SHA-256 of the other fields but credit_notes, as JSON with sorted keys"
+    )
+    # Notes come after sealing: they correct a finalized invoice without changing it.
+    credit_notes: list[CreditNote] = Field(
+        default_factory=list,
+        description="A finalized invoice's credit notes; a draft's JSON has none",
+    )
+
+    def stored(self) -> dict[str, object]:
+        """The JSON kept in the ``invoices`` table: the sealed fields, without the notes."""
+        return self.model_dump(mode="json", exclude={"credit_notes"})
+
+    def sealed(self) -> Self:
+        """This document with ``content_sha256`` set over its other fields, sorted keys."""
+        body = self.model_dump(mode="json", exclude={"content_sha256", "credit_notes"})
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return self.model_copy(update={"content_sha256": digest})
+
+
+class InvoiceSummary(_Part):
+    """A finalized invoice in a tenant's list."""
+
+    period: str
+    number: str
+    currency: str
+    total_minor: int
+    content_sha256: str
+    finalized_at: str
+    credit_notes: list[CreditNote]
