@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from functools import cache
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ledger.errors import MAX_REPORTED_ERRORS, BatchInvalid, BatchTooLarge, FieldError
-from ledger.events import CostEvent
+from ledger.events import CostEvent, ExactNumber
 
 EVENT = TypeAdapter(CostEvent)
 DEFAULT_MAX_EVENTS = 10_000
@@ -62,9 +64,22 @@ def _is_syntax_error(exc: ValidationError) -> str | None:
     return None
 
 
+# A body that sends a quantity as a JSON number: pydantic would read it through a double.
+_NUMERIC_QUANTITY = re.compile(rb'"(?:baseline_)?quantity"\s*:\s*-?[0-9]')
+
+
+def _exact(text: bytes) -> Any:
+    """JSON with every non-integer number kept as written (``ExactNumber``), for quantities."""
+    return json.loads(text, parse_float=ExactNumber)
+
+
 def parse_json_array(body: bytes, max_events: int = DEFAULT_MAX_EVENTS) -> list[CostEvent]:
     try:
-        return _events(max_events).validate_json(body)
+        events = _events(max_events).validate_json(body)
+        if _NUMERIC_QUANTITY.search(body):
+            # Counted and checked above; read again so 1.123456789012345678 stays exact.
+            return _events(max_events).validate_python(_exact(body))
+        return events
     except ValidationError as exc:
         syntax = _is_syntax_error(exc)
         if syntax:
@@ -96,7 +111,12 @@ def parse_ndjson(body: bytes, max_events: int = DEFAULT_MAX_EVENTS) -> list[Cost
         if not line.strip():
             continue
         try:
-            events.append(EVENT.validate_json(line))
+            if _NUMERIC_QUANTITY.search(line):
+                events.append(EVENT.validate_python(_exact(line)))
+            else:
+                events.append(EVENT.validate_json(line))
+        except json.JSONDecodeError as exc:
+            raise MalformedBody(f"line {lineno} is not valid JSON: {exc}") from exc
         except ValidationError as exc:
             syntax = _is_syntax_error(exc)
             if syntax:

@@ -12,7 +12,15 @@ from typing import Annotated, Any, Self
 from uuid import UUID
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from ledger.money import canonical_decimal
 
@@ -68,6 +76,7 @@ def _stored_number(value: float, path: str) -> float | int:
     stored, or ``verify`` fails for ever on an honest row, so the event holds that form from
     the start; a number whose stored form no reader can take back (past 64 bits) is refused.
     """
+    value = float(value)  # an ExactNumber too: what matters is the double JSONB will hold
     if not math.isfinite(value):
         raise ValueError(f"{path}: {value} is not a finite number")
     exact = Decimal(orjson.dumps(value).decode())
@@ -82,6 +91,10 @@ def _stored_number(value: float, path: str) -> float | int:
 def _stored_form(value: Any, path: str) -> Any:
     if isinstance(value, float):
         return _stored_number(value, path)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{path}: contains a NUL character, which PostgreSQL cannot store")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | dict | list):
         return value
     if isinstance(value, int):
@@ -89,7 +102,7 @@ def _stored_form(value: Any, path: str) -> Any:
             raise ValueError(f"{path}: {value} does not fit in 64 bits; send it as a string")
         return value
     if isinstance(value, dict):
-        return {k: _stored_form(v, f"{path}.{k}") for k, v in value.items()}
+        return {_stored_form(k, path): _stored_form(v, f"{path}.{k}") for k, v in value.items()}
     return [_stored_form(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
 
@@ -99,15 +112,13 @@ def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
             if _depth(value) > MAX_ATTRIBUTES_DEPTH:
                 raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
             break
-    value = {k: _stored_form(v, k) for k, v in value.items()}
+    value = {_stored_form(k, k): _stored_form(v, k) for k, v in value.items()}
     try:
         encoded = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise ValueError(f"not storable as JSON: {exc}") from exc
     if len(encoded) > MAX_ATTRIBUTES_BYTES:
         raise ValueError(f"larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
-    if b"\\u0000" in encoded:
-        raise ValueError("contains a NUL character, which PostgreSQL cannot store")
     return value
 
 
@@ -129,7 +140,35 @@ def _check_known_attributes(attributes: dict[str, Any]) -> None:
             )
 
 
-Quantity = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=38, decimal_places=18)]
+class ExactNumber(float):
+    """A JSON number that keeps its text, so a decimal field reads it exactly, not as a double
+    (``ingest.parsing`` makes these when a body sends quantities as numbers)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> ExactNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def _exact_decimal(value: Any) -> Any:
+    return Decimal(value.text) if isinstance(value, ExactNumber) else value
+
+
+def _plain_zero(value: Decimal) -> Decimal:
+    # 0E-100000 passes the places check but not PostgreSQL's binary NUMERIC format.
+    return Decimal(0) if value.is_zero() else value
+
+
+# Twelve digits before the point: sums of a million of them stay inside Polars' 38-digit
+# decimals, which is how the rollups add quantities up.
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_exact_decimal),
+    Field(ge=0, allow_inf_nan=False, max_digits=30, decimal_places=18),
+    AfterValidator(_plain_zero),
+]
 Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 
 

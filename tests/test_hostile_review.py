@@ -1,0 +1,97 @@
+"""Defects a second hostile review found after issue 11's fixes; each reproduced first."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import httpx
+import orjson
+
+from ingest.sample import unet_event
+from ledger import database
+from ledger.connections import connection
+from ledger.events import CostEvent
+from ledger.money import EXACT
+from reports.jobs import run_rollup
+from tests.conftest import ledger_with_prices
+
+
+def _post(
+    http: httpx.Client, event: CostEvent, quantity: bytes, ndjson: bool = False
+) -> httpx.Response:
+    """The event with ``quantity`` spelled exactly as given in the body."""
+    doc = orjson.dumps(event.model_dump(mode="json", exclude={"quantity"}))
+    line = doc[:-1] + b', "quantity": ' + quantity + b"}"
+    if ndjson:
+        return http.post(
+            "/v1/events", content=line, headers={"content-type": "application/x-ndjson"}
+        )
+    return http.post("/v1/events", content=b"[" + line + b"]")
+
+
+def _stored_quantity(http: httpx.Client, event: CostEvent) -> str:
+    page = http.get(f"/v1/events?render_id={event.render_id}").json()
+    return str(next(e["quantity"] for e in page["events"] if e["event_id"] == str(event.event_id)))
+
+
+def test_quantities_sent_as_numbers_are_stored_exactly(http: httpx.Client, tenant: str) -> None:
+    for ndjson in (False, True):
+        for spelled in (b"1.123456789012345678", b"3.000000000000000001"):
+            event = unet_event(tenant)
+            r = _post(http, event, spelled, ndjson)
+            assert r.status_code == 200, r.text
+            assert _stored_quantity(http, event) == spelled.decode()
+
+
+def test_a_zero_with_a_huge_exponent_is_a_plain_zero(http: httpx.Client, tenant: str) -> None:
+    for spelled in (b'"0E-100000"', b"0E-100000"):
+        event = unet_event(tenant)
+        r = _post(http, event, spelled)
+        assert r.status_code == 200, r.text
+        assert _stored_quantity(http, event) == "0"
+
+
+def test_quantities_past_twelve_digits_are_refused(http: httpx.Client, tenant: str) -> None:
+    r = _post(http, unet_event(tenant), b'"99999999999999999999.999999999999999999"')
+    assert r.status_code == 422
+    assert r.json()["detail"]["errors"][0]["field"] == "quantity"
+
+
+def test_free_sku_quantities_at_the_limit_do_not_stop_the_rollup(
+    fresh_database: str, tenant: str
+) -> None:
+    """Priced at zero, no cost limit applies; the quantity sums still may not overflow."""
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    most = Decimal("999999999999.999999999999999999")
+    render = uuid.uuid4()
+    events = [
+        unet_event(
+            tenant, render, stage="caption_llm", sku="llm.offline.input_token", quantity=most
+        )
+        for _ in range(1000)
+    ]
+    ledger.append(events)
+    assert run_rollup(engine).events == 1000
+    assert run_rollup(engine, rebuild=True).events == 1000
+    with connection(engine) as raw:
+        row = raw.execute(
+            "SELECT sum(quantity) FROM daily_rollup WHERE tenant_id = %s", (tenant,)
+        ).fetchone()
+    assert row == (EXACT.multiply(most, 1000),)
+    engine.dispose()
+
+
+def test_text_that_spells_a_nul_escape_is_not_a_nul(http: httpx.Client, tenant: str) -> None:
+    event = unet_event(tenant, attributes={"x": "\\u0000", "k\\u0000": 1})
+    assert (
+        http.post("/v1/events", content=orjson.dumps([event.model_dump(mode="json")])).status_code
+        == 200
+    )
+    nul = orjson.dumps([unet_event(tenant).model_dump(mode="json")]).replace(
+        b'"attributes":{}', b'"attributes":{"a":["x\\u0000"]}'
+    )
+    r = http.post("/v1/events", content=nul)
+    assert r.status_code == 422
+    assert "NUL" in r.text
