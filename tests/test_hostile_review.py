@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -12,7 +13,10 @@ from ingest.sample import unet_event
 from ledger import database
 from ledger.connections import connection
 from ledger.events import CostEvent
-from ledger.money import EXACT
+from ledger.money import EXACT, MAX_EVENT_COST_NANOS
+from ledger.store import Ledger
+from reports.billing.lifecycle import draft_all
+from reports.billing.plans import Plan, store_plan
 from reports.jobs import run_rollup
 from tests.conftest import ledger_with_prices
 
@@ -95,3 +99,33 @@ def test_text_that_spells_a_nul_escape_is_not_a_nul(http: httpx.Client, tenant: 
     r = http.post("/v1/events", content=nul)
     assert r.status_code == 422
     assert "NUL" in r.text
+
+
+def test_a_month_past_64_bits_is_reported_invoiced_and_batched(
+    http: httpx.Client, ledger: Ledger, tenant: str
+) -> None:
+    """Two full batches at the per-event limit pass 2^64 nanos: orjson cannot write that."""
+    _, price = ledger.price_book().price("gpu.h100.second", datetime.now(UTC))
+    most = Decimal(MAX_EVENT_COST_NANOS // int(price.unit_price_nanos))
+    at = datetime.now(UTC).replace(day=1, hour=1, minute=0, second=0, microsecond=0)
+    render, bystander = uuid.uuid4(), f"b-{uuid.uuid4().hex[:10]}"
+    for _ in range(2):
+        ledger.append(
+            [unet_event(tenant, render, quantity=most, occurred_at=at) for _ in range(10_000)]
+        )
+    ledger.append([unet_event(bystander, occurred_at=at)])
+    run_rollup(ledger.engine)
+    month = at.strftime("%Y-%m")
+    report = http.get(f"/v1/tenants/{tenant}/report", params={"from": at.date().isoformat()})
+    assert report.status_code == 200, report.text
+    for fmt in ("json", "csv", "pdf"):
+        r = http.get(f"/v1/tenants/{tenant}/invoices/{month}", params={"format": fmt})
+        assert r.status_code == 200, (fmt, r.text[:300])
+    with connection(ledger.engine) as raw:
+        for t in (tenant, bystander):
+            store_plan(raw, Plan(tenant=t, effective_from=at.date().replace(day=1)))
+        drafts = {
+            d.tenant: d for d in draft_all(raw, at.date().replace(day=1), [tenant, bystander])
+        }
+    assert drafts[tenant].cost_basis.metered_nanos > 2**64
+    assert drafts[bystander].cost_basis.metered_nanos > 0

@@ -12,9 +12,9 @@ import hashlib
 from datetime import date
 from typing import Annotated, Literal, Self
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger import encoding
 from reports.billing.plans import FailedRenders
 
 # A decimal as plain text, no exponent: what ``format(Decimal, "f")`` writes.
@@ -130,7 +130,7 @@ class Invoice(_Part):
     def sealed(self) -> Self:
         """This document with ``content_sha256`` set over its other fields, sorted keys."""
         body = self.model_dump(mode="json", exclude={"content_sha256", "credit_notes"})
-        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        digest = hashlib.sha256(encoding.dumps(body, sort_keys=True)).hexdigest()
         return self.model_copy(update={"content_sha256": digest})
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlparse
 from xml.sax.saxutils import escape
 
-import orjson
 from reportlab.graphics.charts.barcharts import HorizontalBarChart
 from reportlab.graphics.shapes import Drawing
 from reportlab.lib import colors
@@ -22,6 +21,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from ledger import encoding
 from reports.billing.document import Invoice
 
 FORMATS = ("pdf", "csv", "json")
@@ -33,7 +33,7 @@ def to_json(doc: Invoice) -> bytes:
     body = doc.model_dump(
         mode="json", exclude=None if doc.status == "finalized" else {"credit_notes"}
     )
-    return orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    return encoding.dumps(body, sort_keys=True, indent=True)
 
 
 def to_csv(doc: Invoice) -> bytes:

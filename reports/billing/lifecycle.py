@@ -12,10 +12,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import psycopg
 from sqlalchemy import Engine
 
+from ledger import encoding
 from ledger.connections import connection
 from ledger.journal import head as ledger_head
 from ledger.locks import INVOICE, scoped
@@ -214,7 +214,7 @@ def finalize(
                 doc.positions.through_seq,
                 doc.total_minor,
                 doc.credits_applied_minor,
-                orjson.dumps(doc.stored()).decode(),
+                encoding.dumps(doc.stored()).decode(),
                 doc.content_sha256,
             ),
         )

@@ -7,10 +7,10 @@ import io
 from datetime import date
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
+from ledger import encoding
 from ledger.connections import connection
 from ledger.events import TENANT_PATTERN as TENANT
 from reports.tenant_report import GROUPS, ReportQuery, ReportRow, report
@@ -79,7 +79,7 @@ def tenant_report(
         return Response(to_csv(plain), media_type="text/csv")
     # Built and typed above; skip a second validation pass on the way out.
     head = body.model_dump(mode="json", exclude={"rows"})
-    return Response(orjson.dumps(head | {"rows": plain}), media_type="application/json")
+    return Response(encoding.dumps(head | {"rows": plain}), media_type="application/json")
 
 
 def _plain(rows: list[ReportRow], groups: tuple[str, ...]) -> list[dict[str, Any]]:
