@@ -211,3 +211,79 @@ def test_plan_files_are_checked_before_anything_is_stored(ledger: Ledger, tenant
             ledger.engine,
             Plan(tenant=tenant, effective_from=OCT, currency="EUR", usd_rate=Decimal("0.9")),
         )
+
+
+# A finalized document as stored before the document had a type, byte for byte what the
+# invoices table holds: it must load, write back the same JSON and hash to the same digest.
+STORED = {
+    "adjustments": "0.00",
+    "commitment_topup": "4.85",
+    "content_sha256": "4a44ad15ec2b71b7b3c35ec4beccd4d1ec04df1aaa9c380f4453e61f0e64ed9d",
+    "cost_basis": {
+        "events": 6,
+        "metered": "0.008250000",
+        "renders": {"delivered": 3},
+        "currency": "USD",
+        "by_use_case": {"ecommerce": 8250000},
+        "billed_nanos": 8250000,
+        "metered_nanos": 8250000,
+        "not_billed_nanos": 0,
+    },
+    "credits_applied": "2.00",
+    "credits_applied_minor": 200,
+    "currency": "USD",
+    "issued_on": "2027-01-01",
+    "lines": [
+        {
+            "kind": "usage",
+            "tier": 0,
+            "unit": "image",
+            "exact": "0.15",
+            "amount": "0.15",
+            "period": None,
+            "quantity": "3",
+            "rounding": "0",
+            "use_case": "ecommerce",
+            "unit_price": "0.05",
+            "description": "ecommerce: images 1–3",
+            "amount_minor": 15,
+        },
+        {
+            "kind": "commitment",
+            "tier": None,
+            "unit": "month",
+            "exact": "4.85",
+            "amount": "4.85",
+            "period": None,
+            "quantity": "1",
+            "rounding": "0",
+            "use_case": "",
+            "unit_price": "4.85",
+            "description": "minimum monthly commitment of 5 USD",
+            "amount_minor": 485,
+        },
+    ],
+    "number": "RL-2026-08-0001",
+    "period": "2026-08",
+    "plan": {
+        "name": "Growth <b>",
+        "sha256": "0a6633ba18d64cd9f71f5fe95790b302bcc16a933e2c79994dc29d8c6f3a089a",
+        "effective_from": "2026-08-01",
+        "failed_renders": "billed",
+    },
+    "positions": {"last_seq": 6, "first_seq": 1, "through_seq": 132, "adjustments_after_seq": None},
+    "status": "finalized",
+    "subtotal": "0.15",
+    "tenant": "snap-a",
+    "timezone": "America/New_York",
+    "total": "3.00",
+    "total_minor": 300,
+    "window": {"end": "2026-09-01T04:00:00+00:00", "start": "2026-08-01T04:00:00+00:00"},
+}
+
+
+def test_a_document_stored_before_it_had_a_type_loads_and_seals_the_same() -> None:
+    doc = Invoice.model_validate(STORED)
+    assert doc.stored() == STORED
+    assert doc.sealed().content_sha256 == STORED["content_sha256"]
+    assert doc.credit_notes == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from ledger.money import EXACT
@@ -49,22 +49,13 @@ class Line:
         return (self.kind, self.use_case, self.tier)
 
     def as_invoice_line(self, digits: int) -> InvoiceLine:
-        """The line as printed: decimals as text, the amount rounded to ``digits``."""
+        """The line as printed: the same fields, exact decimals as plain text, and the
+        amount in the currency's ``digits`` (``12.50``, trailing zeros kept)."""
         amount = Decimal(self.amount_minor).scaleb(-digits)
-        return InvoiceLine(
-            kind=self.kind,
-            description=self.description,
-            use_case=self.use_case,
-            tier=self.tier,
-            period=self.period,
-            quantity=_plain(self.quantity),
-            unit=self.unit,
-            unit_price=_plain(self.unit_price),
-            exact=_plain(self.exact),
-            amount=format(amount, "f"),
-            amount_minor=self.amount_minor,
-            rounding=_plain(EXACT.subtract(amount, self.exact)),
-        )
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["rounding"] = EXACT.subtract(amount, self.exact)
+        plain = {k: _plain(v) if isinstance(v, Decimal) else v for k, v in values.items()}
+        return InvoiceLine.model_validate(plain | {"amount": format(amount, "f")})
 
 
 def _plain(value: Decimal) -> str:
