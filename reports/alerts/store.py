@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 import psycopg
@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ledger.locks import ALERT, scoped
 
-STATUSES = ("open", "acknowledged", "resolved")
+Status = Literal["open", "acknowledged", "resolved"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 
 class StageShare(BaseModel):
@@ -66,7 +67,7 @@ class Alert(BaseModel):
     tenant: str
     use_case: str
     signal: str
-    status: str
+    status: Status
     message: str
     opened_at: str | None
     acknowledged_at: str | None
