@@ -129,3 +129,20 @@ def test_a_month_past_64_bits_is_reported_invoiced_and_batched(
         }
     assert drafts[tenant].cost_basis.metered_nanos > 2**64
     assert drafts[bystander].cost_basis.metered_nanos > 0
+
+
+def test_a_credit_note_on_a_euro_invoice(ledger: Ledger, tenant: str) -> None:
+    """Credit notes took their minor digits from a throwaway USD-less plan and failed."""
+    from reports.billing.lifecycle import finalize, issue_credit_note
+    from tests.billing_helpers import add_renders
+
+    oct1 = datetime(2026, 10, 1, tzinfo=UTC).date()
+    add_renders(ledger, tenant, datetime(2026, 10, 5, 12, tzinfo=UTC), n=3)
+    with connection(ledger.engine) as raw:
+        store_plan(
+            raw, Plan(tenant=tenant, effective_from=oct1, currency="EUR", usd_rate=Decimal("0.9"))
+        )
+        document, _ = finalize(raw, tenant, oct1, now=datetime(2026, 11, 2, tzinfo=UTC))
+        note = issue_credit_note(raw, tenant, oct1, Decimal("0.01"), "goodwill")
+    assert document.currency == "EUR"
+    assert note.amount_minor == 1

@@ -29,7 +29,7 @@ from reports.billing.months import (
     previous_month,
     utc_window,
 )
-from reports.billing.plans import Plan, plan_for, plans_for
+from reports.billing.plans import MINOR_DIGITS, plan_for, plans_for
 from reports.billing.pricing import Usage, to_minor
 from reports.billing.usage import (
     first_usage_before,
@@ -263,7 +263,7 @@ def issue_credit_note(
                 "recomputing it"
             )
         number, currency, total, _ = row
-        digits = Plan(tenant=tenant, effective_from=period, currency=currency).minor_digits
+        digits = MINOR_DIGITS.get(currency, 2)
         minor = to_minor(amount, digits)
         if minor <= 0 or minor != amount.scaleb(digits):
             raise InvoiceError(f"amount: a positive amount in whole minor units, got {amount}")
