@@ -26,6 +26,7 @@ from ledger.money import canonical_decimal
 
 TENANT_ID = r"[a-z0-9][a-z0-9_-]{0,62}"  # unanchored, for patterns that hold a tenant id
 TENANT_PATTERN = rf"^{TENANT_ID}$"
+USE_CASE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 MAX_ATTRIBUTES_DEPTH = 8
 MAX_FUTURE = timedelta(days=1)
@@ -179,7 +180,7 @@ class CostEvent(BaseModel):
 
     event_id: UUID
     tenant_id: Annotated[str, Field(pattern=TENANT_PATTERN)]
-    use_case: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    use_case: Annotated[str, Field(pattern=USE_CASE_PATTERN)]
     render_id: UUID
     stage: Stage
     sku: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:/-]{0,127}$")]
@@ -284,4 +285,4 @@ def content_hash(
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).digest()
 
 
-TENANT_RE = re.compile(TENANT_PATTERN)
+TENANT_RE = re.compile(TENANT_PATTERN.replace("$", r"\Z"))  # "$" would let "acme\n" in

@@ -146,3 +146,12 @@ def test_a_credit_note_on_a_euro_invoice(ledger: Ledger, tenant: str) -> None:
         note = issue_credit_note(raw, tenant, oct1, Decimal("0.01"), "goodwill")
     assert document.currency == "EUR"
     assert note.amount_minor == 1
+
+
+def test_a_tenant_id_with_a_trailing_newline_is_no_tenant_id(ledger: Ledger) -> None:
+    import pytest
+
+    from service.keys import KeyRefused, create_key
+
+    with pytest.raises(KeyRefused):
+        create_key(ledger.engine, "acme\n", ["read"], "newline")

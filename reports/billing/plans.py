@@ -29,13 +29,13 @@ from pydantic import (
     model_validator,
 )
 
-from ledger.events import TENANT_PATTERN
+from ledger.events import TENANT_PATTERN, USE_CASE_PATTERN
 from reports.billing.months import check_month
 
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=30, decimal_places=9)]
 # Stored as JSONB (which refuses NUL) and printed on invoices: one line of printable text.
 Label = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
-UseCase = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]  # as on events
+UseCase = Annotated[str, Field(pattern=USE_CASE_PATTERN)]
 MINOR_DIGITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "HUF": 2, "KWD": 3, "BHD": 3}
 
 
