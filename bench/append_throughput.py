@@ -26,10 +26,13 @@ from bench.report import write_section
 from ingest.sample import sample_events
 from ledger import database
 from ledger.events import CostEvent
+from ledger.journal import WRITTEN
 from ledger.prices import load_price_book_file
-from ledger.store import COLUMNS, Ledger
+from ledger.store import Ledger
 from service.cli.main import DEFAULT_PRICES
 from service.keys import create_key
+
+COLUMNS = ", ".join(WRITTEN)
 
 
 def fresh_db(server: str, name: str) -> str:

@@ -30,12 +30,13 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
+import psycopg
 from sqlalchemy import Engine
 
 from ingest.parsing import RowError
 from ledger.connections import connection
-from ledger.events import TENANT_ID
-from ledger.journal import render_owners
+from ledger.events import TENANT_ID, Stage
+from ledger.journal import read_events, render_owners
 
 NAMESPACE = uuid.UUID("5f0d9a54-6c1e-4b8e-9a57-2f1b0c9d3e11")
 SKU = "cdn.egress.gb"
@@ -86,19 +87,13 @@ def _lines(raw: Iterable[bytes]) -> Iterator[Line]:
 
 
 def _old_ids_kept(
-    engine: Engine, wanted: list[tuple[str, uuid.UUID]]
+    raw: psycopg.Connection[Any], wanted: list[tuple[str, uuid.UUID]]
 ) -> set[tuple[str, uuid.UUID]]:
     """Of these (tenant, pre-scoping id) pairs, those that are that tenant's egress events."""
     if not wanted:
         return set()
-    with connection(engine) as raw:
-        rows = raw.execute(
-            "SELECT tenant_id, event_id FROM cost_events "
-            "WHERE stage = 'cdn_egress' AND (tenant_id, event_id) "
-            "IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
-            ([t for t, _ in wanted], [i for _, i in wanted]),
-        ).fetchall()
-    return {(r[0], r[1]) for r in rows}
+    found = read_events(raw, wanted)
+    return {key for key, e in found.items() if e.stage == Stage.CDN_EGRESS}
 
 
 def cdn_rows(
@@ -115,8 +110,9 @@ def cdn_rows(
                 if match is not None:
                     request = entry["x-edge-request-id"]
                     keys[lineno] = (match["tenant"], uuid.UUID(match["render"]), request)
-        owners = render_owners(engine, sorted({k[1] for k in keys.values()}))
-        old = _old_ids_kept(engine, [(t, _legacy_id(r)) for t, _, r in keys.values()])
+        with connection(engine) as conn:
+            owners = render_owners(conn, sorted({k[1] for k in keys.values()}))
+            old = _old_ids_kept(conn, [(t, _legacy_id(r)) for t, _, r in keys.values()])
         for lineno, entry, size in block:
             if isinstance(entry, RowError):
                 yield lineno, entry, size
@@ -127,13 +123,13 @@ def cdn_rows(
                 stats.unmatched += 1  # not a render, or not one the ledger knows
                 continue
             tenant, render_id, request = key
-            if owner[0] != tenant:
-                problem = f"render {render_id} belongs to {owner[0]}, not {tenant}"
+            if owner.tenant_id != tenant:
+                problem = f"render {render_id} belongs to {owner.tenant_id}, not {tenant}"
                 yield lineno, RowError(lineno, "cs-uri-stem", problem), size
                 continue
             legacy = _legacy_id(request)
             eid = legacy if (tenant, legacy) in old else event_id(tenant, request)
-            yield lineno, _event(lineno, entry, eid, tenant, owner[1], render_id), size
+            yield lineno, _event(lineno, entry, eid, tenant, owner.use_case, render_id), size
 
 
 def _event(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -14,6 +16,7 @@ from sqlalchemy import Engine
 
 from ledger.connections import connection
 from ledger.events import content_hash
+from ledger.journal import StoredEvent, stream
 from ledger.money import canonical_decimal
 
 GENESIS = bytes(32)
@@ -66,63 +69,50 @@ class VerifyResult:
         return self.broken[0].reason if self.broken else None
 
 
-_EVENTS_SQL = """
-SELECT seq, event_id, tenant_id, use_case, render_id, stage, sku, quantity, occurred_at, cache,
-       baseline_quantity, outcome, reverses, attributes, price_version, unit_price_nanos,
-       cost_nanos, baseline_cost_nanos, currency, content_hash, block_id
-FROM cost_events ORDER BY seq
-"""
+# The producer's fields a content hash covers, read off a stored row by the names
+# ``content_hash`` takes them under.
+_content = attrgetter(*(p for p in inspect.signature(content_hash).parameters if p != "version"))
 
 
 class _Rows:
     """The log in seq order with one row of look-ahead, so a block can take exactly its own."""
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
-        self._it = self._read(raw)
-        self.next: tuple[Any, ...] | None = next(self._it, None)
+        self._it = stream(raw)
+        self.next: StoredEvent | None = next(self._it, None)
 
     def close(self) -> None:
         """Close the cursor now, inside the snapshot's transaction, not whenever GC runs."""
         self._it.close()
 
-    @staticmethod
-    def _read(raw: psycopg.Connection[Any]) -> Generator[tuple[Any, ...], None, None]:
-        with raw.cursor(name="renderledger_verify") as cur:
-            cur.itersize = 20_000
-            cur.execute(_EVENTS_SQL)
-            yield from cur
-
-    def take_through(self, last_seq: int) -> list[tuple[Any, ...]]:
+    def take_through(self, last_seq: int) -> list[StoredEvent]:
         out = []
-        while self.next is not None and self.next[0] <= last_seq:
+        while self.next is not None and self.next.seq <= last_seq:
             out.append(self.next)
             self.next = next(self._it, None)
         return out
 
 
-def _row_digest(
-    row: tuple[Any, ...], block_id: int, version: int
-) -> tuple[bytes | None, str | None]:
-    seq = row[0]
-    if row[20] != block_id:
-        return None, f"event seq {seq} names block {row[20]}"
+def _row_digest(e: StoredEvent, block_id: int, version: int) -> tuple[bytes | None, str | None]:
+    if e.block_id != block_id:
+        return None, f"event seq {e.seq} names block {e.block_id}"
     try:
-        recomputed = content_hash(*row[1:14], version=version)
+        recomputed = content_hash(*_content(e), version=version)
     except (TypeError, ValueError) as exc:  # a stored value no canonical form can spell
-        return None, f"event seq {seq} ({row[1]}) cannot be hashed: {exc}"
-    if recomputed != bytes(row[19]):
-        return None, f"event seq {seq} ({row[1]}) does not match its content hash"
-    tag = price_tag(row[14], row[15], row[18])
-    return row_digest(recomputed, seq, row[16], row[17], tag), None
+        return None, f"event seq {e.seq} ({e.event_id}) cannot be hashed: {exc}"
+    if recomputed != bytes(e.content_hash):
+        return None, f"event seq {e.seq} ({e.event_id}) does not match its content hash"
+    tag = price_tag(e.price_version, e.unit_price_nanos, e.currency)
+    return row_digest(recomputed, e.seq, e.cost_nanos, e.baseline_cost_nanos, tag), None
 
 
 def _check_block(
-    rows: list[tuple[Any, ...]], block_id: int, first: int, last: int, prev: bytes, version: int
+    rows: list[StoredEvent], block_id: int, first: int, last: int, prev: bytes, version: int
 ) -> tuple[bytes, str | None]:
     """The recomputed block hash, and the first thing wrong with the block's rows."""
     digests: list[bytes] = []
     problem = None
-    by_seq = {row[0]: row for row in rows}
+    by_seq = {row.seq: row for row in rows}
     for seq in range(first, last + 1):
         row = by_seq.get(seq)
         if row is None:
@@ -163,7 +153,7 @@ def _verify(chain: list[Any], rows: _Rows, progress: Callable[[int], None] | Non
     expected_seq = 1
     events = 0
     for block_id, prev_hash, stored_hash, first_seq, last_seq, count, version in chain:
-        stray = [r[0] for r in rows.take_through(first_seq - 1)]
+        stray = [r.seq for r in rows.take_through(first_seq - 1)]
         if stray:
             broken.append(BrokenBlock(None, f"event seq {stray[0]} is in no block"))
         own = rows.take_through(last_seq)
@@ -186,5 +176,5 @@ def _verify(chain: list[Any], rows: _Rows, progress: Callable[[int], None] | Non
         if progress:
             progress(count)
     if rows.next is not None:
-        broken.append(BrokenBlock(None, f"event seq {rows.next[0]} is in no block"))
+        broken.append(BrokenBlock(None, f"event seq {rows.next.seq} is in no block"))
     return VerifyResult(not broken, len(chain), events, tuple(broken))

@@ -1,55 +1,138 @@
-"""Reading the log back: in ``seq`` order, by render, as stored rows."""
+"""The log's one definition: its columns, how an append writes them, every read of them.
+
+A row of ``cost_events`` is a ``StoredEvent``: the SELECT of whole events and the append's
+COPY both take their column lists from its fields, so they cannot drift apart. Narrow
+reads return small typed rows whose fields are some of those columns. The two aggregates
+the domains write themselves (the rollups' signed rows, a month's billed usage) name the
+table as ``LOG`` and its columns as StoredEvent's fields.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Generator, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, NamedTuple, TypeVar, get_args, get_origin, get_type_hints
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import RowMaker, class_row, scalar_row
 from sqlalchemy import Engine
 
 from ledger.connections import connection
-from ledger.store import COLUMNS
 
-_SELECT = f"SELECT {COLUMNS}, recorded_at FROM cost_events"
+LOG = "cost_events"
+
+# Each column's type on the wire: the append's binary COPY must send exactly these.
+Int8 = Annotated[int, "int8"]
+Int4 = Annotated[int, "int4"]
+Text = Annotated[str, "text"]
+Uuid = Annotated[UUID, "uuid"]
+Numeric = Annotated[Decimal, "numeric"]
+Timestamptz = Annotated[datetime, "timestamptz"]
+Jsonb = Annotated[dict[str, Any], "jsonb"]
+Bytea = Annotated[bytes, "bytea"]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event as the ledger holds it: the producer's fields plus position and price."""
+class StoredEvent(NamedTuple):
+    """An event as the ledger holds it: the producer's fields plus position and price.
 
-    seq: int
+    A tuple, not a dataclass: ``verify`` makes one per row of the whole log.
+    """
+
+    seq: Int8
+    event_id: Uuid
+    tenant_id: Text
+    use_case: Text
+    render_id: Uuid
+    stage: Text
+    sku: Text
+    quantity: Numeric
+    occurred_at: Timestamptz
+    cache: Text | None
+    baseline_quantity: Numeric | None
+    outcome: Text | None
+    reverses: Uuid | None
+    attributes: Jsonb
+    price_version: Int4
+    unit_price_nanos: Numeric
+    cost_nanos: Int8
+    baseline_cost_nanos: Int8 | None
+    currency: Text
+    content_hash: Bytea
+    block_id: Int8
+    recorded_at: Timestamptz  # the server's clock: the one column an append does not write
+
+
+COLUMNS: tuple[str, ...] = StoredEvent._fields
+WRITTEN: tuple[str, ...] = tuple(c for c in COLUMNS if c != "recorded_at")
+"""The columns an append writes, in the order of its COPY rows (``ledger.store``)."""
+
+
+def _wire_type(hint: Any) -> str:
+    for t in (hint, *get_args(hint)):  # a nullable column's Annotated sits inside a union
+        if get_origin(t) is Annotated:
+            return str(t.__metadata__[0])
+    raise TypeError(f"no wire type in {hint!r}")
+
+
+_HINTS = get_type_hints(StoredEvent, include_extras=True)
+COPY_TYPES: list[str] = [_wire_type(_HINTS[c]) for c in WRITTEN]
+COPY_SQL = f"COPY {LOG} ({', '.join(WRITTEN)}) FROM STDIN (FORMAT BINARY)"
+
+EventKey = tuple[str, UUID]
+"""(tenant, event id): ids are unique per tenant (migration 0008), not across tenants."""
+EVENT_KEY = "cost_events_tenant_event"
+"""The unique index behind ``EventKey``: a violation of it on append means a resend."""
+
+
+# Narrow reads: each row a few of the log's columns, filled by name.
+
+
+class StoredHash(NamedTuple):
+    """An event's content hash, in the canonical form its block records."""
+
+    tenant_id: str
     event_id: UUID
+    content_hash: bytes
+    content_version: int
+
+
+class RenderOwner(NamedTuple):
+    """The tenant and use case of a render's first event: a render belongs to them."""
+
+    render_id: UUID
     tenant_id: str
     use_case: str
-    render_id: UUID
-    stage: str
-    sku: str
-    quantity: Decimal
-    occurred_at: datetime
-    cache: str | None
-    baseline_quantity: Decimal | None
-    outcome: str | None
-    reverses: UUID | None
-    attributes: dict[str, Any]
-    price_version: int
-    unit_price_nanos: Decimal
-    cost_nanos: int
-    baseline_cost_nanos: int | None
-    currency: str
-    content_hash: bytes
-    block_id: int
-    recorded_at: datetime
 
 
-def _fetch(engine: Engine, sql: str, params: tuple[Any, ...]) -> list[StoredEvent]:
-    with connection(engine) as raw, raw.cursor(row_factory=class_row(StoredEvent)) as cur:
-        rows: list[StoredEvent] = cur.execute(sql, params).fetchall()
-        return rows
+class _Reversal(NamedTuple):
+    """A stored reversal: the key of the event it cancels."""
+
+    tenant_id: str
+    reverses: UUID
+
+
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM {LOG}"
+
+
+def _among(pair: str) -> str:
+    """A condition that ``pair`` is one of the keys passed as two arrays (see ``_keys``)."""
+    return f"({pair}) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))"
+
+
+def _stored(_cursor: Any) -> RowMaker[StoredEvent]:
+    # The SELECT lists StoredEvent's own fields in order: a row is the tuple as it comes.
+    return StoredEvent._make
+
+
+def _keys(keys: Sequence[EventKey]) -> tuple[list[str], list[UUID]]:
+    return [tenant for tenant, _ in keys], [eid for _, eid in keys]
+
+
+def _fetch(engine: Engine, where: str, params: tuple[Any, ...]) -> list[StoredEvent]:
+    with connection(engine) as raw, raw.cursor(row_factory=_stored) as cur:
+        return cur.execute(f"{_SELECT} {where}", params).fetchall()
 
 
 def read_after(
@@ -58,16 +141,86 @@ def read_after(
     """The next ``limit`` events after a position; a follower that repeats this misses nothing,
     because appends are serialized and ``seq`` is assigned in commit order."""
     if tenant_id is None:
-        return _fetch(engine, f"{_SELECT} WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit))
+        return _fetch(engine, "WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit))
     return _fetch(
         engine,
-        f"{_SELECT} WHERE seq > %s AND tenant_id = %s ORDER BY seq LIMIT %s",
+        "WHERE seq > %s AND tenant_id = %s ORDER BY seq LIMIT %s",
         (after_seq, tenant_id, limit),
     )
 
 
 def read_render(engine: Engine, render_id: UUID) -> list[StoredEvent]:
-    return _fetch(engine, f"{_SELECT} WHERE render_id = %s ORDER BY seq", (render_id,))
+    return _fetch(engine, "WHERE render_id = %s ORDER BY seq", (render_id,))
+
+
+def stream(raw: psycopg.Connection[Any]) -> Generator[StoredEvent, None, None]:
+    """Every event in ``seq`` order through one server-side cursor, so memory stays flat.
+
+    Runs in the caller's transaction, inside whatever snapshot it set; close the generator
+    before that transaction ends.
+    """
+    with raw.cursor(name="renderledger_journal", row_factory=_stored) as cur:
+        cur.itersize = 20_000
+        cur.execute(f"{_SELECT} ORDER BY seq")
+        yield from cur
+
+
+def read_events(
+    raw: psycopg.Connection[Any], keys: Sequence[EventKey]
+) -> dict[EventKey, StoredEvent]:
+    """The stored events of these keys; a key of another tenant's id finds nothing."""
+    with raw.cursor(row_factory=_stored) as cur:
+        rows = cur.execute(f"{_SELECT} WHERE {_among('tenant_id, event_id')}", _keys(keys))
+        return {(e.tenant_id, e.event_id): e for e in rows}
+
+
+T = TypeVar("T")
+
+
+def _typed(raw: psycopg.Connection[Any], row: type[T], sql: str, params: Any) -> list[T]:
+    """The rows of a narrow read, each a ``row`` filled by column name."""
+    with raw.cursor(row_factory=class_row(row)) as cur:
+        return cur.execute(sql, params).fetchall()
+
+
+def reversed_events(raw: psycopg.Connection[Any], keys: Sequence[EventKey]) -> set[EventKey]:
+    """Of these keys, those a stored reversal of the same tenant already cancels."""
+    sql = (
+        f"SELECT tenant_id, reverses FROM {LOG} "
+        f"WHERE reverses IS NOT NULL AND {_among('tenant_id, reverses')}"
+    )
+    return {(r.tenant_id, r.reverses) for r in _typed(raw, _Reversal, sql, _keys(keys))}
+
+
+def stored_hashes(
+    raw: psycopg.Connection[Any], keys: Sequence[EventKey]
+) -> dict[EventKey, StoredHash]:
+    """What the idempotency check compares a resend against, for the keys already stored."""
+    sql = (
+        "SELECT tenant_id, event_id, content_hash, content_version "
+        f"FROM {LOG} JOIN blocks USING (block_id) WHERE {_among('tenant_id, event_id')}"
+    )
+    return {(h.tenant_id, h.event_id): h for h in _typed(raw, StoredHash, sql, _keys(keys))}
+
+
+def render_owners(
+    raw: psycopg.Connection[Any], render_ids: Sequence[UUID]
+) -> dict[UUID, RenderOwner]:
+    """The owner of each of these renders the ledger knows."""
+    sql = (
+        f"SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM {LOG} "
+        "WHERE render_id = ANY(%s) ORDER BY render_id, seq"
+    )
+    return {o.render_id: o for o in _typed(raw, RenderOwner, sql, (list(render_ids),))}
+
+
+def recorded_at(raw: psycopg.Connection[Any], seq: int) -> datetime | None:
+    """When the event at ``seq`` was stored, if one is."""
+    with raw.cursor(row_factory=scalar_row) as cur:
+        at: datetime | None = cur.execute(
+            f"SELECT recorded_at FROM {LOG} WHERE seq = %s", (seq,)
+        ).fetchone()
+        return at
 
 
 def head(raw: psycopg.Connection[Any]) -> int:
@@ -79,14 +232,3 @@ def head(raw: psycopg.Connection[Any]) -> int:
 def last_seq(engine: Engine) -> int:
     with connection(engine) as raw:
         return head(raw)
-
-
-def render_owners(engine: Engine, render_ids: list[UUID]) -> dict[UUID, tuple[str, str]]:
-    """(tenant, use case) of each known render, for producers that only know the render id."""
-    with connection(engine) as raw:
-        rows = raw.execute(
-            "SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM cost_events "
-            "WHERE render_id = ANY(%s) ORDER BY render_id, seq",
-            (render_ids,),
-        ).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}

@@ -14,51 +14,25 @@ import psycopg.errors
 from psycopg.types.json import set_json_dumps
 from sqlalchemy import Engine
 
+from ledger import locks
 from ledger.chain import GENESIS, block_hash, price_tag, row_digest
 from ledger.connections import connection
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError, LedgerError
 from ledger.events import CONTENT_VERSION, CostEvent
+from ledger.journal import (
+    COPY_SQL,
+    COPY_TYPES,
+    EVENT_KEY,
+    EventKey,
+    render_owners,
+    stored_hashes,
+)
 from ledger.price_books import read_price_book, read_version
 from ledger.prices import PriceBook, PriceBookFile, PriceVersion, UnpricedSku
 from ledger.rating import Rated, Unrateable, rate_all, rate_each
 from ledger.reversals import price_reversals
 
-# One key for every append and every price-book load: the block chain needs a total
-# order, and taking it per transaction makes seq order equal commit order.
-APPEND_LOCK_KEY = 0x52454E44  # "REND"
-# Event ids are unique per tenant (migration 0008): one tenant's ids say nothing of another's.
-EVENT_KEY = "cost_events_tenant_event"
 FOREIGN_RENDER = "this render_id cannot be used; render ids are chosen fresh for each render"
-
-COLUMNS = (
-    "seq, event_id, tenant_id, use_case, render_id, stage, sku, quantity, occurred_at, cache, "
-    "baseline_quantity, outcome, reverses, attributes, price_version, unit_price_nanos, "
-    "cost_nanos, baseline_cost_nanos, currency, content_hash, block_id"
-)
-_COPY_TYPES = [
-    "int8",
-    "uuid",
-    "text",
-    "text",
-    "uuid",
-    "text",
-    "text",
-    "numeric",
-    "timestamptz",
-    "text",
-    "numeric",
-    "text",
-    "uuid",
-    "jsonb",
-    "int4",
-    "numeric",
-    "int8",
-    "int8",
-    "text",
-    "bytea",
-    "int8",
-]
-_COPY_SQL = f"COPY cost_events ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +65,8 @@ class Ledger:
     def load_prices(self, book: PriceBookFile) -> tuple[PriceVersion, bool]:
         """Store a book as a new version; (version, False) if this very file was loaded before."""
         with connection(self.engine, transaction=True) as raw:
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+            # The append lock: a new version is ordered with the batches it rates.
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (locks.APPEND,))
             found = raw.execute(
                 "SELECT version, source_sha256 FROM price_versions WHERE name = %s", (book.name,)
             ).fetchone()
@@ -137,12 +112,12 @@ class Ledger:
             return Receipt(0, 0, None, None, None)
         with connection(self.engine, transaction=True) as raw:
             prerated: list[Rated] | None = None
-            lock = raw.execute("SELECT pg_try_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+            lock = raw.execute("SELECT pg_try_advisory_xact_lock(%s)", (locks.APPEND,))
             if not (lock.fetchone() or (False,))[0]:
                 # Another append holds the lock: price now, while waiting, not after.
                 early = self.price_book()
                 prerated = rate_all(events, early)
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (locks.APPEND,))
             book = self._book_in_force(raw)
             if prerated is not None and book is not early:
                 prerated = None  # a price book was loaded meanwhile
@@ -207,9 +182,9 @@ def _write_block(
     digests = []
     tags: dict[tuple[int, str], bytes] = {}
     # Rows are built inside the COPY so the server indexes early rows while we build later ones.
-    with raw.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+    with raw.cursor() as cur, cur.copy(COPY_SQL) as copy:
         set_json_dumps(_dumps, cur)
-        copy.set_types(_COPY_TYPES)
+        copy.set_types(COPY_TYPES)
         for seq, r in enumerate(rated, start=first_seq):
             tag = tags.get(r.price_key)
             if tag is None:
@@ -234,6 +209,8 @@ def _write_block(
 
 
 def _copy_row(seq: int, r: Rated, block_id: int) -> tuple[Any, ...]:
+    """One row of the COPY, in the order of ``journal.WRITTEN``; a tuple, as this is the
+    append's hot loop (tests/test_journal.py holds the two orders together)."""
     e = r.event
     return (
         seq,
@@ -264,9 +241,6 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-EventKey = tuple[str, UUID]
-
-
 def _split_duplicates(rated: list[Rated], stored: dict[EventKey, bytes]) -> tuple[list[Rated], int]:
     """Split a batch into new events and acknowledged duplicates, or refuse on conflict.
 
@@ -293,19 +267,13 @@ def _split_duplicates(rated: list[Rated], stored: dict[EventKey, bytes]) -> tupl
 
 
 def _drop_stored(raw: psycopg.Connection[Any], fresh: list[Rated]) -> tuple[list[Rated], int]:
-    rows = raw.execute(
-        "SELECT e.tenant_id, e.event_id, e.content_hash, b.content_version "
-        "FROM cost_events e JOIN blocks b USING (block_id) "
-        "WHERE (e.tenant_id, e.event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))",
-        ([r.event.tenant_id for r in fresh], [r.event.event_id for r in fresh]),
-    ).fetchall()
-    # A resend of an event stored under an older canonical form is judged in that form.
-    older = {(t, eid): v for t, eid, _, v in rows if v != CONTENT_VERSION}
+    stored = stored_hashes(raw, [(r.event.tenant_id, r.event.event_id) for r in fresh])
     for r in fresh:
-        version = older.get((r.event.tenant_id, r.event.event_id))
-        if version is not None:
-            r.content = r.event.content_hash(version)
-    return _split_duplicates(fresh, {(t, eid): bytes(h) for t, eid, h, _ in rows})
+        found = stored.get((r.event.tenant_id, r.event.event_id))
+        # A resend of an event stored under an older canonical form is judged in that form.
+        if found is not None and found.content_version != CONTENT_VERSION:
+            r.content = r.event.content_hash(found.content_version)
+    return _split_duplicates(fresh, {k: bytes(h.content_hash) for k, h in stored.items()})
 
 
 def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEvent]) -> None:
@@ -314,13 +282,8 @@ def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEven
 
     Runs under the append lock, so two tenants cannot both claim a new render at once.
     """
-    owners: dict[UUID, str] = dict(
-        raw.execute(
-            "SELECT DISTINCT ON (render_id) render_id, tenant_id FROM cost_events "
-            "WHERE render_id = ANY(%s) ORDER BY render_id, seq",
-            (list({e.render_id for e in events}),),
-        ).fetchall()
-    )
+    known = render_owners(raw, list({e.render_id for e in events}))
+    owners = {render: owner.tenant_id for render, owner in known.items()}
     errors = [
         FieldError(i, "render_id", FOREIGN_RENDER)
         for i, e in enumerate(events)

@@ -13,13 +13,13 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from ledger.connections import connection
+from ledger.journal import recorded_at
 from reports.source import UNREADABLE
 
 _LAG_SQL = """
 SELECT (SELECT coalesce(max(last_seq), 0) FROM blocks),
        (SELECT coalesce(max(last_seq), 0) FROM rollup_checkpoints WHERE job = 'rollup')
 """
-_OLDEST_SQL = "SELECT recorded_at FROM cost_events WHERE seq = %s"
 _COST_SQL = """
 SELECT tenant_id, use_case, avg(total_nanos)::float8, count(*)
 FROM render_rollup WHERE outcome = 'delivered' AND day >= current_date - 1
@@ -42,14 +42,14 @@ class LedgerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         with connection(self.engine) as raw:
             head, done = raw.execute(_LAG_SQL).fetchone() or (0, 0)
-            oldest = raw.execute(_OLDEST_SQL, (done + 1,)).fetchone() if head > done else None
+            oldest = recorded_at(raw, done + 1) if head > done else None
             costs = raw.execute(_COST_SQL).fetchall()
             open_alerts = raw.execute(_OPEN_ALERTS_SQL).fetchall()
         yield GaugeMetricFamily("renderledger_events", "Events in the ledger (last seq)", head)
         yield GaugeMetricFamily(
             "renderledger_rollup_lag_events", "Events not yet in the rollups", head - done
         )
-        age = (datetime.now(UTC) - oldest[0]).total_seconds() if oldest else 0.0
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         yield GaugeMetricFamily(
             "renderledger_rollup_lag_seconds", "Age of the oldest event not yet rolled up", age
         )

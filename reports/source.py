@@ -18,6 +18,8 @@ from typing import Any
 import polars as pl
 import psycopg
 
+from ledger.journal import LOG
+
 EVENT_SCHEMA: dict[str, Any] = {
     "seq": pl.Int64,
     "tenant_id": pl.String,
@@ -73,7 +75,7 @@ SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS
        CASE WHEN stage = 'render' THEN attributes->>'precision' END AS precision,
        CASE WHEN stage = 'render' AND attributes ? 'latency_ms' AND NOT ({readable})
             THEN 1 ELSE 0 END AS unreadable
-FROM cost_events WHERE seq BETWEEN {lo} AND {hi} ORDER BY seq
+FROM {log} WHERE seq BETWEEN {lo} AND {hi} ORDER BY seq
 """
 
 
@@ -118,7 +120,7 @@ def _counted(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _select(lo: int, hi: int) -> str:
-    return _SELECT.format(lo=int(lo), hi=int(hi), readable=_READABLE_LATENCY)
+    return _SELECT.format(log=LOG, lo=int(lo), hi=int(hi), readable=_READABLE_LATENCY)
 
 
 def copy_out(raw: psycopg.Connection[Any], query: str, schema: dict[str, Any]) -> pl.DataFrame:

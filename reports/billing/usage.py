@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from ledger.journal import LOG
 from reports.billing.months import Window, next_month, previous_month, window
 from reports.billing.plans import Plan, plans_for
 from reports.billing.pricing import Usage
@@ -23,7 +24,7 @@ SELECT tenant_id, use_case, coalesce(outcome, '') AS outcome, count(*) AS render
 FROM (
     SELECT tenant_id, use_case, render_id, max(outcome) AS outcome, count(*) AS events,
            sum(cost_nanos) AS cost, min(seq) AS first_seq, max(seq) AS last_seq
-    FROM cost_events
+    FROM {log}
     WHERE occurred_at >= %(start)s AND occurred_at < %(end)s
       AND seq > %(after)s AND seq <= %(through)s {tenant_filter}
     GROUP BY tenant_id, use_case, render_id
@@ -54,7 +55,7 @@ def read_usage(
     elif exclude:
         tenant_filter, params["exclude"] = "AND tenant_id <> ALL(%(exclude)s)", exclude
     out: dict[str, list[Usage]] = defaultdict(list)
-    query = _USAGE.format(tenant_filter=tenant_filter)
+    query = _USAGE.format(log=LOG, tenant_filter=tenant_filter)
     # The cost sum is NUMERIC: a tenant's month may pass 64 bits of nanos.
     for tenant, use_case, outcome, renders, events, cost, first, last in raw.execute(query, params):
         out[tenant].append(Usage(use_case, outcome, renders, events, int(cost), first, last))
@@ -74,7 +75,7 @@ def late_months(
     """
     rows = raw.execute(
         "SELECT tenant_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date "
-        "FROM cost_events WHERE seq > %s AND seq <= %s AND occurred_at < %s "
+        f"FROM {LOG} WHERE seq > %s AND seq <= %s AND occurred_at < %s "
         "AND tenant_id = ANY(%s) GROUP BY 1, 2",
         (after_seq, through_seq, before, tenants),
     ).fetchall()
@@ -139,7 +140,7 @@ def first_usage_before(
     return {
         t: at
         for t, at in raw.execute(
-            "SELECT tenant_id, min(occurred_at) FROM cost_events WHERE occurred_at < %s "
+            f"SELECT tenant_id, min(occurred_at) FROM {LOG} WHERE occurred_at < %s "
             "AND seq <= %s AND tenant_id = ANY(%s) GROUP BY 1",
             (before, through_seq, tenants),
         )
