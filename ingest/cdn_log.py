@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 from ingest.parsing import RowError
 from ledger.connections import connection
 from ledger.events import TENANT_ID, Stage
-from ledger.journal import read_events, render_owners
+from ledger.journal import events_by_key, render_owners
 
 NAMESPACE = uuid.UUID("5f0d9a54-6c1e-4b8e-9a57-2f1b0c9d3e11")
 SKU = "cdn.egress.gb"
@@ -92,7 +92,7 @@ def _old_ids_kept(
     """Of these (tenant, pre-scoping id) pairs, those that are that tenant's egress events."""
     if not wanted:
         return set()
-    found = read_events(raw, wanted)
+    found = events_by_key(raw, wanted)
     return {key for key, e in found.items() if e.stage == Stage.CDN_EGRESS}
 
 

@@ -165,7 +165,7 @@ def stream(raw: psycopg.Connection[Any]) -> Generator[StoredEvent, None, None]:
         yield from cur
 
 
-def read_events(
+def events_by_key(
     raw: psycopg.Connection[Any], keys: Sequence[EventKey]
 ) -> dict[EventKey, StoredEvent]:
     """The stored events of these keys; a key of another tenant's id finds nothing."""
@@ -225,8 +225,9 @@ def recorded_at(raw: psycopg.Connection[Any], seq: int) -> datetime | None:
 
 def head(raw: psycopg.Connection[Any]) -> int:
     """The last position in the ledger: every event at or below it is committed."""
-    row = raw.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
-    return int(row[0]) if row else 0
+    with raw.cursor(row_factory=scalar_row) as cur:
+        last: int | None = cur.execute("SELECT coalesce(max(last_seq), 0) FROM blocks").fetchone()
+        return last or 0
 
 
 def last_seq(engine: Engine) -> int:

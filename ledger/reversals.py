@@ -8,7 +8,7 @@ import psycopg
 
 from ledger.errors import BatchInvalid, FieldError
 from ledger.events import CostEvent
-from ledger.journal import EventKey, StoredEvent, read_events, reversed_events
+from ledger.journal import EventKey, StoredEvent, events_by_key, reversed_events
 from ledger.rating import Rated
 
 
@@ -36,7 +36,7 @@ def price_reversals(raw: psycopg.Connection[Any], fresh: list[Rated]) -> None:
         (r.event.tenant_id, r.event.reverses) for r in reversals if r.event.reverses is not None
     ]
     already = reversed_events(raw, keys)
-    targets = {k: _Target(e, e, k in already) for k, e in read_events(raw, keys).items()}
+    targets = {k: _Target(e, e, k in already) for k, e in events_by_key(raw, keys).items()}
     in_batch = {(r.event.tenant_id, r.event.event_id): r for r in fresh}
     reversed_here: set[EventKey] = set()
     errors: list[FieldError] = []

@@ -163,18 +163,13 @@ def _write_block(
     duplicates: int,
 ) -> Receipt:
     """COPY the rated events (``events`` are the same ones, for counting) as the next block."""
-    head = raw.execute(
+    latest = raw.execute(
         "SELECT block_id, hash, last_seq FROM blocks ORDER BY block_id DESC LIMIT 1"
     ).fetchone()
-    block_id, prev_hash, first_seq = (
-        (head[0] + 1, bytes(head[1]), head[2] + 1)
-        if head
-        else (
-            1,
-            GENESIS,
-            1,
-        )
-    )
+    block_id, prev_hash, first_seq = 1, GENESIS, 1
+    if latest is not None:
+        latest_id, latest_hash, latest_last = latest
+        block_id, prev_hash, first_seq = latest_id + 1, bytes(latest_hash), latest_last + 1
     raw.execute(
         "INSERT INTO tenants (tenant_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
         (sorted({e.tenant_id for e in events}),),

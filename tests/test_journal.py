@@ -86,7 +86,7 @@ def test_keyed_reads_stay_within_the_tenant(
     theirs = ("someone-else", original.event_id)
     unknown = (tenant, uuid.uuid4())
     with connection(ledger.engine) as raw:
-        found = journal.read_events(raw, [mine, theirs, unknown])
+        found = journal.events_by_key(raw, [mine, theirs, unknown])
         assert list(found) == [mine]
         assert found[mine].event_id == original.event_id
         assert journal.reversed_events(raw, [mine, theirs, unknown]) == {mine}
