@@ -79,7 +79,9 @@ class _Rows:
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self._it = stream(raw)
-        self.next: StoredEvent | None = next(self._it, None)
+        self.taken = 0
+        self.next: StoredEvent | None = None
+        self.next = next(self._it, None)
 
     def close(self) -> None:
         """Close the cursor now, inside the snapshot's transaction, not whenever GC runs."""
@@ -89,6 +91,7 @@ class _Rows:
         out = []
         while self.next is not None and self.next.seq <= last_seq:
             out.append(self.next)
+            self.taken += 1
             self.next = next(self._it, None)
         return out
 
@@ -140,15 +143,30 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
             "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count, "
             "content_version FROM blocks ORDER BY block_id"
         ).fetchall()
-        rows = _Rows(raw)
+        broken: list[BrokenBlock] = []
+        rows: _Rows | None = None
         try:
-            return _verify(chain, rows, progress)
+            rows = _Rows(raw)
+            return _verify(chain, rows, progress, broken)
+        except psycopg.DataError as exc:
+            # A value no client can decode (a timestamp past year 9999, written behind the
+            # ledger's back): say so and where, rather than crash.
+            after = rows.next.seq if rows is not None and rows.next is not None else 0
+            broken.append(
+                BrokenBlock(None, f"a row after seq {after} cannot be read ({exc}); not checked on")
+            )
+            return VerifyResult(False, len(chain), rows.taken if rows else 0, tuple(broken))
         finally:
-            rows.close()
+            if rows is not None:
+                rows.close()
 
 
-def _verify(chain: list[Any], rows: _Rows, progress: Callable[[int], None] | None) -> VerifyResult:
-    broken: list[BrokenBlock] = []
+def _verify(
+    chain: list[Any],
+    rows: _Rows,
+    progress: Callable[[int], None] | None,
+    broken: list[BrokenBlock],
+) -> VerifyResult:
     prev = GENESIS
     expected_seq = 1
     events = 0

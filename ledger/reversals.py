@@ -22,7 +22,16 @@ class _Target(NamedTuple):
 
 
 # What a reversal must repeat of the event it cancels: it undoes that very usage.
-_REPEATED = ("use_case", "render_id", "stage", "sku", "quantity")
+_REPEATED = (
+    "use_case",
+    "render_id",
+    "stage",
+    "sku",
+    "quantity",
+    "baseline_quantity",
+    "cache",
+    "outcome",
+)
 
 
 def price_reversals(raw: psycopg.Connection[Any], fresh: list[Rated]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import orjson
@@ -12,7 +13,7 @@ import orjson
 from ingest.sample import unet_event
 from ledger import database
 from ledger.connections import connection
-from ledger.events import CostEvent
+from ledger.events import Cache, CostEvent, Outcome
 from ledger.money import EXACT, MAX_EVENT_COST_NANOS
 from ledger.store import Ledger
 from reports.billing.lifecycle import draft_all
@@ -155,3 +156,52 @@ def test_a_tenant_id_with_a_trailing_newline_is_no_tenant_id(ledger: Ledger) -> 
 
     with pytest.raises(KeyRefused):
         create_key(ledger.engine, "acme\n", ["read"], "newline")
+
+
+def test_a_reversal_cannot_turn_a_delivered_render_into_a_failed_one(
+    http: httpx.Client, tenant: str
+) -> None:
+    render = uuid.uuid4()
+    done = unet_event(tenant, render, stage="render", sku="render.image", outcome="delivered")
+    assert (
+        http.post("/v1/events", content=orjson.dumps([done.model_dump(mode="json")])).status_code
+        == 200
+    )
+    changes: list[dict[str, Any]] = [
+        {"outcome": Outcome.FAILED},
+        {"cache": Cache.HIT},
+        {"baseline_quantity": Decimal(2)},
+    ]
+    for change in changes:
+        undo = done.model_copy(
+            update={"event_id": uuid.uuid4(), "reverses": done.event_id} | change
+        )
+        r = http.post("/v1/events", content=orjson.dumps([undo.model_dump(mode="json")]))
+        assert r.status_code == 422, change
+        assert next(iter(change)) in r.json()["detail"]["errors"][0]["message"]
+    same = done.model_copy(update={"event_id": uuid.uuid4(), "reverses": done.event_id})
+    assert (
+        http.post("/v1/events", content=orjson.dumps([same.model_dump(mode="json")])).status_code
+        == 200
+    )
+
+
+def test_verify_reports_a_row_it_cannot_even_read(fresh_database: str, make_event: Any) -> None:
+    import psycopg
+
+    from ledger.chain import verify
+
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    receipt = ledger.append([make_event() for _ in range(3)])
+    with psycopg.connect(database.libpq_url(fresh_database), autocommit=True) as su:
+        su.execute("ALTER TABLE cost_events DISABLE TRIGGER USER")
+        su.execute(
+            "UPDATE cost_events SET occurred_at = 'infinity' WHERE seq = %s", (receipt.last_seq,)
+        )
+        su.execute("ALTER TABLE cost_events ENABLE TRIGGER USER")
+    result = verify(engine)
+    assert not result.ok
+    assert result.reason is not None
+    assert "cannot be read" in result.reason
+    engine.dispose()
