@@ -22,13 +22,7 @@ class ReceiptOut(BaseModel):
 
     @classmethod
     def of(cls, r: Receipt) -> ReceiptOut:
-        return cls(
-            accepted=r.accepted,
-            duplicates=r.duplicates,
-            first_seq=r.first_seq,
-            last_seq=r.last_seq,
-            block_id=r.block_id,
-        )
+        return cls.model_validate(r, from_attributes=True)
 
 
 class EventOut(BaseModel):
