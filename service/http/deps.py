@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.store import Ledger
@@ -42,12 +42,12 @@ def get_principal(
     presented = credentials.credentials if credentials else request.headers.get("x-api-key")
     challenge = {"WWW-Authenticate": "Bearer"}
     if not presented:
-        raise HTTPException(
-            401, {"message": "an API key is required: Authorization: Bearer rlk_…"}, challenge
+        raise http_error(
+            "an API key is required: Authorization: Bearer rlk_…", 401, headers=challenge
         )
     principal = authenticate(get_ledger(request).engine, presented)
     if principal is None:
-        raise HTTPException(401, {"message": "unknown or revoked API key"}, challenge)
+        raise http_error("unknown or revoked API key", 401, headers=challenge)
     return principal
 
 
@@ -56,7 +56,7 @@ def require(scope: str) -> Callable[[Principal], Principal]:
 
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.has(scope):
-            raise HTTPException(403, {"message": f"this key lacks the {scope!r} scope"})
+            raise http_error(f"this key lacks the {scope!r} scope", 403)
         return principal
 
     return check

@@ -35,10 +35,12 @@ class ErrorBody(BaseModel):
     detail: ErrorOut
 
 
-def http_error(message: str, status: int = 422, **extra: object) -> HTTPException:
+def http_error(
+    message: str, status: int = 422, *, headers: dict[str, str] | None = None, **extra: object
+) -> HTTPException:
     """An error of our own in the shape above (the handler wraps ``detail``); ``extra`` are
     its other fields (``errors``, ``event_ids``, ``errors_not_shown``)."""
-    return HTTPException(status_code=status, detail={"message": message, **extra})
+    return HTTPException(status_code=status, detail={"message": message, **extra}, headers=headers)
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:

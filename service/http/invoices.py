@@ -45,7 +45,7 @@ class CreditNoteIn(BaseModel):
 def _invalid(field: str, message: str) -> HTTPException:
     """A 422 naming the path field, in the shape FastAPI's own validation errors take."""
     errors = [{"index": 0, "field": field, "message": message}]
-    return HTTPException(422, detail={"message": message, "errors": errors})
+    return http_error(message, 422, errors=errors)
 
 
 def _period(text: str) -> date:
