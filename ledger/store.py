@@ -280,6 +280,9 @@ def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEven
     Runs under the append lock, so two tenants cannot both claim a new render at once.
     """
     known = render_owners(raw, list({e.render_id for e in events}))
+    tenants = {e.tenant_id for e in events}
+    if len(tenants) == 1 and all(o.tenant_id in tenants for o in known.values()):
+        return  # the usual batch: one tenant, on renders of its own or new ones
     owners = {render: owner.tenant_id for render, owner in known.items()}
     errors = [
         FieldError(i, "render_id", FOREIGN_RENDER)
