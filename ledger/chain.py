@@ -80,8 +80,7 @@ class _Rows:
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self._it = stream(raw)
         self.taken = 0
-        self.next: StoredEvent | None = None
-        self.next = next(self._it, None)
+        self.next: StoredEvent | None = next(self._it, None)
 
     def close(self) -> None:
         """Close the cursor now, inside the snapshot's transaction, not whenever GC runs."""

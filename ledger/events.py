@@ -110,6 +110,10 @@ def _stored_form(value: Any, path: str) -> Any:
 _FLAT = frozenset({str, int, bool, type(None)})
 
 
+def _stored_attributes(value: dict[str, Any]) -> dict[str, Any]:
+    return {_stored_form(k, k): _stored_form(v, k) for k, v in value.items()}
+
+
 def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
     types = {type(v) for v in value.values()}
     flat = types <= _FLAT and (
@@ -117,25 +121,31 @@ def _check_attributes(value: dict[str, Any]) -> dict[str, Any]:
         or all(INT64_MIN <= v <= INT64_MAX for v in value.values() if type(v) is int)
     )
     if not flat:  # floats and nesting: rewrite into the form JSONB hands back
-        for v in value.values():
-            if isinstance(v, dict | list):
-                if _depth(value) > MAX_ATTRIBUTES_DEPTH:
-                    raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
-                break
-        value = {_stored_form(k, k): _stored_form(v, k) for k, v in value.items()}
+        if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+        value = _stored_attributes(value)
     try:
         encoded = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise ValueError(f"not storable as JSON: {exc}") from exc
     if len(encoded) > MAX_ATTRIBUTES_BYTES:
         raise ValueError(f"larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
-    if flat and b"\\u0000" in encoded:  # maybe a NUL (or an escaped backslash): look closely
-        value = {_stored_form(k, k): _stored_form(v, k) for k, v in value.items()}
+    if flat and b"\\u0000" in encoded:
+        _stored_attributes(value)  # a real NUL raises; an escaped backslash before u0000 passes
     return value
 
 
 _DURATIONS = frozenset(DURATION_ATTRIBUTES)
 _KNOWN = _DURATIONS | frozenset(LABEL_ATTRIBUTES)
+
+
+def duration(value: object) -> float | None:
+    """A duration attribute as a number the product can use, or None if it cannot.
+
+    Ingest refuses what this cannot read; readers of older rows treat it as absent."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value <= MAX_DURATION else None  # NaN and inf fail here
 
 
 def _check_known_attributes(attributes: dict[str, Any]) -> None:
@@ -145,16 +155,12 @@ def _check_known_attributes(attributes: dict[str, Any]) -> None:
         if v is None:
             continue
         if name in _DURATIONS:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_DURATION:
-                raise ValueError(
-                    f"attributes.{name}: must be a number from 0 to {MAX_DURATION:g}, got {v!r}"[
-                        :300
-                    ]
-                )
+            if duration(v) is None:
+                wanted = f"a number from 0 to {MAX_DURATION:g}"
+                raise ValueError(f"attributes.{name}: must be {wanted}, got {v!r}"[:300])
         elif not (isinstance(v, str) and 0 < len(v) <= MAX_LABEL):
-            raise ValueError(
-                f"attributes.{name}: must be text of 1 to {MAX_LABEL} characters, got {v!r}"[:300]
-            )
+            wanted = f"text of 1 to {MAX_LABEL} characters"
+            raise ValueError(f"attributes.{name}: must be {wanted}, got {v!r}"[:300])
 
 
 class ExactNumber(float):

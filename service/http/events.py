@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 from uuid import UUID
 
@@ -12,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ingest.parsing import MalformedBody, parse_body
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict
-from ledger.events import TENANT_PATTERN, Stage
+from ledger.events import TENANT_PATTERN, Stage, duration
 from ledger.journal import StoredEvent, read_after, read_render
 from ledger.money import format_nanos
 from ledger.store import Ledger, Receipt
@@ -131,14 +130,6 @@ def get_events(
     return EventPage(events=events, next_after_seq=events[-1].seq if events else None)
 
 
-def _seconds(value: object) -> float | None:
-    """A duration attribute, or None for one no reader can use (stored before typing)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    return None
-
-
 @router.get("/renders/{render_id}", response_model=RenderTrace, summary="One render's events")
 def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
     stored = read_render(ledger.engine, render_id)
@@ -154,7 +145,7 @@ def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
     trace = []
     for stage, events in stages.items():  # in the order the stages first appear
         cost = sum(e.cost_nanos for e in events)
-        walls = [w for e in events if (w := _seconds(e.attributes.get("wall_s"))) is not None]
+        walls = [w for e in events if (w := duration(e.attributes.get("wall_s"))) is not None]
         trace.append(
             StageCost(
                 stage=stage,
