@@ -106,12 +106,18 @@ def api_kills(
                 fleet.stop()
     return result(
         f"kill -9 the API server {kills} times during ingest ({clients} clients)",
-        f"{len(fleet.acked):,} batches acknowledged, {fleet.resends:,} resends, "
-        f"{len(fleet.rejected)} rejected, {len(fleet.unacked)} given up",
+        _sent(fleet),
         tally(engine, fleet.tenant, fleet.acked, fleet.unacked),
         f"{ok}/{kills} after each kill",
         time.perf_counter() - started,
         failures + fleet.rejected,
+    )
+
+
+def _sent(fleet: Fleet) -> str:
+    return (
+        f"{len(fleet.acked):,} batches acknowledged, {fleet.resends:,} resends, "
+        f"{len(fleet.rejected)} rejected, {len(fleet.unacked)} given up"
     )
 
 
@@ -146,9 +152,7 @@ def postmaster_kills(
     return result(
         f"kill -9 the PostgreSQL postmaster {kills} times during ingest ({clients} clients)",
         f"`db start` {started_ok}/{kills} ok (median {statistics.median(start_s):.1f} s, "
-        f"max {max(start_s):.1f} s; {waited} said what they waited for); "
-        f"{len(fleet.acked):,} batches acknowledged, {fleet.resends:,} resends, "
-        f"{len(fleet.rejected)} rejected, {len(fleet.unacked)} given up",
+        f"max {max(start_s):.1f} s; {waited} said what they waited for); {_sent(fleet)}",
         tally(engine, fleet.tenant, fleet.acked, fleet.unacked),
         f"{ok}/{kills} after each kill",
         time.perf_counter() - started,

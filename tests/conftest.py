@@ -13,7 +13,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,6 +26,7 @@ import uvicorn
 from moto.server import ThreadedMotoServer
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
 from ingest.sample import unet_event
 from ledger import database
@@ -32,7 +35,7 @@ from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from service.cli.main import DEFAULT_PRICES
 from service.http.app import create_app
-from service.settings import Settings
+from service.settings import Settings, get_settings
 
 
 @pytest.fixture(scope="session")
@@ -125,20 +128,11 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
-    """The real app under uvicorn on a loopback port, for real HTTP."""
-    settings = Settings(database_url=db_url)
-    settings.ingest.max_body_bytes = 4 * 1024 * 1024
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn on a free loopback port, in a thread; its base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, ledger, schedule=False),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -146,9 +140,30 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("API server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
+    """The real app under uvicorn on a loopback port, for real HTTP."""
+    settings = Settings(database_url=db_url)
+    settings.ingest.max_body_bytes = 4 * 1024 * 1024
+    with serving(create_app(settings, ledger, schedule=False)) as base:
+        yield base
+
+
+@pytest.fixture
+def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
+    """The ``renderledger`` command on the session's database (no stray .env is read)."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

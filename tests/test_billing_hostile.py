@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +25,6 @@ from reports.billing.lifecycle import Prepared, draft_all, finalize, invoice
 from reports.billing.months import Window, next_month, window
 from reports.billing.plans import Plan, store_plan
 from service.cli.main import app
-from service.settings import get_settings
 from tests.billing_helpers import add_renders
 
 AUG, SEP, OCT, NOV = (date(2026, m, 1) for m in (8, 9, 10, 11))
@@ -188,15 +186,6 @@ def test_a_batch_draft_made_stale_by_a_finalization_is_recomputed(
         oct_, _ = finalize(raw, tenant, OCT, now=LATER, prepared=Prepared(stale, None))
     assert stale.positions.adjustments_after_seq is None
     assert oct_.positions.adjustments_after_seq == sep.positions.through_seq
-
-
-@pytest.fixture
-def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_api_and_cli_refuse_a_first_invoice_after_unbilled_usage(

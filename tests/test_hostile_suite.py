@@ -7,8 +7,6 @@ rollup run succeeds and the tenant's report renders. The suite has its own datab
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +17,6 @@ import httpx
 import orjson
 import psycopg
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +28,7 @@ from reports.jobs import run_rollup
 from service.http.app import create_app
 from service.keys import create_key
 from service.settings import Settings
-from tests.conftest import _create_database, free_port, ledger_with_prices
+from tests.conftest import _create_database, ledger_with_prices, serving
 
 TENANT = "hostile"
 ANSWERS = {200, 400, 409, 413, 422}
@@ -50,27 +47,11 @@ def stand(server_url: str) -> Iterator[Stand]:
     database.migrate(url)
     engine = database.make_engine(url, app_role="renderledger_app")
     ledger = ledger_with_prices(engine)
-    settings_ = Settings(database_url=url)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings_, ledger, schedule=False),
-            host="127.0.0.1",
-            port=port,
-            log_level="critical",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
     key = create_key(engine, TENANT, ["ingest", "read"], "hostile suite")
     headers = {"authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
+    app = create_app(Settings(database_url=url), ledger, schedule=False)
+    with serving(app) as base, httpx.Client(base_url=base, headers=headers, timeout=60) as c:
         yield Stand(ledger, c)
-    server.should_exit = True
-    thread.join(timeout=10)
     engine.dispose()
     with psycopg.connect(database.libpq_url(server_url), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

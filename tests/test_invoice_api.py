@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,15 +51,6 @@ def billed(ledger: Ledger) -> dict[str, Any]:
         "a_read": create_key(ledger.engine, a, ["read"]),
         "b_read": create_key(ledger.engine, b, ["read"]),
     }
-
-
-@pytest.fixture
-def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def _as(api_base: str, key: str) -> httpx.Client:

@@ -3,42 +3,26 @@ when the database is gone (503 with Retry-After, not 500), over real HTTP under 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import psycopg
-import uvicorn
 
 from ingest.sample import unet_event
 from ledger import database
 from service.http.app import create_app
 from service.keys import create_key
 from service.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, serving
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[str]:
+def serving_settings(settings: Settings) -> Iterator[str]:
     """An app that makes its own engine from ``settings``, as ``renderledger serve`` does."""
-    port = free_port()
-    app = create_app(settings, schedule=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("API server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(create_app(settings, schedule=False)) as base:
+        yield base
 
 
 def _requests(key: str) -> dict[str, Any]:
@@ -62,7 +46,7 @@ def _assert_unavailable(r: httpx.Response) -> None:
 def test_a_database_that_never_answers_is_503_with_retry_after() -> None:
     closed = free_port()  # bound, then let go: nothing listens on it
     settings = Settings(database_url=f"postgresql://nobody@127.0.0.1:{closed}/ledger")
-    with serving(settings) as base, httpx.Client(base_url=base, timeout=30) as c:
+    with serving_settings(settings) as base, httpx.Client(base_url=base, timeout=30) as c:
         for name, call in _requests("rlk_abc_def").items():
             r = call(c)
             assert r.status_code == 503, name
@@ -74,7 +58,7 @@ def test_a_database_that_goes_away_is_503(fresh_database: str, server_url: str) 
     key = create_key(engine, None, ["admin"], "surface")
     engine.dispose()
     with (
-        serving(Settings(database_url=fresh_database)) as base,
+        serving_settings(Settings(database_url=fresh_database)) as base,
         httpx.Client(base_url=base, timeout=30) as c,
     ):
         assert c.get("/healthz").status_code == 200
