@@ -334,19 +334,24 @@ class Renderer:
         t0 = time.perf_counter()
         stored = self.store.put(req.tenant, trace.render_id, encoded)
         wall = time.perf_counter() - t0
-        trace.add(
-            Stage.STORAGE,
-            "s3.put_request",
-            Decimal(stored.put_requests),
-            wall_s=wall,
-            uri=stored.uri,
-        )
+        # A local folder makes no request (render.storage.LocalStore): no PUT is billed, and
+        # the write's wall time goes on the GB-month event instead.
+        if stored.put_requests:
+            trace.add(
+                Stage.STORAGE,
+                "s3.put_request",
+                Decimal(stored.put_requests),
+                wall_s=wall,
+                uri=stored.uri,
+            )
         gb_months = Decimal(stored.bytes) / Decimal(10**9) * self.storage_months
         trace.add(
             Stage.STORAGE,
             "s3.standard.gb_month",
             gb_months.quantize(Decimal("1e-12")),
+            wall_s=None if stored.put_requests else wall,
             bytes=stored.bytes,
             months=str(self.storage_months),
+            uri=stored.uri,
         )
         return stored.uri

@@ -19,7 +19,7 @@ def object_key(tenant: str, render_id: UUID, extension: str) -> str:
 class Stored:
     uri: str
     bytes: int
-    put_requests: int
+    put_requests: int  # requests billed by an object store; 0 for a local folder
 
 
 class ImageStore(Protocol):
@@ -41,7 +41,8 @@ class S3Store:
 
 @dataclass
 class LocalStore:
-    """For ``--out DIR`` without S3; metered the same, as if it were the bucket."""
+    """For ``--out DIR`` without S3. A file write is no S3 request, so it bills no PUT; the
+    bytes are still metered in GB-months, the image's cost of being kept."""
 
     root: Path
 
@@ -49,4 +50,4 @@ class LocalStore:
         path = self.root / object_key(tenant, render_id, image.extension)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(image.data)
-        return Stored(str(path), len(image.data), 1)
+        return Stored(str(path), len(image.data), 0)
