@@ -44,3 +44,10 @@ two people acknowledging one alert record one acknowledgement."""
 def scoped(namespace: str, key: object) -> str:
     """The text whose ``hashtext`` is the lock key of ``key`` within ``namespace``."""
     return f"{namespace}:{key}"
+
+ACTUALS: Final = 0x50414944  # "PAID"
+"""Transaction lock of every append to ``actual_costs`` and of pool loads (ledger/capacity.py):
+positions commit in order, so the allocation job's checkpoint never skips one."""
+
+ALLOCATION: Final = 0x414C4C4F  # "ALLO"
+"""Session lock of the allocation job (reports/allocation_job.py): one process allocates."""

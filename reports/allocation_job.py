@@ -1,0 +1,271 @@
+"""The allocation job: fold new usage into hours, then re-allocate every hour it touched.
+
+Each run reads the log and the actual-cost log past its checkpoint, adds the new usage to
+``usage_hourly``, and recomputes the hours that either touched: ``pool_hourly`` (derived, so
+replaced) and the allocations those hours *should* have. What is stored is append-only, so
+the run writes only the difference between that and the net of the rows already there: a
+late event re-allocates its hour by new rows, and a run that changes nothing writes none.
+Everything happens in one transaction with the checkpoint, so a crash repeats a run whole.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import psycopg
+from sqlalchemy import Engine
+
+from ledger import locks
+from ledger.capacity import read_pools
+from ledger.connections import job_lock
+from ledger.journal import LOG
+from ledger.journal import head as ledger_head
+from reports.allocation import ALLOCATION_KEYS, I128, hourly_parts, overhead_shares, pool_variance
+from reports.source import copy_out
+
+JOB = "allocation"
+_LABEL = (
+    "CASE WHEN jsonb_typeof(attributes->'{0}') = 'string' AND length(attributes->>'{0}') <= 200 "
+    "THEN attributes->>'{0}' ELSE '' END"
+)
+_SIGN = "CASE WHEN reverses IS NULL THEN 1 ELSE -1 END"
+_GPU = "sku LIKE 'gpu.%%'"
+# Usage past the checkpoint, folded into its hours; the hours it touched come back.
+_FOLD = f"""
+WITH up AS (
+    INSERT INTO usage_hourly AS t (hour, tenant_id, use_case, pool, model, currency,
+                                   busy_seconds, standard_nanos, cost_nanos, renders)
+    SELECT date_trunc('hour', occurred_at, 'UTC'), tenant_id, use_case,
+           {_LABEL.format("pool")}, {_LABEL.format("model")}, currency,
+           sum(CASE WHEN {_GPU} THEN {_SIGN} * quantity ELSE 0 END),
+           sum(CASE WHEN {_GPU} THEN cost_nanos ELSE 0 END),
+           sum(cost_nanos),
+           sum(CASE WHEN stage = 'render' AND outcome = 'delivered' THEN {_SIGN} ELSE 0 END)
+    FROM {LOG} WHERE seq > %(lo)s AND seq <= %(hi)s GROUP BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (hour, tenant_id, use_case, pool, model, currency) DO UPDATE SET
+        busy_seconds = t.busy_seconds + EXCLUDED.busy_seconds,
+        standard_nanos = t.standard_nanos + EXCLUDED.standard_nanos,
+        cost_nanos = t.cost_nanos + EXCLUDED.cost_nanos,
+        renders = t.renders + EXCLUDED.renders
+    RETURNING hour
+)
+SELECT DISTINCT hour FROM up
+"""
+_USAGE_SCHEMA: dict[str, Any] = {
+    "hour": pl.Datetime("us", "UTC"),
+    "tenant_id": pl.String,
+    "use_case": pl.String,
+    "pool": pl.String,
+    "model": pl.String,
+    "currency": pl.String,
+    "busy_seconds": pl.Float64,
+    "standard_nanos": I128,
+    "renders": pl.Int64,
+}
+_SPAN_SCHEMA: dict[str, Any] = {
+    "seq": pl.Int64,
+    "kind": pl.String,
+    "pool": pl.String,
+    "account": pl.String,
+    "allocate_by": pl.String,
+    "starts_at": pl.Datetime("us", "UTC"),
+    "ends_at": pl.Datetime("us", "UTC"),
+    "gpus": pl.Float64,
+    "cost_nanos": I128,
+    "currency": pl.String,
+}
+_STORED_SCHEMA: dict[str, Any] = {
+    "hour": pl.Datetime("us", "UTC"),
+    "source": pl.String,
+    "kind": pl.String,
+    "tenant_id": pl.String,
+    "use_case": pl.String,
+    "currency": pl.String,
+    "stored": I128,
+}
+
+
+@dataclass(frozen=True)
+class AllocationResult:
+    ran: bool
+    events: int = 0
+    actual_costs: int = 0
+    hours: int = 0
+    rows_written: int = 0
+    seconds: float = 0.0
+
+
+def _hours_literal(hours: list[datetime]) -> str:
+    return "ARRAY[" + ", ".join(f"'{h.isoformat()}'" for h in hours) + "]::timestamptz[]"
+
+
+def run_allocation(engine: Engine, *, full: bool = False) -> AllocationResult:
+    """Bring allocations up to both logs' heads; ``ran=False`` if another process runs it.
+
+    ``full`` rebuilds the hourly usage from the whole log and re-allocates every hour: what
+    ``pools load`` asks for, since a newly declared pool changes hours already allocated."""
+    started = time.perf_counter()
+    with job_lock(engine, locks.ALLOCATION) as raw:
+        if raw is None:
+            return AllocationResult(False)
+        with raw.transaction():
+            lo, actual_lo = (0, 0) if full else _checkpoint(raw)
+            if full:
+                raw.execute("TRUNCATE usage_hourly, pool_hourly")
+            hi = ledger_head(raw)
+            row = raw.execute("SELECT coalesce(max(seq), 0) FROM actual_costs").fetchone()
+            actual_hi = int(row[0]) if row else 0
+            hours = {r[0] for r in raw.execute(_FOLD, {"lo": lo, "hi": hi})}
+            for starts, ends in raw.execute(
+                "SELECT starts_at, ends_at FROM actual_costs WHERE seq > %s AND seq <= %s",
+                (actual_lo, actual_hi),
+            ):
+                hours.update(_hours(starts, ends))
+            ordered = sorted(hours)
+            written = allocate_hours(raw, ordered, hi, actual_hi) if ordered else 0
+            raw.execute(
+                "INSERT INTO allocation_checkpoints (job, last_seq, last_actual_seq, updated_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (job) DO UPDATE SET "
+                "last_seq = EXCLUDED.last_seq, last_actual_seq = EXCLUDED.last_actual_seq, "
+                "updated_at = EXCLUDED.updated_at",
+                (JOB, hi, actual_hi, datetime.now(UTC)),
+            )
+    return AllocationResult(
+        True, hi - lo, actual_hi - actual_lo, len(ordered), written, time.perf_counter() - started
+    )
+
+
+def _checkpoint(raw: psycopg.Connection[Any]) -> tuple[int, int]:
+    row = raw.execute(
+        "SELECT last_seq, last_actual_seq FROM allocation_checkpoints WHERE job = %s", (JOB,)
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _hours(starts: datetime, ends: datetime) -> list[datetime]:
+    h = starts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    out = []
+    while h < ends:
+        out.append(h)
+        h += timedelta(hours=1)
+    return out
+
+
+def allocate_hours(
+    raw: psycopg.Connection[Any], hours: list[datetime], through_seq: int, through_actual: int
+) -> int:
+    """Recompute ``hours`` and append the difference; the number of rows written."""
+    in_hours = f"hour = ANY({_hours_literal(hours)})"
+    usage = copy_out(
+        raw,
+        "SELECT hour, tenant_id, use_case, pool, model, currency, busy_seconds, standard_nanos, "
+        f"renders FROM usage_hourly WHERE {in_hours}",
+        _USAGE_SCHEMA,
+    ).lazy()
+    lo, hi = hours[0], hours[-1] + timedelta(hours=1)
+    spans = copy_out(
+        raw,
+        "SELECT seq, kind, pool, account, allocate_by, starts_at, ends_at, "
+        "coalesce(gpus, 0) AS gpus, cost_nanos, currency FROM actual_costs "
+        f"WHERE starts_at < '{hi.isoformat()}' AND ends_at > '{lo.isoformat()}'",
+        _SPAN_SCHEMA,
+    )
+    wanted = pl.Series("hour", hours, dtype=pl.Datetime("us", "UTC")).to_frame().lazy()
+    parts = hourly_parts(spans.lazy()).join(wanted, on="hour", how="semi")
+    pools = read_pools(raw)
+    declared = pl.LazyFrame(
+        {
+            "pool": pools.names,
+            "policy": [d.idle for d in (pools.latest(n) for n in pools.names) if d],
+        },
+        schema={"pool": pl.String, "policy": pl.String},
+    )
+    pooled = usage.join(declared, on="pool", how="semi")
+    pool_hours = _pool_hours(parts, pooled).collect()
+    raw.execute(f"DELETE FROM pool_hourly WHERE {in_hours}")
+    _copy_in(raw, "pool_hourly", pool_hours)
+    fixed = _fixed_shares(raw, spans)
+    desired = (
+        pl.concat(
+            [
+                pool_variance(pool_hours.lazy(), pooled, declared),
+                overhead_shares(parts.filter(pl.col("kind") == "overhead"), usage, fixed),
+            ]
+        )
+        .group_by(ALLOCATION_KEYS)
+        .agg(pl.col("amount_nanos").sum())
+    )
+    stored = copy_out(
+        raw,
+        "SELECT hour, source, kind, tenant_id, use_case, currency, sum(amount_nanos) AS stored "
+        f"FROM allocations WHERE {in_hours} GROUP BY 1, 2, 3, 4, 5, 6",
+        _STORED_SCHEMA,
+    ).lazy()
+    run = raw.execute("SELECT coalesce(max(run_id), 0) + 1 FROM allocations").fetchone()
+    delta = (
+        desired.join(stored, on=ALLOCATION_KEYS, how="full", coalesce=True)
+        .with_columns(
+            (pl.col("amount_nanos").fill_null(0) - pl.col("stored").fill_null(0)).alias(
+                "amount_nanos"
+            )
+        )
+        .filter(pl.col("amount_nanos") != 0)
+        .select(
+            pl.lit(run[0] if run else 1).alias("run_id"),
+            *ALLOCATION_KEYS,
+            "amount_nanos",
+            pl.lit(through_seq).alias("through_seq"),
+            pl.lit(through_actual).alias("through_actual_seq"),
+        )
+        .sort(ALLOCATION_KEYS)
+        .collect()
+    )
+    _copy_in(raw, "allocations", delta)
+    return delta.height
+
+
+def _pool_hours(parts: pl.LazyFrame, pooled: pl.LazyFrame) -> pl.LazyFrame:
+    keys = ["hour", "pool", "currency"]
+    paid = (
+        parts.filter(pl.col("kind") == "capacity")
+        .group_by(keys)
+        .agg(pl.col("held_seconds").sum(), pl.col("cost_nanos").sum().alias("paid_nanos"))
+    )
+    used = pooled.group_by(keys).agg(pl.col("busy_seconds").sum(), pl.col("standard_nanos").sum())
+    return (
+        paid.join(used, on=keys, how="full", coalesce=True)
+        .with_columns(
+            pl.col("held_seconds", "busy_seconds").fill_null(0.0),
+            pl.col("paid_nanos", "standard_nanos").fill_null(0).cast(I128),
+        )
+        .select(*keys, "held_seconds", "paid_nanos", "busy_seconds", "standard_nanos")
+    )
+
+
+def _fixed_shares(raw: psycopg.Connection[Any], spans: pl.DataFrame) -> pl.LazyFrame:
+    seqs = spans.filter(pl.col("allocate_by") == "fixed")["seq"].to_list()
+    rows = []
+    if seqs:
+        for seq, shares in raw.execute(
+            "SELECT seq, shares FROM actual_costs WHERE seq = ANY(%s)", (seqs,)
+        ):
+            for tenant, weight in shares.items():
+                rows.append((seq, tenant, int(float(weight) * 1e6)))
+    return pl.LazyFrame(
+        rows, schema={"seq": pl.Int64, "tenant_id": pl.String, "weight": pl.Int64}, orient="row"
+    )
+
+
+def _copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
+    if frame.is_empty():
+        return
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False, null_value="")
+    cols = ", ".join(frame.columns)
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(buffer.getvalue())
