@@ -34,7 +34,7 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Attributes that rollups, reports and alerts read: a wrong type here would stop their jobs.
 DURATION_ATTRIBUTES = ("latency_ms", "wall_s")
-LABEL_ATTRIBUTES = ("model", "precision", "gpu_type", "pipeline_version", "pipeline")
+LABEL_ATTRIBUTES = ("model", "precision", "gpu_type", "pipeline_version", "pipeline", "pool")
 MAX_DURATION = 1e9
 MAX_LABEL = 200
 
