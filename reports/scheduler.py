@@ -1,5 +1,6 @@
-"""APScheduler inside the API process: the rollup every N seconds, one run at a time, alert
-webhooks every few seconds as a job of their own, and last month's draft invoices on the 1st.
+"""APScheduler inside the API process: the rollup and the allocation every N seconds, one
+run at a time each, alert webhooks every few seconds as a job of their own, and last
+month's draft invoices on the 1st.
 
 Each job takes its PostgreSQL advisory lock (ledger/locks.py), so any number of API
 processes may schedule it and only one runs it; the others skip that tick.
@@ -15,6 +16,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
+from reports.allocation_job import run_allocation
 from reports.billing.monthly import draft_last_month
 from reports.jobs import run_rollup
 
@@ -34,6 +36,21 @@ def _rollup(engine: Engine, chunk_events: int, after: Callable[[], None] | None)
             after()
         except Exception:  # the same: alerts are retried at the next tick
             log.exception("after-rollup step failed")
+
+
+def _allocation(engine: Engine) -> None:
+    try:
+        result = run_allocation(engine)
+    except Exception:  # the checkpoint did not move; the next tick repeats the run whole
+        log.exception("allocation failed; retrying at the next interval")
+        return
+    if result.ran and result.rows_written:
+        log.info(
+            "allocation: %d hours, %d rows in %.2fs",
+            result.hours,
+            result.rows_written,
+            result.seconds,
+        )
 
 
 def _webhooks(deliver: Callable[[], None]) -> None:
@@ -75,6 +92,10 @@ def start(
             id="rollup",
             args=(engine, chunk_events, after_rollup),
             next_run_time=datetime.now(UTC),
+        )
+        # Its own job: capacity and overheads arrive without any event to roll up.
+        scheduler.add_job(
+            _allocation, "interval", seconds=interval_s, id="allocation", args=(engine,)
         )
     if webhooks is not None:
         scheduler.add_job(

@@ -22,6 +22,7 @@ from reports.metrics import Metrics
 from reports.scheduler import start as start_scheduler
 from service.cli.common import s3_client
 from service.http.alerts import router as alerts_router
+from service.http.capacity import router as capacity_router
 from service.http.deps import AdminKey, LedgerDep
 from service.http.errors import UNAVAILABLE, database_unavailable, responses, validation_error
 from service.http.events import router as events_router
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(reports_router)
     app.include_router(billing_router)
     app.include_router(alerts_router)
+    app.include_router(capacity_router)
 
     @app.middleware("http")
     async def time_ingest(request: Request, call_next: Any) -> Any:

@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["events"], responses=responses(401, 403, 
 _ERRORS = responses(400, 401, 403, 409, 413, 422)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
+async def read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise http_error(f"body of {declared} bytes exceeds the limit of {limit} bytes", 413)
@@ -81,7 +81,7 @@ def _ingest(ledger: Ledger, body: bytes, content_type: str | None, key: Principa
 async def post_events(
     request: Request, ledger: LedgerDep, settings: SettingsDep, key: IngestKey
 ) -> Response:
-    body = await _read_capped(request, settings.ingest.max_body_bytes)
+    body = await read_capped(request, settings.ingest.max_body_bytes)
     try:
         receipt = await run_in_threadpool(
             _ingest, ledger, body, request.headers.get("content-type"), key

@@ -1,0 +1,137 @@
+"""Pools, capacity and break-even over real HTTP, on a database of their own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import orjson
+import pytest
+
+from ledger import database
+from ledger.prices import load_price_book_file
+from reports.break_even import break_even_volume
+from service.http.app import create_app
+from service.keys import create_key
+from service.settings import Settings
+from tests.conftest import DEFAULT_PRICES, ledger_with_prices, serving
+from tests.test_allocation import _render
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+A100 = {
+    "gpu_sku": "gpu.a100.second",
+    "gpus": 1,
+    "currency": "USD",
+    "effective_from": "2026-01-01T00:00:00Z",
+    "payment": {"model": "reserved", "per_gpu_month": "1100"},
+}
+
+
+@pytest.fixture
+def api(fresh_database: str) -> Iterator[httpx.Client]:
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    ledger.load_prices(load_price_book_file(DEFAULT_PRICES.parent / "whatif/sdxl-api-0004.toml"))
+    key = create_key(engine, None, ["admin"], "tests")
+    app = create_app(Settings(database_url=fresh_database), ledger, schedule=False)
+    with (
+        serving(app) as base,
+        httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}"}
+        ) as client,
+    ):
+        yield client
+    engine.dispose()
+
+
+def test_published_break_even_example() -> None:
+    assert break_even_volume(Decimal(1100), Decimal("0.004"), Decimal(0)) == 275_000
+    # With marginal costs (caption LLM, storage, egress) of $0.0004 a render: 1100 / 0.0036.
+    assert break_even_volume(Decimal(1100), Decimal("0.004"), Decimal("0.0004")) == 305_556
+    assert break_even_volume(Decimal(1100), Decimal("0.004"), Decimal("0.004")) is None
+
+
+def test_pools_capacity_allocation_and_break_even_over_http(api: httpx.Client) -> None:
+    put = api.put("/v1/pools/a100", json=A100)
+    assert put.status_code == 200, put.text
+    assert put.json()["added"] is True
+    assert api.put("/v1/pools/a100", json=A100).json()["added"] is False
+    changed = A100 | {"payment": {"model": "reserved", "per_gpu_month": "1200"}}
+    assert api.put("/v1/pools/a100", json=changed).status_code == 409
+    bad = api.put("/v1/pools/a100", json=A100 | {"gpus": 0})
+    assert bad.status_code == 422
+    assert bad.json()["detail"]["errors"][0]["field"] == "gpus"
+    assert [p["name"] for p in api.get("/v1/pools").json()] == ["a100"]
+
+    month = [
+        {
+            "kind": "capacity",
+            "event_id": str(uuid.uuid4()),
+            "pool": "a100",
+            "starts_at": START.isoformat(),
+            "ends_at": (START + timedelta(days=31)).isoformat(),
+            "gpus": "1",
+        }
+    ]
+    first = api.post("/v1/capacity", content=orjson.dumps(month))
+    assert first.json()["accepted"] == 1, first.text
+    assert api.post("/v1/capacity", content=orjson.dumps(month)).json()["duplicates"] == 1
+    unknown = [month[0] | {"event_id": str(uuid.uuid4()), "pool": "nope"}]
+    refused = api.post("/v1/capacity", content=orjson.dumps(unknown))
+    assert refused.status_code == 422
+    assert refused.json()["detail"]["errors"][0]["field"] == "pool"
+
+    events = []
+    for day in range(10):  # 100 renders of 20 A100-seconds each
+        for _ in range(10):
+            at = START + timedelta(days=day, hours=3)
+            events += _render("acme", "20", pool="a100", at=at)
+    body = orjson.dumps([e.model_dump(mode="json") for e in events])
+    for e in events:  # the helper builds H100 events; these ran on the A100 pool
+        assert e.sku in ("gpu.h100.second", "render.image")
+    body = body.replace(b"gpu.h100.second", b"gpu.a100.second")
+    assert api.post("/v1/events", content=body).status_code == 200
+    assert api.post("/v1/allocation/run").json()["ran"] is True
+
+    report = api.get("/v1/pools/report", params={"from": "2026-10-01", "to": "2026-11-01"}).json()
+    (pool,) = report["pools"]
+    assert pool["paid"]["nanos"] == 1100 * 10**9  # the whole month's reservation, to the nano
+    assert pool["utilisation"] == round(2000 / (31 * 86400), 6)
+    (tenant,) = report["tenants"]
+    assert tenant["renders_delivered"] == 100
+    # The ten busy hours' idle share comes to the tenant; idle hours stay on the platform.
+    busy_hours = 10 * 3600 * 1100 * 10**9 // (31 * 86400)
+    assert abs(tenant["idle"]["nanos"] - (busy_hours - 2000 * 500_000)) <= 10
+    kept = report["unallocated"]["USD"]["nanos"]
+    external = tenant["direct"]["nanos"] - 2000 * 500_000  # render.image, not GPU time
+    assert tenant["fully_loaded"]["nanos"] + kept == 1100 * 10**9 + external
+    assert tenant["fully_loaded_per_render"]["nanos"] == round(
+        tenant["fully_loaded"]["nanos"] / 100
+    )
+
+    even = api.get(
+        "/v1/break-even",
+        params={
+            "pool": "a100",
+            "api_book": "sdxl-api-0004",
+            "from": "2026-10-01",
+            "to": "2026-11-01",
+        },
+    )
+    assert even.status_code == 200, even.text
+    got = even.json()
+    assert got["break_even_renders_per_month"] == 275_000
+    assert got["fixed_monthly"] == "1100"
+    assert got["self_hosting_pays"] is False
+    assert got["gpu_seconds_per_render"] == "20"
+    full = next(s for s in got["scenarios"] if s["utilisation"] == "1")
+    assert full["max_renders_per_month"] == 730 * 3600 // 20
+    assert full["breaks_even"] is False  # 131,400 renders a month at most: never pays
+    other = api.get(
+        "/v1/break-even",
+        params={"pool": "a100", "api_book": "nope", "from": "2026-10-01", "to": "2026-11-01"},
+    )
+    assert other.status_code == 404
