@@ -14,10 +14,11 @@ import pytest
 from ledger import database
 from ledger.prices import load_price_book_file
 from reports.break_even import break_even_volume
+from service.cli.main import DEFAULT_PRICES
 from service.http.app import create_app
 from service.keys import create_key
 from service.settings import Settings
-from tests.conftest import DEFAULT_PRICES, ledger_with_prices, serving
+from tests.conftest import ledger_with_prices, serving
 from tests.test_allocation import _render
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
