@@ -21,6 +21,7 @@ from ledger.money import canonical_decimal
 from ledger.prices import PriceBookError, load_price_book_file
 from service.cli.alerts import alerts_app
 from service.cli.billing import invoice_app, plans_app
+from service.cli.capacity import allocate, break_even, pools_app
 from service.cli.common import DEFAULT_PRICES as DEFAULT_PRICES  # tests and scripts use it here
 from service.cli.common import (
     database_url,
@@ -53,6 +54,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(plans_app, name="plans")
 app.add_typer(invoice_app, name="invoice")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(pools_app, name="pools")
+app.command()(allocate)
+app.command("break-even")(break_even)
 app.command()(render)
 app.command()(demo)
 SHOWN_REFUSED = 20  # refused rows printed; the rest are counted (and all go to --rejects)
