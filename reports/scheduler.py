@@ -16,6 +16,9 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
+from ledger.connections import job_lock
+from ledger.locks import ALERTS
+from reports.alerts.utilisation import judge_pools
 from reports.allocation_job import run_allocation
 from reports.billing.monthly import draft_last_month
 from reports.jobs import run_rollup
@@ -38,9 +41,14 @@ def _rollup(engine: Engine, chunk_events: int, after: Callable[[], None] | None)
             log.exception("after-rollup step failed")
 
 
-def _allocation(engine: Engine) -> None:
+def _allocation(engine: Engine, floor: float | None) -> None:
     try:
         result = run_allocation(engine)
+        if result.ran and floor is not None:
+            with job_lock(engine, ALERTS) as raw:
+                if raw is not None:
+                    with raw.transaction():
+                        judge_pools(raw, floor)
     except Exception:  # the checkpoint did not move; the next tick repeats the run whole
         log.exception("allocation failed; retrying at the next interval")
         return
@@ -76,11 +84,13 @@ def start(
     after_rollup: Callable[[], None] | None = None,
     webhooks: Callable[[], None] | None = None,
     webhook_interval_s: float = 5.0,
+    utilisation_floor: float | None = None,
 ) -> BackgroundScheduler:
     """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection);
     ``webhooks`` every ``webhook_interval_s`` on a thread of its own (one run at a time, late
     ticks coalesced), so a slow receiver delays only later webhooks; with ``invoices_to``,
-    last month's draft invoices at 00:30 UTC on the 1st."""
+    last month's draft invoices at 00:30 UTC on the 1st. After each allocation run, pools
+    under ``utilisation_floor`` for the last hour are judged (reports/alerts/utilisation.py)."""
     scheduler = BackgroundScheduler(
         daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
     )
@@ -95,7 +105,11 @@ def start(
         )
         # Its own job: capacity and overheads arrive without any event to roll up.
         scheduler.add_job(
-            _allocation, "interval", seconds=interval_s, id="allocation", args=(engine,)
+            _allocation,
+            "interval",
+            seconds=interval_s,
+            id="allocation",
+            args=(engine, utilisation_floor),
         )
     if webhooks is not None:
         scheduler.add_job(

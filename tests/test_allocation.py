@@ -177,3 +177,39 @@ def test_keep_policy_and_overheads(books: Ledger) -> None:
     assert got[("idle", "")] == 396 * 10**7 - 1800 * 1_100_000  # kept on the platform
     assert got[("overhead", "acme")] == 10**9 + 10**9  # its own $1 (both hours) + 1/3 of $3
     assert got[("overhead", "globex")] == 2 * 10**9  # 2/3 of $3 by renders
+
+
+def test_a_pool_under_its_floor_is_a_finding_with_its_idle_cost(books: Ledger) -> None:
+    from ledger.connections import connection
+    from reports.alerts.store import open_alerts
+    from reports.alerts.utilisation import judge_pools
+
+    load_pools(books.engine, [h100_pool()])
+    record(
+        books.engine,
+        [
+            CapacityHeld(
+                event_id=uuid.uuid4(),
+                pool="h100-a",
+                starts_at=HOUR,
+                ends_at=HOUR + timedelta(hours=1),
+                gpus=Decimal(2),
+            )
+        ],
+    )
+    books.append(_render("acme", "1800"))  # 1,800 of 7,200 GPU-seconds: 25 %
+    run_allocation(books.engine)
+    after = HOUR + timedelta(hours=1, minutes=5)
+    with connection(books.engine, transaction=True) as raw:
+        assert judge_pools(raw, 0.5, after) == [("h100-a", "opened")]
+        assert judge_pools(raw, 0.5, after) == []  # one alert while it stays open
+        (alert,) = [a for a in open_alerts(raw) if a["signal"] == "utilisation"]
+    assert alert["use_case"] == "pool:h100-a"
+    assert alert["detail"]["value"] == 0.25
+    assert alert["detail"]["idle_cost_nanos"] == {"USD": 2 * 396 * 10**7 - 1800 * 1_100_000}
+    assert "25.0% busy" in alert["message"]
+    books.append(_render("acme", "5400"))  # now fully busy
+    run_allocation(books.engine)
+    with connection(books.engine, transaction=True) as raw:
+        assert judge_pools(raw, 0.5, after) == [("h100-a", "resolved")]
+        assert not [a for a in open_alerts(raw) if a["signal"] == "utilisation"]

@@ -34,6 +34,8 @@ class AlertSettings(BaseModel):
     webhook_secret: str | None = None  # HMAC-SHA256 key; required with a webhook_url
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0  # doubled after every failed attempt
+    # A pool busy less than this share of an hour it held is a finding (None: not judged).
+    utilisation_floor: float | None = 0.5
 
 
 def _specificity(rule: AlertRule) -> int:

@@ -77,6 +77,9 @@ def create_app(
                     if settings.alerts.enabled
                     else None
                 ),
+                utilisation_floor=(
+                    settings.alerts.utilisation_floor if settings.alerts.enabled else None
+                ),
             )
         try:
             yield
