@@ -19,7 +19,7 @@ from reports.billing.plans import FailedRenders
 
 # A decimal as plain text, no exponent: what ``format(Decimal, "f")`` writes.
 DecimalText = Annotated[str, Field(pattern=r"^-?\d+(\.\d+)?$", examples=["12.50"])]
-LineKind = Literal["usage", "commitment", "adjustment"]
+LineKind = Literal["usage", "allocation", "commitment", "adjustment"]
 
 
 class _Part(BaseModel):
@@ -69,6 +69,13 @@ class Positions(_Part):
         description="The last finalized invoice's through_seq: later events of earlier "
         "months are billed here as adjustments"
     )
+    # Absent (not null) unless the plan bills fully-loaded cost: documents stored before
+    # it existed keep their JSON, and so their content_sha256.
+    allocations_through: int | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The last allocation row (alloc_id) the allocated-share lines include",
+    )
 
 
 class CostBasis(_Part):
@@ -82,6 +89,11 @@ class CostBasis(_Part):
     events: int
     renders: dict[str, int] = Field(description="Renders by outcome (no_outcome: none seen)")
     by_use_case: dict[str, int] = Field(description="Metered nanos by use case")
+    allocated_nanos: int | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Idle capacity and overheads allocated to the tenant (fully-loaded plans)",
+    )
 
 
 class CreditNote(_Part):

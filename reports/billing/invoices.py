@@ -34,7 +34,13 @@ from reports.billing.pricing import (
     commitment_topup,
     price_usage,
 )
-from reports.billing.usage import late_months, read_usage, window_of
+from reports.billing.usage import (
+    allocation_head,
+    late_months,
+    read_allocated,
+    read_usage,
+    window_of,
+)
 
 
 class InvoiceError(ValueError):
@@ -45,20 +51,26 @@ class InvoiceError(ValueError):
 class Finalized:
     period: date
     through_seq: int
+    allocations_through: int = 0
 
 
 def money(minor: int, digits: int) -> str:
     return format(Decimal(minor).scaleb(-digits), "f")
 
 
-def _charge(plan: Plan, usage: list[Usage]) -> list[Line]:
-    lines = price_usage(plan, usage)
+def _charge(plan: Plan, usage: list[Usage], allocated: dict[str, int] | None = None) -> list[Line]:
+    lines = price_usage(plan, usage, allocated)
     topup = commitment_topup(plan, sum(line.amount_minor for line in lines))
     return [*lines, topup] if topup else lines
 
 
 def _adjustments(
-    raw: psycopg.Connection[Any], tenant: str, months: set[date], last: Finalized, through: int
+    raw: psycopg.Connection[Any],
+    tenant: str,
+    months: set[date],
+    last: Finalized,
+    through: int,
+    allocations: int,
 ) -> list[Line]:
     """Late events of months up to the last finalized one: each month priced now and as
     last billed. Months are finalized in order, so such a month is either finalized or
@@ -72,17 +84,26 @@ def _adjustments(
         charge = _charge if window.finalized else price_usage
         now = read_usage(raw, window, through, tenants=[tenant]).get(tenant, [])
         before = read_usage(raw, window, last.through_seq, tenants=[tenant]).get(tenant, [])
-        out += adjustment_lines(month(period), charge(plan, now), charge(plan, before))
+        shares: tuple[dict[str, int] | None, dict[str, int] | None] = (None, None)
+        if plan.cost_basis == "fully_loaded":
+            shares = (
+                read_allocated(raw, tenant, window, allocations),
+                read_allocated(raw, tenant, window, last.allocations_through),
+            )
+        out += adjustment_lines(
+            month(period), charge(plan, now, shares[0]), charge(plan, before, shares[1])
+        )
     return out
 
 
 def last_finalized(raw: psycopg.Connection[Any], tenant: str, before: date) -> Finalized | None:
     row = raw.execute(
-        "SELECT period, through_seq FROM invoices WHERE tenant_id = %s AND period < %s "
-        "ORDER BY period DESC LIMIT 1",
+        "SELECT period, through_seq, "
+        "coalesce((document->'positions'->>'allocations_through')::bigint, 0) "
+        "FROM invoices WHERE tenant_id = %s AND period < %s ORDER BY period DESC LIMIT 1",
         (tenant, before),
     ).fetchone()
-    return Finalized(row[0], int(row[1])) if row else None
+    return Finalized(row[0], int(row[1]), int(row[2])) if row else None
 
 
 def _credit_balance(raw: psycopg.Connection[Any], plan: Plan, window: Window) -> int:
@@ -118,19 +139,23 @@ def compute(
     window = window or window_of(raw, tenant, period, plan)
     if usage is None:
         usage = read_usage(raw, window, through_seq, tenants=[tenant]).get(tenant, [])
-    lines = _charge(plan, usage)
+    allocations = allocation_head(raw) if plan.cost_basis == "fully_loaded" else None
+    allocated = None
+    if allocations is not None:
+        allocated = read_allocated(raw, tenant, window, allocations)
+    lines = _charge(plan, usage, allocated)
     last = last_finalized(raw, tenant, period)
     if last is not None:
         if late is None:
             late = late_months(raw, [tenant], last.through_seq, through_seq, window.start).get(
                 tenant, set()
             )
-        lines += _adjustments(raw, tenant, late, last, through_seq)
+        lines += _adjustments(raw, tenant, late, last, through_seq, allocations or 0)
     digits = plan.minor_digits
     sums: dict[str, int] = defaultdict(int)
     for line in lines:
         sums[line.kind] += line.amount_minor
-    due = sums["usage"] + sums["commitment"] + sums["adjustment"]
+    due = sums["usage"] + sums["allocation"] + sums["commitment"] + sums["adjustment"]
     credits = max(0, min(_credit_balance(raw, plan, window), due))
     renders: dict[str, int] = defaultdict(int)
     for u in usage:
@@ -158,6 +183,7 @@ def compute(
             last_seq=max((u.last_seq for u in usage), default=None),
             through_seq=through_seq,
             adjustments_after_seq=last.through_seq if last else None,
+            allocations_through=allocations,
         ),
         cost_basis=CostBasis(
             currency="USD",
@@ -168,9 +194,10 @@ def compute(
             events=sum(u.events for u in usage),
             renders=dict(sorted(renders.items())),
             by_use_case=_by_use_case(usage),
+            allocated_nanos=None if allocated is None else sum(allocated.values()),
         ),
         lines=[line.as_invoice_line(digits) for line in lines],
-        subtotal=money(sums["usage"], digits),
+        subtotal=money(sums["usage"] + sums["allocation"], digits),
         commitment_topup=money(sums["commitment"], digits),
         adjustments=money(sums["adjustment"], digits),
         credits_applied=money(credits, digits),

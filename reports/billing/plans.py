@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -93,6 +93,11 @@ class Plan(BaseModel):
     minimum_commitment: Money = Decimal(0)
     default: Pricing = Pricing(markup=Decimal(0))
     use_cases: dict[UseCase, Pricing] = {}
+    # "fully_loaded": cost-plus lines also bill the tenant's allocated share of idle
+    # capacity and overheads (reports/allocation.py), as a line of its own per use case.
+    cost_basis: Literal["direct", "fully_loaded"] = Field(
+        default="direct", exclude_if=lambda v: v == "direct"
+    )
 
     @field_validator("effective_from")
     @classmethod

@@ -87,7 +87,11 @@ def billed_outcomes(plan: Plan) -> frozenset[str]:
     return frozenset({"delivered", ""})
 
 
-def price_usage(plan: Plan, usage: Iterable[Usage]) -> list[Line]:
+def price_usage(
+    plan: Plan, usage: Iterable[Usage], allocated: dict[str, int] | None = None
+) -> list[Line]:
+    """The usage lines; with ``allocated`` (nanos by use case, a fully-loaded plan), each
+    cost-plus use case also bills its allocated share of idle capacity and overheads."""
     billed = billed_outcomes(plan)
     cost: dict[str, int] = defaultdict(int)
     images: dict[str, int] = defaultdict(int)
@@ -137,6 +141,34 @@ def price_usage(plan: Plan, usage: Iterable[Usage]) -> list[Line]:
                     to_minor(exact, digits),
                 )
             )
+    return lines + _allocation_lines(plan, allocated or {})
+
+
+def _allocation_lines(plan: Plan, allocated: dict[str, int]) -> list[Line]:
+    """Per-image pricing does not depend on cost, so only cost-plus use cases bill a share;
+    one the tenant bears with no use case to spread it over goes by the plan's default."""
+    lines = []
+    for use_case, nanos in sorted(allocated.items()):
+        pricing = plan.pricing(use_case)
+        if pricing.markup is None or nanos == 0:
+            continue
+        share = Decimal(nanos).scaleb(-9, EXACT)
+        unit_price = EXACT.multiply(1 + pricing.markup, plan.usd_rate)
+        exact = EXACT.multiply(share, unit_price)
+        lines.append(
+            Line(
+                "allocation",
+                f"{use_case or 'all use cases'}: share of idle GPU capacity and overheads "
+                f"{_pct(pricing.markup)}",
+                use_case,
+                None,
+                share,
+                "USD of allocated cost",
+                unit_price,
+                exact,
+                to_minor(exact, plan.minor_digits),
+            )
+        )
     return lines
 
 

@@ -145,3 +145,24 @@ def first_usage_before(
             (before, through_seq, tenants),
         )
     }
+
+
+def allocation_head(raw: psycopg.Connection[Any]) -> int:
+    """The last allocation row: rows are appended by one job at a time, so in order."""
+    row = raw.execute("SELECT coalesce(max(alloc_id), 0) FROM allocations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def read_allocated(
+    raw: psycopg.Connection[Any], tenant: str, window: Window, through: int
+) -> dict[str, int]:
+    """The tenant's allocated idle capacity and overheads in ``window`` by use case, as of
+    allocation row ``through``. Cost-plus bills USD metered cost, so USD allocations only."""
+    return {
+        use_case: int(nanos)
+        for use_case, nanos in raw.execute(
+            "SELECT use_case, sum(amount_nanos) FROM allocations WHERE tenant_id = %s "
+            "AND hour >= %s AND hour < %s AND currency = 'USD' AND alloc_id <= %s GROUP BY 1",
+            (tenant, window.start, window.end, through),
+        )
+    }
