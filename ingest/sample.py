@@ -153,3 +153,30 @@ def unet_event(tenant: str, render: UUID | None = None, **overrides: Any) -> Cos
         "occurred_at": datetime(2026, 10, 15, 12, tzinfo=UTC),
     }
     return CostEvent.model_validate(fields | overrides)
+
+
+def pooled_events(
+    start: datetime,
+    hours: int,
+    gpus: int,
+    utilisation: float,
+    pool: str,
+    *,
+    seed: int = 11,
+) -> Iterator[CostEvent]:
+    """Renders on a pool's H100s that keep it about ``utilisation`` busy for ``hours``.
+
+    Each render's GPU events name the pool (attribute ``pool``), so the allocation job can
+    set their busy GPU-seconds against the capacity held; the same seed gives the same ids.
+    """
+    rng = random.Random(f"pooled {pool} {start.isoformat()} {seed}")  # noqa: S311
+    target = hours * 3600 * gpus * utilisation
+    busy = 0.0
+    while busy < target:
+        at = start + timedelta(seconds=rng.uniform(0, hours * 3600 - 1))
+        attrs = {"model": "sdxl-1.0", "gpu_type": "h100", "pool": pool}
+        tenant, use_case = rng.choice(TENANTS[:3]), rng.choice(USE_CASES[:2])
+        for event in _render(rng, tenant, use_case, _uuid(rng), at, attrs, failed=False, hit=True):
+            if event.sku.startswith("gpu."):
+                busy += float(event.quantity)
+            yield event

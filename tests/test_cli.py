@@ -138,6 +138,7 @@ def test_demo_opens_an_alert_then_a_sample_is_new_and_a_resend_says_why(
     demo = cli.invoke(app, ["demo", "--no-serve", "--no-render-images", "--renders", "50"])
     assert demo.exit_code == 0, demo.output
     assert "1 series judged, 1 opened, 1 open" in demo.output
+    assert "2 H100s held 4 h on 2026-10-20" in demo.output
     assert "acme/architecture cost per render +" in demo.output
     assert "100% of the increase is `unet`; precision changed int8 → fp16" in demo.output
     ran = cli.invoke(app, ["alerts", "run"])

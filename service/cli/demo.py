@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated
+from uuid import NAMESPACE_URL, uuid5
 
 import typer
 
@@ -70,6 +72,64 @@ def _alerts(ledger: Ledger, settings: Settings) -> None:
         out.print(f"  {plain(a['message'])}", highlight=False)
 
 
+POOL_DAY = datetime(2026, 10, 20, 8, tzinfo=UTC)
+
+
+def _capacity(ledger: Ledger) -> None:
+    """The example pools, two H100s held four hours on 20 October and rendered on about 45 %
+    of the time, and two overheads; then the allocation of what that cost to tenants."""
+    from ingest.sample import pooled_events
+    from ledger.actual_costs import CapacityHeld, OverheadIncurred, schedule_event_id
+    from ledger.capacity import load_pools, record
+    from ledger.pools import parse_pool_file
+    from reports.allocation_job import run_allocation
+    from service.cli.common import BOOKS
+
+    load_pools(ledger.engine, parse_pool_file((BOOKS / "example_pools.toml").read_text()))
+    pool, end = "h100-ondemand", POOL_DAY + timedelta(hours=4)
+    held = CapacityHeld(
+        event_id=schedule_event_id(pool, POOL_DAY, end, Decimal(2)),
+        pool=pool,
+        starts_at=POOL_DAY,
+        ends_at=end,
+        gpus=Decimal(2),
+        description="demo: two H100s rented by the hour",
+    )
+    month = (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+    overheads = [
+        OverheadIncurred(
+            event_id=uuid5(NAMESPACE_URL, "renderledger-demo/checkpoints-2026-10"),
+            account="platform",
+            category="checkpoint_storage",
+            amount=Decimal("23.00"),
+            currency="USD",
+            starts_at=month[0],
+            ends_at=month[1],
+            allocate_by="renders",
+            description="demo: 1 TB of checkpoints, October",
+        ),
+        OverheadIncurred(
+            event_id=uuid5(NAMESPACE_URL, "renderledger-demo/acme-lora-2026-10"),
+            account="tenant:acme",
+            category="training",
+            amount=Decimal("41.25"),
+            currency="USD",
+            starts_at=datetime(2026, 10, 5, tzinfo=UTC),
+            ends_at=datetime(2026, 10, 5, 6, tzinfo=UTC),
+            description="demo: acme's LoRA fine-tune, 6 A100-hours",
+        ),
+    ]
+    record(ledger.engine, [held, *overheads])
+    accepted, _, _ = _append_all(
+        ledger, pooled_events(POOL_DAY, 4, 2, 0.45, pool), "ingesting renders on the H100 pool"
+    )
+    result = run_allocation(ledger.engine)
+    out.print(
+        f"[bold]capacity[/] 3 pools, 2 H100s held 4 h on 2026-10-20 with {accepted} events on "
+        f"them, 2 overheads; {result.hours} hours allocated"
+    )
+
+
 def demo(
     renders: Annotated[int, typer.Option(help="Sample renders to ingest")] = 2000,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
@@ -114,6 +174,7 @@ def demo(
     from reports.billing.plans import store_grant, store_plan
     from reports.jobs import run_rollup
 
+    _capacity(ledger)
     rolled = run_rollup(ledger.engine)
     out.print(f"[bold]rollup[/] {rolled.events} new events rolled up")
     _alerts(ledger, settings)
@@ -130,6 +191,7 @@ def _serve(settings: Settings, ledger: Ledger, host: str, port: int, render: str
     key = _demo_key(settings, ledger)
     base = f"http://{host}:{port}"
     where = plain(settings.data_dir / "demo-admin.key")
+    october = "from=2026-10-01&to=2026-11-01"
     out.print(
         f"""
 [bold green]renderledger is serving[/] (Ctrl-C to stop; `renderledger db stop` ends PostgreSQL)
@@ -147,6 +209,9 @@ In the API docs, "Authorize" takes the same key.
   invoice      {base}/v1/tenants/acme/invoices/2026-10  (a draft; add ?format=pdf or csv)
   in EUR       {base}/v1/tenants/globex/invoices/2026-10?format=pdf
   alerts       {base}/v1/alerts?status=open  (`renderledger alerts list` shows the same)
+  pools        {base}/v1/pools/report?{october}
+  fully loaded {base}/v1/tenants/acme/fully-loaded?{october}
+  break-even   {base}/v1/break-even?pool=a100-reserved&api_book=sdxl-api-0004&{october}
   metrics      {base}/metrics
 """,
         highlight=False,
