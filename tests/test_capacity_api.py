@@ -136,3 +136,66 @@ def test_pools_capacity_allocation_and_break_even_over_http(api: httpx.Client) -
         params={"pool": "a100", "api_book": "nope", "from": "2026-10-01", "to": "2026-11-01"},
     )
     assert other.status_code == 404
+
+
+def test_capacity_refusals_are_clear_and_write_nothing(api: httpx.Client) -> None:
+    assert api.put("/v1/pools/a100", json=A100).status_code == 200
+    good = {
+        "kind": "capacity",
+        "event_id": str(uuid.uuid4()),
+        "pool": "a100",
+        "starts_at": START.isoformat(),
+        "ends_at": (START + timedelta(hours=1)).isoformat(),
+        "gpus": "1",
+    }
+    cases = {
+        b"not json": 422,
+        b'{"kind": "capacity"}': 422,  # an object, not an array
+        orjson.dumps([good, good | {"ends_at": START.isoformat()}]): 422,
+        orjson.dumps([good, good | {"kind": "nonsense"}]): 422,
+        orjson.dumps([good, {**good, "gpus": "1e9"}]): 422,
+        orjson.dumps([good, good]): 422,  # the same event_id twice
+        orjson.dumps([good | {"ends_at": "2099-01-01T00:00:00Z"}]): 422,
+        orjson.dumps([good | {"pool": "x" * 100}]): 422,
+    }
+    for body, status in cases.items():
+        got = api.post("/v1/capacity", content=body)
+        assert got.status_code == status, (body[:80], got.text)
+        assert got.json()["detail"]["message"]
+    bad_index = api.post(
+        "/v1/capacity",
+        content=orjson.dumps([good, good | {"event_id": str(uuid.uuid4()), "gpus": "-1"}]),
+    ).json()["detail"]["errors"][0]
+    assert (bad_index["index"], bad_index["field"]) == (1, "gpus")
+    overhead = {
+        "kind": "overhead",
+        "event_id": str(uuid.uuid4()),
+        "account": "tenant:acme",
+        "amount": "5",
+        "currency": "USD",
+        "starts_at": START.isoformat(),
+        "ends_at": (START + timedelta(hours=1)).isoformat(),
+        "allocate_by": "renders",
+    }
+    wrong = api.post("/v1/capacity", content=orjson.dumps([overhead])).json()["detail"]
+    assert "a tenant's overhead is direct" in wrong["message"]
+    # Nothing of the refused batches was written; a changed resend is a conflict.
+    assert api.post("/v1/capacity", content=orjson.dumps([good])).json()["accepted"] == 1
+    changed = api.post("/v1/capacity", content=orjson.dumps([good | {"gpus": "2"}]))
+    assert changed.status_code == 409
+    assert changed.json()["detail"]["event_ids"] == [good["event_id"]]
+
+
+def test_tenant_keys_cannot_touch_capacity(api: httpx.Client, fresh_database: str) -> None:
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    key = create_key(engine, "acme", ["ingest", "read"], "tenant")
+    engine.dispose()
+    headers = {"authorization": f"Bearer {key}"}
+    assert api.post("/v1/capacity", content=b"[]", headers=headers).status_code == 403
+    assert api.put("/v1/pools/a100", json=A100, headers=headers).status_code == 403
+    assert (
+        api.get(
+            "/v1/pools/report", params={"from": "2026-10-01", "to": "2026-11-01"}, headers=headers
+        ).status_code
+        == 403
+    )
