@@ -36,6 +36,10 @@ metadata = MetaData()
 STAGE_COLUMNS: dict[str, str] = {
     stage.value: f"{stage.value}_nanos" for stage in Stage if stage is not Stage.RENDER
 }
+# Per render and stage, the signed counts of its cache hit and miss events (rollups.py).
+STAGE_CACHE_COLUMNS: dict[str, tuple[str, str]] = {
+    stage: (f"{stage}_hits", f"{stage}_misses") for stage in STAGE_COLUMNS
+}
 
 tenants = Table(
     "tenants",
@@ -166,6 +170,7 @@ render_rollup = Table(
     "render_rollup",
     metadata,
     Column("render_id", UUID(as_uuid=True), primary_key=True),
+    Column("currency", String(3), primary_key=True),
     Column("tenant_id", Text, nullable=False),
     Column("use_case", Text, nullable=False),
     Column("day", Date, nullable=False),
@@ -176,8 +181,10 @@ render_rollup = Table(
     Column("total_nanos", Numeric, nullable=False),
     Column("baseline_nanos", Numeric, nullable=False),
     *(Column(column, Numeric, nullable=False) for column in STAGE_COLUMNS.values()),
+    # Render-stages looked up in a cache, and found there (from the columns below).
     Column("cache_hits", Integer, nullable=False),
     Column("cache_lookups", Integer, nullable=False),
+    *(Column(c, Integer, nullable=False) for pair in STAGE_CACHE_COLUMNS.values() for c in pair),
     Column("model", Text),
     Column("pipeline_version", Text),
     Column("gpu_type", Text),
@@ -196,12 +203,34 @@ daily_rollup = Table(
     Column("stage", Text, primary_key=True),
     Column("sku", Text, primary_key=True),
     Column("outcome", Text, primary_key=True),
+    Column("currency", String(3), primary_key=True),
     Column("events", BigInteger, nullable=False),
     Column("quantity", Numeric, nullable=False),
     Column("cost_nanos", Numeric, nullable=False),
     Column("baseline_nanos", Numeric, nullable=False),
-    Column("cache_hits", BigInteger, nullable=False),
-    Column("cache_lookups", BigInteger, nullable=False),
+    Column("wall_s", Numeric, nullable=False),  # the stage events' wall_s, summed
+)
+
+# Exchange rates as loaded (ledger/fx.py): append-only like the log (migration 0011).
+fx_versions = Table(
+    "fx_versions",
+    metadata,
+    Column("version", Integer, Identity(), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("base", String(3), nullable=False),
+    Column("source_sha256", Text, nullable=False, unique=True),
+    Column("rates", Integer, nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+fx_rates = Table(
+    "fx_rates",
+    metadata,
+    Column("version", Integer, ForeignKey("fx_versions.version"), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("rate", Numeric, nullable=False),
+    CheckConstraint("rate > 0", name="fx_rates_positive"),
 )
 
 api_keys = Table(

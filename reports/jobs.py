@@ -24,13 +24,17 @@ from ledger.connections import job_lock
 from ledger.database import libpq_url
 from ledger.journal import head as ledger_head
 from ledger.locks import ROLLUP
+from ledger.tables import STAGE_CACHE_COLUMNS
 from reports.rollups import (
     DAILY_KEYS,
     DAILY_SUMS,
     FIRSTS,
+    RENDER_KEYS,
     SUMS,
     combine,
     daily,
+    found,
+    looked_up,
     render_partials,
 )
 from reports.source import read_events, read_events_adbc
@@ -101,6 +105,15 @@ _RENDER_MERGE = {
     "rendered_at": "CASE WHEN t.outcome IS NOT NULL THEN t.rendered_at WHEN EXCLUDED.outcome "
     "IS NOT NULL THEN EXCLUDED.rendered_at ELSE least(t.rendered_at, EXCLUDED.rendered_at) END",
     "last_seq": "greatest(t.last_seq, EXCLUDED.last_seq)",
+    # Derived again from the merged per-stage counts, never added: a lookup seen in two
+    # chunks is still one lookup.
+    **{
+        name: " + ".join(
+            f"({flag(f't.{h} + EXCLUDED.{h}', f't.{m} + EXCLUDED.{m}')})::int"
+            for h, m in STAGE_CACHE_COLUMNS.values()
+        )
+        for name, flag in (("cache_hits", found), ("cache_lookups", looked_up))
+    },
 }
 _DAILY_MERGE = {c: f"t.{c} + EXCLUDED.{c}" for c in DAILY_SUMS}
 
@@ -110,7 +123,7 @@ def apply_chunk(raw: psycopg.Connection[Any], events: pl.DataFrame) -> None:
     lazy = events.lazy()
     _upsert(raw, "daily_rollup", daily(lazy).collect(), DAILY_KEYS, _DAILY_MERGE)
     renders = combine(render_partials(lazy)).collect()
-    _upsert(raw, "render_rollup", renders, ["render_id"], _RENDER_MERGE)
+    _upsert(raw, "render_rollup", renders, RENDER_KEYS, _RENDER_MERGE)
 
 
 def run_rollup(
@@ -173,7 +186,7 @@ def _rebuild(
             # Written in (tenant, day) order: a tenant's month then sits on a few dozen pages,
             # which is what a report reads (a render_id order scattered it over thousands).
             merged = combine(pl.concat(render_parts).lazy())
-            renders = merged.sort("tenant_id", "day", "render_id").collect()
+            renders = merged.sort("tenant_id", "day", *RENDER_KEYS).collect()
             _load_then_index(raw, "render_rollup", renders)
         _save_checkpoint(raw, head, head, reset=True)
     return RollupResult(True, head, len(ranges), head, time.perf_counter() - started)

@@ -6,6 +6,14 @@ chunk by chunk (incrementally, over late events, over reversals) end in the same
 latency and pipeline attributes come from its one ``render`` event; its day and time
 (``rendered_at``, which the alerts read) are that event's; until the render event arrives,
 the earliest day of its events (and that day's midnight).
+
+Every key holds the currency: a render whose events were priced in two currencies has a
+row in each, and no sum adds two currencies.
+
+Cache lookups are counted per render and stage, not per event (the caption LLM meters one
+lookup in two events): each stage keeps the signed counts of its hit and miss events, which
+merge by addition, and the flags are derived from the merged counts (``cache_flags``) —
+so they are exact whatever chunk each event fell in and whatever was reversed.
 """
 
 from __future__ import annotations
@@ -13,32 +21,65 @@ from __future__ import annotations
 import polars as pl
 
 from ledger.events import Stage
-from ledger.tables import STAGE_COLUMNS
+from ledger.tables import STAGE_CACHE_COLUMNS, STAGE_COLUMNS
 
-SUMS = ["total_nanos", "baseline_nanos", *STAGE_COLUMNS.values(), "cache_hits", "cache_lookups"]
+CACHE_COUNTS = [c for pair in STAGE_CACHE_COLUMNS.values() for c in pair]
+SUMS = ["total_nanos", "baseline_nanos", *STAGE_COLUMNS.values(), *CACHE_COUNTS]
 FIRSTS = ["outcome", "latency_ms", "model", "pipeline_version", "gpu_type", "precision"]
+RENDER_KEYS = ["render_id", "currency"]
 RENDER_COLUMNS = [
-    "render_id",
+    *RENDER_KEYS,
     "tenant_id",
     "use_case",
     "day",
     "rendered_at",
     *FIRSTS,
     *SUMS,
+    "cache_hits",
+    "cache_lookups",
     "last_seq",
 ]
-DAILY_KEYS = ["tenant_id", "day", "use_case", "stage", "sku", "outcome"]
-DAILY_SUMS = ["events", "quantity", "cost_nanos", "baseline_nanos", "cache_hits", "cache_lookups"]
+DAILY_KEYS = ["tenant_id", "day", "use_case", "stage", "sku", "outcome", "currency"]
+DAILY_SUMS = ["events", "quantity", "cost_nanos", "baseline_nanos", "wall_s"]
+
+
+def looked_up(hits: str, misses: str) -> str:
+    """SQL: the stage had a cache lookup (any live cache event)."""
+    return f"({hits} > 0 OR {misses} > 0)"
+
+
+def found(hits: str, misses: str) -> str:
+    """SQL: the lookup was a hit (live hit events, no live miss: a miss anywhere paid)."""
+    return f"({hits} > 0 AND {misses} <= 0)"
+
+
+def cache_flags() -> list[pl.Expr]:
+    """``cache_hits`` and ``cache_lookups`` of a render: stages looked up, and found."""
+    lookups = [
+        ((pl.col(h) > 0) | (pl.col(m) > 0)).cast(pl.Int32) for h, m in STAGE_CACHE_COLUMNS.values()
+    ]
+    hits = [
+        ((pl.col(h) > 0) & (pl.col(m) <= 0)).cast(pl.Int32) for h, m in STAGE_CACHE_COLUMNS.values()
+    ]
+    return [
+        pl.sum_horizontal(hits).alias("cache_hits"),
+        pl.sum_horizontal(lookups).alias("cache_lookups"),
+    ]
 
 
 def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
-    """One partial row per render from a slice of the log."""
+    """One partial row per render and currency from a slice of the log."""
     is_render = (pl.col("stage") == Stage.RENDER.value) & (pl.col("sign") == 1)
     stage_sums = [
         pl.col("cost_nanos").filter(pl.col("stage") == stage).sum().alias(column)
         for stage, column in STAGE_COLUMNS.items()
     ]
-    return events.group_by("render_id").agg(
+    cache_sums = [
+        pl.col(source).filter(pl.col("stage") == stage).sum().cast(pl.Int64).alias(column)
+        for stage, pair in STAGE_CACHE_COLUMNS.items()
+        for source, column in zip(("cache_hit", "cache_miss"), pair, strict=True)
+    ]
+    return events.group_by(RENDER_KEYS).agg(
         pl.col("tenant_id").first(),
         pl.col("use_case").first(),
         pl.col("day").filter(is_render).first().alias("render_day"),
@@ -50,8 +91,7 @@ def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("cost_nanos").sum().alias("total_nanos"),
         pl.col("baseline_nanos").sum(),
         *stage_sums,
-        pl.col("cache_hit").sum().alias("cache_hits"),
-        pl.col("cache_lookup").sum().alias("cache_lookups"),
+        *cache_sums,
         pl.col("seq").max().alias("last_seq"),
     )
 
@@ -59,7 +99,7 @@ def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
 def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
     """Merge partials of the same render; the result has the stored render_rollup columns."""
     return (
-        partials.group_by("render_id")
+        partials.group_by(RENDER_KEYS)
         .agg(
             pl.col("tenant_id").first(),
             pl.col("use_case").first(),
@@ -75,18 +115,18 @@ def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
             pl.coalesce("render_at", pl.col("min_day").cast(pl.Datetime("us")))
             .dt.replace_time_zone("UTC")
             .alias("rendered_at"),
+            *cache_flags(),
         )
         .select(RENDER_COLUMNS)
     )
 
 
 def daily(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Daily aggregates by tenant × use case × stage × SKU × outcome, signed sums."""
+    """Daily aggregates by tenant × use case × stage × SKU × outcome × currency, signed."""
     return events.group_by(DAILY_KEYS).agg(
         pl.col("sign").sum().alias("events"),
         pl.col("quantity").sum(),
         pl.col("cost_nanos").sum(),
         pl.col("baseline_nanos").sum(),
-        pl.col("cache_hit").sum().alias("cache_hits"),
-        pl.col("cache_lookup").sum().alias("cache_lookups"),
+        pl.col("wall_s").sum(),
     )

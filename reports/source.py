@@ -5,7 +5,8 @@ parsed by Polars. A rebuild streams the log through ADBC (binary COPY decoded to
 C++): one stream reads about as fast as the CSV route (1.4-1.7 s per million events either
 way, see BENCHMARKS.md), but ADBC decodes outside the GIL, so two reads overlap with the
 aggregation of the chunk before them. Each row is signed: a reversal (``sign`` −1)
-subtracts its quantity, its lookups and its event count; its cost is already negated.
+subtracts its quantity, its cache events, its event count and the wall time of the event it
+reverses; its cost is already negated. Each row keeps its currency: no rollup adds two.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ EVENT_SCHEMA: dict[str, Any] = {
     "stage": pl.String,
     "sku": pl.String,
     "outcome": pl.String,
+    "currency": pl.String,
     "day": pl.Date,
     "at": pl.Datetime("us"),
     "sign": pl.Int64,
@@ -36,13 +38,15 @@ EVENT_SCHEMA: dict[str, Any] = {
     "cost_nanos": pl.Int128,
     "baseline_nanos": pl.Int128,
     "cache_hit": pl.Int64,
-    "cache_lookup": pl.Int64,
+    "cache_miss": pl.Int64,
+    "wall_s": pl.Decimal(38, 9),
     "latency_ms": pl.Float64,
     "model": pl.String,
     "pipeline_version": pl.String,
     "gpu_type": pl.String,
     "precision": pl.String,
     "unreadable": pl.Int64,
+    "unreadable_wall": pl.Int64,
 }
 
 # A value a reader cannot use is treated as absent and counted, never cast blindly: one
@@ -54,9 +58,17 @@ _READABLE_LATENCY = (
     "jsonb_typeof(attributes->'latency_ms') = 'number' "
     "AND abs((attributes->'latency_ms')::numeric) < 1e15"
 )
+# ``wall_s`` as ledger.events.duration reads it: a number from 0 to 1e9 (nested CASEs, as
+# SQL does not promise to evaluate an AND left to right). A reversal carries the wall time
+# of the event it reverses, negated, so the sums stay exact whatever the reversal says.
+_WALL = (
+    "CASE WHEN jsonb_typeof(w) = 'number' THEN CASE WHEN w::numeric BETWEEN 0 AND 1e9 "
+    "THEN round(w::numeric, 9) END END"
+)
 
 _SELECT = """
 SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS outcome,
+       currency,
        (occurred_at AT TIME ZONE 'UTC')::date AS day,
        CASE WHEN stage = 'render' THEN occurred_at AT TIME ZONE 'UTC' END AS at,
        CASE WHEN reverses IS NULL THEN 1 ELSE -1 END AS sign,
@@ -65,8 +77,10 @@ SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS
        coalesce(baseline_cost_nanos, cost_nanos) AS baseline_nanos,
        CASE WHEN cache = 'hit' THEN 1 ELSE 0 END * CASE WHEN reverses IS NULL THEN 1 ELSE -1 END
            AS cache_hit,
-       CASE WHEN cache IS NULL THEN 0 ELSE 1 END * CASE WHEN reverses IS NULL THEN 1 ELSE -1 END
-           AS cache_lookup,
+       CASE WHEN cache = 'miss' THEN 1 ELSE 0 END * CASE WHEN reverses IS NULL THEN 1 ELSE -1 END
+           AS cache_miss,
+       (coalesce(CASE WHEN stage <> 'render' THEN {wall} END, 0)
+           * CASE WHEN reverses IS NULL THEN 1 ELSE -1 END) AS wall_s,
        CASE WHEN stage = 'render' AND reverses IS NULL AND {readable}
             THEN (attributes->>'latency_ms')::float8 END AS latency_ms,
        CASE WHEN stage = 'render' THEN attributes->>'model' END AS model,
@@ -74,8 +88,15 @@ SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS
        CASE WHEN stage = 'render' THEN attributes->>'gpu_type' END AS gpu_type,
        CASE WHEN stage = 'render' THEN attributes->>'precision' END AS precision,
        CASE WHEN stage = 'render' AND attributes ? 'latency_ms' AND NOT ({readable})
-            THEN 1 ELSE 0 END AS unreadable
-FROM {log} WHERE seq BETWEEN {lo} AND {hi} ORDER BY seq
+            THEN 1 ELSE 0 END AS unreadable,
+       CASE WHEN stage <> 'render' AND reverses IS NULL AND jsonb_typeof(w) <> 'null'
+            AND {wall} IS NULL THEN 1 ELSE 0 END AS unreadable_wall
+FROM (
+    SELECT e.*, CASE WHEN e.reverses IS NULL THEN e.attributes->'wall_s'
+                ELSE (SELECT o.attributes->'wall_s' FROM {log} AS o
+                      WHERE o.tenant_id = e.tenant_id AND o.event_id = e.reverses) END AS w
+    FROM {log} AS e WHERE e.seq BETWEEN {lo} AND {hi}
+) AS e ORDER BY seq
 """
 
 
@@ -84,9 +105,13 @@ def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFra
     and immutable (below the chain head), so reading outside the job's transaction is safe."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    query = _select(lo, hi).replace(
-        "THEN quantity ELSE -quantity END AS quantity",
-        "THEN quantity ELSE -quantity END::text AS quantity",
+    query = (
+        _select(lo, hi)
+        .replace(
+            "THEN quantity ELSE -quantity END AS quantity",
+            "THEN quantity ELSE -quantity END::text AS quantity",
+        )
+        .replace(") AS wall_s", ")::text AS wall_s")
     )
     with adbc.connect(url) as conn, conn.cursor() as cur:
         if role:
@@ -99,7 +124,10 @@ def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFra
         .with_columns(
             pl.col("render_id").bin.encode("hex"),
             pl.col("quantity").str.to_decimal(scale=18),
-            pl.col(["sign", "cache_hit", "cache_lookup", "unreadable"]).cast(pl.Int64),
+            pl.col("wall_s").str.to_decimal(scale=9),
+            pl.col(["sign", "cache_hit", "cache_miss", "unreadable", "unreadable_wall"]).cast(
+                pl.Int64
+            ),
             pl.col(["cost_nanos", "baseline_nanos"]).cast(pl.Int128),
         )
         .select(list(EVENT_SCHEMA))
@@ -112,15 +140,15 @@ def read_events(raw: psycopg.Connection[Any], lo: int, hi: int) -> pl.DataFrame:
 
 
 def _counted(frame: pl.DataFrame) -> pl.DataFrame:
-    unreadable = int(frame["unreadable"].sum())
-    if unreadable:
-        with _unreadable_lock:
-            UNREADABLE["latency_ms"] += unreadable
+    counts = {"latency_ms": "unreadable", "wall_s": "unreadable_wall"}
+    found = {name: int(frame[column].sum()) for name, column in counts.items()}
+    with _unreadable_lock:
+        UNREADABLE.update({name: n for name, n in found.items() if n})
     return frame
 
 
 def _select(lo: int, hi: int) -> str:
-    return _SELECT.format(log=LOG, lo=int(lo), hi=int(hi), readable=_READABLE_LATENCY)
+    return _SELECT.format(log=LOG, lo=int(lo), hi=int(hi), readable=_READABLE_LATENCY, wall=_WALL)
 
 
 def copy_out(raw: psycopg.Connection[Any], query: str, schema: dict[str, Any]) -> pl.DataFrame:

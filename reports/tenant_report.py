@@ -2,27 +2,47 @@
 
 Read from the rollups only, never from the log, with a few GROUP BY queries over the
 tenant's rows (a tenant-month is a few thousand rows, which PostgreSQL aggregates in a
-millisecond where a DataFrame engine spends more on start-up than on work). Money stays
-integer nanos; a division is rounded once, half-even, to the nano.
+millisecond where a DataFrame engine spends more on start-up than on work). Every key holds
+the currency: without a target currency a row is one currency's, and nothing of two is ever
+added; with one, each day's amounts are converted at that day's rate (``ledger.fx``) and
+summed exactly. Money stays integer nanos or exact Decimals; each figure is rounded once,
+half-even, to the nano.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from datetime import date
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 import psycopg
-from pydantic import BaseModel, Field
 
-from ledger.money import format_nanos
-from ledger.tables import STAGE_COLUMNS
+from ledger.events import Stage
+from ledger.fx import FxTable
+from ledger.money import EXACT
+from ledger.tables import STAGE_CACHE_COLUMNS, STAGE_COLUMNS
+from reports.report_rows import (
+    Previous,
+    ReportRow,
+    WhatIf,
+    change,
+    fraction,
+    money,
+    per,
+    shares,
+)
+from reports.rollups import found, looked_up
 
 GROUPS = ("use_case", "stage", "day")
+STAGES = [s.value for s in Stage]
 _RANGE = "tenant_id = %(tenant)s AND day >= %(start)s AND day < %(end)s"
-_STAGES = ", ".join(f"('{stage}', {column})" for stage, column in STAGE_COLUMNS.items())
+_FAILED = "outcome IN ('failed', 'cancelled')"
+_CACHE_STAGES = ", ".join(f"('{s}', {h}, {m})" for s, (h, m) in STAGE_CACHE_COLUMNS.items())
+
+Key = tuple[Any, ...]
+Sums = defaultdict[Key, defaultdict[str, Decimal]]
 
 
 @dataclass(frozen=True)
@@ -31,204 +51,274 @@ class ReportQuery:
     start: date
     end: date  # exclusive
     group_by: tuple[str, ...] = ("use_case",)
+    currency: str | None = None  # convert every amount to it; None: a row per currency
+
+    def previous(self) -> ReportQuery:
+        """The period of equal length just before."""
+        return replace(self, start=self.start - (self.end - self.start), end=self.start)
 
 
-Key = tuple[Any, ...]
+@dataclass(frozen=True)
+class WhatIfBook:
+    currency: str
+    prices: dict[str, Decimal]  # nanos per unit, by SKU
 
 
-class Usd(BaseModel):
-    """Metered cost in USD: exact integer nanos, and the same as decimal text."""
+class Converter:
+    """Amounts read per (group, currency, day), converted to the row's currency and summed
+    exactly; the row's currency is the target, or the amount's own."""
 
-    nanos: int
-    amount: str = Field(examples=["0.007722000"])
+    def __init__(self, target: str | None, fx: FxTable | None) -> None:
+        self.target, self.fx = target, fx
 
+    def row_currency(self, currency: str) -> str:
+        return self.target or currency
 
-class WhatIf(BaseModel):
-    """The same work priced with another price book (the ``what_if`` query parameter)."""
+    def amount(self, nanos: Any, currency: str, day: date | None) -> Decimal:
+        if self.target is None or currency == self.target:
+            return Decimal(nanos or 0)
+        assert self.fx is not None
+        assert day is not None
+        return self.fx.convert(Decimal(nanos or 0), currency, self.target, day)
 
-    cost: Usd
-    cost_per_delivered_render: Usd | None
-    difference_per_delivered_render: Usd | None
-
-
-class ReportRow(BaseModel):
-    """One group of the report: the keys it is grouped by (``group_by``) and no others;
-    ``share_of_cost`` when grouped by stage, else ``stage_share``; ``what_if`` when asked."""
-
-    # Only the fields given are set, and a row is served with ``exclude_unset``.
-    use_case: str | None = None
-    stage: str | None = None
-    day: date | None = None
-    renders_delivered: int
-    renders_failed: int
-    renders_cancelled: int
-    cost: Usd
-    cost_per_delivered_render: Usd | None
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    cache_hit_rate: float | None
-    cache_savings: Usd
-    waste: Usd = Field(description="Cost of failed and cancelled renders")
-    share_of_cost: float | None = Field(default=None, description="The stage's part of its group")
-    stage_share: dict[str, float] | None = Field(default=None, description="Parts by stage")
-    what_if: WhatIf | None = None
+    def day_column(self) -> str:
+        """The day each amount is converted at: needed only when converting."""
+        return "day" if self.target else "NULL::date"
 
 
-def _select(keys: Iterable[str]) -> tuple[str, str]:
-    cols = list(keys)
-    return ("".join(f"{c}, " for c in cols), ", ".join(cols) or "()")
+def _select(keys: list[str]) -> str:
+    return "".join(f"{c}, " for c in keys)
 
 
-def _daily(raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str]) -> list[dict[str, Any]]:
-    """Cost, savings and cache counts per outer group and stage: costs and shares both."""
-    head, _ = _select(outer)
-    rows = raw.execute(
-        f"SELECT {head} stage, sum(cost_nanos), sum(baseline_nanos) - sum(cost_nanos), "
-        f"sum(cache_hits), sum(cache_lookups) FROM daily_rollup WHERE {_RANGE} "
-        f"GROUP BY {', '.join([*outer, 'stage'])}",
-        _params(q),
-    ).fetchall()
-    names = [*outer, "stage", "cost", "savings", "hits", "lookups"]
-    return [dict(zip(names, r, strict=True)) for r in rows]
-
-
-def _facts(
-    raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str]
-) -> dict[Key, dict[str, Any]]:
-    """Counts, latency percentiles and waste per outer group, from one row per render; the
-    waste also per stage, so grouping by stage needs no second pass."""
-    head, group = _select(outer)
-    failed = "outcome IN ('failed', 'cancelled')"
-    per_stage = "".join(
-        f", coalesce(sum({column}) FILTER (WHERE {failed}), 0)" for column in STAGE_COLUMNS.values()
-    )
-    rows = raw.execute(
-        f"SELECT {head} count(*) FILTER (WHERE outcome = 'delivered'), "
-        "count(*) FILTER (WHERE outcome = 'failed'), "
-        "count(*) FILTER (WHERE outcome = 'cancelled'), "
-        # To the microsecond: an interpolated double prints as 3612.5099999999998 otherwise.
-        "round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8, "
-        "round(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8, "
-        f"coalesce(sum(total_nanos) FILTER (WHERE {failed}), 0){per_stage} "
-        f"FROM render_rollup WHERE {_RANGE} GROUP BY {group}",
-        _params(q),
-    ).fetchall()
-    out = {}
-    for r in rows:
-        n = len(outer)
-        delivered, failed_n, cancelled, p50, p95, waste = r[n : n + 6]
-        out[tuple(r[:n])] = {
-            "delivered": delivered,
-            "failed": failed_n,
-            "cancelled": cancelled,
-            "p50": p50,
-            "p95": p95,
-            "waste": waste,
-            "stage_waste": dict(zip(STAGE_COLUMNS, r[n + 6 :], strict=True)),
-        }
-    return out
-
-
-def _what_if(
-    raw: psycopg.Connection[Any], q: ReportQuery, keys: list[str], prices: dict[str, Decimal]
-) -> dict[Key, int]:
-    """The same work under another book; an API's per-image price is paid for delivered
-    images only, so ``render.image`` counts delivered renders alone."""
-    head, _ = _select(keys)
-    rows = raw.execute(
-        f"SELECT {head} sku, sum(quantity) FROM daily_rollup WHERE {_RANGE} "
-        "AND sku = ANY(%(skus)s) AND (sku <> 'render.image' OR outcome = 'delivered') "
-        f"GROUP BY {', '.join([*keys, 'sku'])}",
-        {**_params(q), "skus": list(prices)},
-    ).fetchall()
-    exact: dict[Key, Decimal] = {}
-    for r in rows:
-        key = tuple(r[: len(keys)])
-        exact[key] = exact.get(key, Decimal(0)) + r[-1] * prices[r[-2]]
-    return {k: int(v.to_integral_value(ROUND_HALF_EVEN)) for k, v in exact.items()}
+def _group(keys: list[str], *more: str) -> str:
+    return ", ".join([*keys, *more])
 
 
 def _params(q: ReportQuery) -> dict[str, Any]:
     return {"tenant": q.tenant, "start": q.start, "end": q.end}
 
 
+def _costs(raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Converter) -> Sums:
+    """Cost, savings and wall time per outer group, currency and stage."""
+    sums: Sums = defaultdict(lambda: defaultdict(Decimal))
+    rows = raw.execute(
+        f"SELECT {_select(outer)} stage, currency, {m.day_column()} AS fx_day, sum(cost_nanos), "
+        f"sum(baseline_nanos) - sum(cost_nanos), sum(wall_s) FROM daily_rollup WHERE {_RANGE} "
+        f"GROUP BY {_group(outer, 'stage', 'currency', 'fx_day')}",
+        _params(q),
+    ).fetchall()
+    n = len(outer)
+    for r in rows:
+        stage, currency, day, cost, savings, wall = r[n:]
+        key = (*r[:n], m.row_currency(currency), stage)
+        sums[key]["cost"] += m.amount(cost, currency, day)
+        sums[key]["savings"] += m.amount(savings, currency, day)
+        sums[key]["wall"] += Decimal(wall)
+    return sums
+
+
+def _waste(raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Converter) -> Sums:
+    """The cost of renders not delivered, per outer group and currency, in all and by stage."""
+    columns = ", ".join(f"sum({c})" for c in STAGE_COLUMNS.values())
+    rows = raw.execute(
+        f"SELECT {_select(outer)} currency, {m.day_column()} AS fx_day, sum(total_nanos), "
+        f"{columns} FROM render_rollup WHERE {_RANGE} AND {_FAILED} "
+        f"GROUP BY {_group(outer, 'currency', 'fx_day')}",
+        _params(q),
+    ).fetchall()
+    sums: Sums = defaultdict(lambda: defaultdict(Decimal))
+    n = len(outer)
+    for r in rows:
+        currency, day, total = r[n : n + 3]
+        key = (*r[:n], m.row_currency(currency))
+        sums[key][""] += m.amount(total, currency, day)
+        for stage, value in zip(STAGE_COLUMNS, r[n + 3 :], strict=True):
+            sums[key][stage] += m.amount(value, currency, day)
+    return sums
+
+
+def _facts(
+    raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Converter
+) -> dict[Key, dict[str, Any]]:
+    """Render counts and latency percentiles per outer group (and currency unless converting)."""
+    currency = "%(target)s::text" if m.target else "currency"
+    rows = raw.execute(
+        f"SELECT {_select(outer)} {currency} AS row_currency, "
+        "count(*) FILTER (WHERE outcome = 'delivered'), "
+        "count(*) FILTER (WHERE outcome = 'failed'), "
+        "count(*) FILTER (WHERE outcome = 'cancelled'), "
+        # To the microsecond: an interpolated double prints as 3612.5099999999998 otherwise.
+        "round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8, "
+        "round(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8 "
+        f"FROM render_rollup WHERE {_RANGE} GROUP BY {_group(outer, 'row_currency')}",
+        _params(q) | {"target": m.target},
+    ).fetchall()
+    n = len(outer) + 1
+    names = ("delivered", "failed", "cancelled", "p50", "p95")
+    return {tuple(r[:n]): dict(zip(names, r[n:], strict=True)) for r in rows}
+
+
+def _lookups(
+    raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Converter
+) -> dict[Key, tuple[int, int]]:
+    """Cache (hits, lookups) per outer group, currency and stage: one lookup per render and
+    stage that had one, however many events metered it (``reports.rollups``)."""
+    currency = "%(target)s::text" if m.target else "currency"
+    rows = raw.execute(
+        f"SELECT {_select(outer)} {currency} AS row_currency, s.stage, "
+        f"count(*) FILTER (WHERE {found('s.h', 's.m')}), "
+        f"count(*) FILTER (WHERE {looked_up('s.h', 's.m')}) "
+        f"FROM render_rollup CROSS JOIN LATERAL (VALUES {_CACHE_STAGES}) AS s(stage, h, m) "
+        f"WHERE {_RANGE} GROUP BY {_group(outer, 'row_currency', 's.stage')}",
+        _params(q) | {"target": m.target},
+    ).fetchall()
+    n = len(outer) + 2
+    return {tuple(r[:n]): (int(r[n]), int(r[n + 1])) for r in rows}
+
+
+def _what_if(
+    raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], book: WhatIfBook, m: Converter
+) -> dict[Key, Decimal]:
+    """The same work under another book, in the row's currency. An API's per-image price is
+    paid for delivered images only, so ``render.image`` counts delivered renders alone. A row
+    of another currency than the book's gets none unless the report converts."""
+    by_stage = "stage" in q.group_by
+    stage = "stage" if by_stage else "NULL::text"
+    rows = raw.execute(
+        f"SELECT {_select(outer)} currency, {stage} AS by_stage, {m.day_column()} AS fx_day, "
+        f"sku, sum(quantity) FROM daily_rollup WHERE {_RANGE} AND sku = ANY(%(skus)s) "
+        "AND (sku <> 'render.image' OR outcome = 'delivered') "
+        f"GROUP BY {_group(outer, 'currency', 'by_stage', 'fx_day', 'sku')}",
+        _params(q) | {"skus": list(book.prices)},
+    ).fetchall()
+    out: dict[Key, Decimal] = defaultdict(Decimal)
+    n = len(outer)
+    for r in rows:
+        currency, in_stage, day, sku, quantity = r[n:]
+        if m.target is None and currency != book.currency:
+            continue
+        key = (*r[:n], m.row_currency(currency), *([in_stage] if by_stage else []))
+        out[key] += m.amount(EXACT.multiply(quantity, book.prices[sku]), book.currency, day)
+    return out
+
+
 def report(
-    raw: psycopg.Connection[Any], q: ReportQuery, what_if: dict[str, Decimal] | None = None
+    raw: psycopg.Connection[Any],
+    q: ReportQuery,
+    what_if: WhatIfBook | None = None,
+    fx: FxTable | None = None,
+    *,
+    compare: bool = False,
 ) -> list[ReportRow]:
-    """One row per group, sorted by the group keys; no keys means one row for everything."""
+    """One row per group and currency, sorted by the group keys then the currency; no keys
+    means one row per currency. ``fx`` must cover the days when ``q.currency`` is set;
+    ``compare`` adds each row's ``previous`` (the same report of the period before)."""
     keys = list(q.group_by)
     outer = [k for k in keys if k != "stage"]
-    costs: dict[Key, list[int]] = {}
-    shares: dict[Key, dict[str, int]] = {}
-    for d in _daily(raw, q, outer):
-        key = tuple(d[k] for k in keys)
-        total = costs.setdefault(key, [0, 0, 0, 0])
-        for i, name in enumerate(("cost", "savings", "hits", "lookups")):
-            total[i] += int(d[name])
-        shares.setdefault(tuple(d[k] for k in outer), {})[d["stage"]] = int(d["cost"])
-    facts = _facts(raw, q, outer)
-    alt = _what_if(raw, q, keys, what_if) if what_if is not None else None
-    groups = set(costs)
+    m = Converter(q.currency, fx)
+    costs = _costs(raw, q, outer, m)
+    facts = _facts(raw, q, outer, m)
+    waste = _waste(raw, q, outer, m)
+    lookups = _lookups(raw, q, outer, m)
+    alt = _what_if(raw, q, outer, what_if, m) if what_if is not None else None
+    by_outer: dict[Key, dict[str, dict[str, Decimal]]] = defaultdict(dict)
+    for (*o, currency, stage), sums in costs.items():
+        by_outer[(*o, currency)][stage] = sums
+    groups: set[Key] = set()
+    for outer_key, stages in by_outer.items():
+        if "stage" in keys:
+            groups |= {(*outer_key, s) for s in stages}
+        else:
+            groups.add(outer_key)
     if "stage" not in keys:
         groups |= set(facts)
-    ordered = sorted(groups, key=lambda k: tuple(str(v) for v in k))
-    return [_row(k, keys, costs.get(k), facts, shares, alt) for k in ordered]
+    before = _previous(raw, q, fx) if compare else {}
+    rows = []
+    for g in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
+        outer_key = g[: len(outer) + 1]
+        stage = g[-1] if "stage" in keys else None
+        values = dict(zip(outer, g[: len(outer)], strict=True))
+        if stage is not None:
+            values["stage"] = stage
+        fact = facts.get(outer_key, {})
+        delivered = int(fact.get("delivered") or 0)
+        stage_sums = by_outer.get(outer_key, {})
+        picked = [stage_sums.get(stage, {})] if stage else list(stage_sums.values())
+        cost = sum((s.get("cost", Decimal(0)) for s in picked), Decimal(0))
+        hits = looks = 0
+        for s in [stage] if stage else STAGE_CACHE_COLUMNS:
+            h, n = lookups.get((*outer_key, s), (0, 0))
+            hits, looks = hits + h, looks + n
+        given: dict[str, Any] = {k: values[k] for k in keys}
+        cost_parts = {s: v.get("cost", Decimal(0)) for s, v in stage_sums.items()}
+        wall_parts = {s: v.get("wall", Decimal(0)) for s, v in stage_sums.items()}
+        if stage:
+            given["share_of_cost"] = fraction(cost, sum(cost_parts.values(), Decimal(0)))
+            given["wall_share"] = fraction(wall_parts.get(stage, 0), sum(wall_parts.values()))
+        else:
+            given["stage_share"] = shares(cost_parts, STAGES)
+            given["stage_wall_share"] = shares(wall_parts, STAGES)
+        if alt is not None and what_if is not None:
+            same = m.target is not None or g[len(outer)] == what_if.currency
+            other = alt.get(g, Decimal(0) if same else None)
+            given["what_if"] = (
+                None
+                if other is None
+                else WhatIf(
+                    cost=money(other),
+                    cost_per_delivered_render=per(other, delivered),
+                    difference_per_delivered_render=per(other - cost, delivered),
+                )
+            )
+        finished = delivered + int(fact.get("failed") or 0) + int(fact.get("cancelled") or 0)
+        row = ReportRow(
+            currency=g[len(outer)],
+            renders_delivered=delivered,
+            renders_failed=int(fact.get("failed") or 0),
+            renders_cancelled=int(fact.get("cancelled") or 0),
+            failed_rate=fraction(int(fact.get("failed") or 0), finished),
+            cost_per_delivered_render=per(cost, delivered),
+            latency_p50_ms=fact.get("p50"),
+            latency_p95_ms=fact.get("p95"),
+            cache_hit_rate=fraction(hits, looks),
+            cache_savings=money(sum((s.get("savings", Decimal(0)) for s in picked), Decimal(0))),
+            waste=money(waste[outer_key][stage or ""] if outer_key in waste else 0),
+            cost=money(cost),
+            **given,
+        )
+        if compare:
+            row.previous = _compared(row, before.get(_shifted(g, keys, q)))
+        rows.append(row)
+    return rows
 
 
-def _money(nanos: int | Decimal | None) -> Usd:
-    n = int(nanos or 0)
-    return Usd(nanos=n, amount=format_nanos(n))
+def _shifted(g: Key, keys: list[str], q: ReportQuery) -> Key:
+    """The key of the same group in the previous period: a day moves back by its length."""
+    if "day" not in keys:
+        return g
+    i = [k for k in keys if k != "stage"].index("day")
+    return (*g[:i], g[i] - (q.end - q.start), *g[i + 1 :])
 
 
-def _per(nanos: int, count: int) -> Usd | None:
-    if not count:
+def _previous(
+    raw: psycopg.Connection[Any], q: ReportQuery, fx: FxTable | None
+) -> dict[Key, ReportRow]:
+    keys = [k for k in q.group_by if k != "stage"]
+    out = {}
+    for row in report(raw, q.previous(), None, fx):
+        key = (*(getattr(row, k) for k in keys), row.currency)
+        out[(*key, row.stage) if "stage" in q.group_by else key] = row
+    return out
+
+
+def _compared(now: ReportRow, before: ReportRow | None) -> Previous | None:
+    if before is None:
         return None
-    return _money(int((Decimal(nanos) / count).to_integral_value(ROUND_HALF_EVEN)))
-
-
-def _row(
-    key: Key,
-    keys: list[str],
-    cost_row: list[int] | None,
-    facts: dict[Key, dict[str, Any]],
-    shares: dict[Key, dict[str, int]],
-    alt: dict[Key, int] | None,
-) -> ReportRow:
-    cost, savings, hits, lookups = cost_row or (0, 0, 0, 0)
-    values = dict(zip(keys, key, strict=True))
-    outer = tuple(v for k, v in values.items() if k != "stage")
-    fact = facts.get(outer, {})
-    waste = fact.get("waste", 0)
-    if "stage" in keys:
-        waste = fact.get("stage_waste", {}).get(values["stage"], 0)
-    delivered = int(fact.get("delivered", 0))
-    # Only the fields given are set: a row has the keys it is grouped by and no others.
-    given: dict[str, Any] = dict(values)
-    by_stage = shares.get(outer, {})
-    whole = sum(by_stage.values())
-    if "stage" in keys:
-        given["share_of_cost"] = round(cost / whole, 6) if whole else None
-    else:
-        given["stage_share"] = (
-            {s: round(c / whole, 6) for s, c in sorted(by_stage.items())} if whole else {}
-        )
-    if alt is not None:
-        other = alt.get(key, 0)
-        given["what_if"] = WhatIf(
-            cost=_money(other),
-            cost_per_delivered_render=_per(other, delivered),
-            difference_per_delivered_render=_per(other - cost, delivered),
-        )
-    return ReportRow(
-        renders_delivered=delivered,
-        renders_failed=int(fact.get("failed", 0)),
-        renders_cancelled=int(fact.get("cancelled", 0)),
-        cost=_money(cost),
-        cost_per_delivered_render=_per(cost, delivered),
-        latency_p50_ms=fact.get("p50"),
-        latency_p95_ms=fact.get("p95"),
-        cache_hit_rate=round(hits / lookups, 6) if lookups else None,
-        cache_savings=_money(savings),
-        waste=_money(waste),
-        **given,
+    return Previous(
+        cost=before.cost,
+        cost_per_delivered_render=before.cost_per_delivered_render,
+        cost_change=change(now.cost, before.cost),
+        cost_per_delivered_render_change=change(
+            now.cost_per_delivered_render, before.cost_per_delivered_render
+        ),
     )

@@ -34,6 +34,7 @@ from service.cli.common import (
     s3_client,
 )
 from service.cli.demo import DEMO_SEED, demo
+from service.cli.fx import fx_app, report_app
 from service.cli.render import render, spool_app
 from service.settings import get_settings
 
@@ -54,6 +55,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(plans_app, name="plans")
 app.add_typer(invoice_app, name="invoice")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(fx_app, name="fx")
+app.add_typer(report_app, name="report")
 app.add_typer(pools_app, name="pools")
 app.command()(allocate)
 app.command("break-even")(break_even)

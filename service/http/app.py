@@ -21,6 +21,7 @@ from reports.alerts.config import after_rollup, deliver_webhooks
 from reports.metrics import Metrics
 from reports.scheduler import start as start_scheduler
 from service.cli.common import s3_client
+from service.http.admin import router as admin_router
 from service.http.alerts import router as alerts_router
 from service.http.capacity import router as capacity_router
 from service.http.deps import AdminKey, LedgerDep
@@ -103,6 +104,7 @@ def create_app(
         app.add_exception_handler(unavailable, database_unavailable)
     app.include_router(events_router)
     app.include_router(reports_router)
+    app.include_router(admin_router)
     app.include_router(billing_router)
     app.include_router(alerts_router)
     app.include_router(capacity_router)
