@@ -23,6 +23,7 @@ from ingest.client import Emitter
 from ledger.events import Cache, CostEvent, Outcome, Stage
 from render.caches import CachedEmbedding, CacheStore
 from render.caption import CaptionClient, Rewrite
+from render.heartbeat import Heartbeat
 from render.meters import PipelineMeter, StageTimes
 from render.postprocess import postprocess
 from render.presets import Built
@@ -138,6 +139,8 @@ class Renderer:
         gpu_sku: str | None = None,
         storage_months: Decimal = Decimal(1),
         precision: str = "fp32",
+        pool: str | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.built = built
         self.emitter = emitter
@@ -147,9 +150,22 @@ class Renderer:
         self.sku, self.units_per_second, self.hardware = compute_sku(built.device, gpu_sku)
         self.storage_months = storage_months
         self.precision = precision
+        # The GPU pool this worker holds: every event names it, so busy GPU-seconds are the
+        # pool's; the heartbeat (started by whoever built it) records the time held.
+        self.pool = pool if pool is not None else (heartbeat.pool if heartbeat else None)
+        if heartbeat is not None and heartbeat.pool != self.pool:
+            raise ValueError(f"the heartbeat is for pool {heartbeat.pool!r}, not {self.pool!r}")
+        self.heartbeat = heartbeat
         self.meter = PipelineMeter(built.pipe, built.device)
         self.is_xl = "XL" in type(built.pipe).__name__
         self.can_cache_embeddings = hasattr(built.pipe, "encode_prompt")
+
+    def close(self, timeout_s: float = 5.0) -> int:
+        """Stop the heartbeat (a final beat up to now), then the emitter; how many event
+        batches remain spooled."""
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+        return self.emitter.close(timeout_s)
 
     def render(self, request: RenderRequest, on_done: Any = None) -> list[RenderResult]:
         if request.n < 1 or request.batch_size < 1:
@@ -176,6 +192,8 @@ class Renderer:
             "pipeline": type(self.built.pipe).__name__,
             "pipeline_version": "renderledger-0.1",
         }
+        if self.pool:
+            attrs["pool"] = self.pool
         traces = [_Trace(req, uuid4(), attrs) for _ in range(k)]
         results = [RenderResult(t.render_id, Outcome.FAILED) for t in traces]
         started = time.perf_counter()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from ledger.pools import POOL_PATTERN
 
 
 class CaptionProvider(BaseModel):
@@ -33,3 +35,10 @@ class RenderSettings(BaseModel):
     cache_url: str | None = None
     storage_months: Decimal = Decimal(1)  # how long an image is kept, for GB-month metering
     gpu_sku: str | None = None  # when the GPU's name maps to no known SKU
+    # The GPU pool this renderer holds (declared with `renderledger pools load`). When set,
+    # every event names it and a heartbeat records the capacity held every heartbeat_s,
+    # busy or idle; over HTTP that takes an admin key (capacity_api_key, else ledger_api_key).
+    pool: str | None = Field(default=None, pattern=POOL_PATTERN)
+    pool_gpus: Decimal = Field(default=Decimal(1), gt=0, le=100_000)
+    heartbeat_s: float = Field(default=60.0, ge=0.01, le=3600)
+    capacity_api_key: str | None = None

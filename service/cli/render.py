@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,9 +10,13 @@ import typer
 
 from ingest.client import Emitter, HttpTransport, LedgerTransport, Spool, Transport
 from ledger import database
+from ledger.capacity import read_pools
+from ledger.connections import connection
+from ledger.pools import POOL_PATTERN
 from ledger.store import Ledger
 from render.caches import CacheStore
-from service.cli.common import fail, open_ledger, out, plain, progress_bar, s3_client
+from render.heartbeat import CapacitySink, Heartbeat, HttpCapacitySink, LedgerCapacitySink
+from service.cli.common import err, fail, open_ledger, out, plain, progress_bar, s3_client
 from service.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -38,6 +43,30 @@ def connect(
     return LedgerTransport(ledger), CacheStore(ledger.engine)
 
 
+def make_heartbeat(settings: Settings, pool: str, ledger: Ledger | None = None) -> Heartbeat:
+    """A heartbeat for ``pool``, not started, to where the renderer's events go.
+
+    In-process, the pool must be declared already (checked here, so a typo fails before the
+    first render); over HTTP the API checks it, and a refusal is reported when it stops."""
+    if not re.match(POOL_PATTERN, pool):
+        raise ValueError(f"--pool {pool!r}: lowercase letters, digits, '_', '.' and '-' only")
+    sink: CapacitySink
+    r = settings.render
+    if r.ledger_url:
+        sink = HttpCapacitySink(r.ledger_url, api_key=r.capacity_api_key or r.ledger_api_key)
+    else:
+        ledger = ledger or open_ledger(settings)
+        with connection(ledger.engine) as raw:
+            declared = read_pools(raw).names
+        if pool not in declared:
+            raise ValueError(
+                f"--pool {pool!r} is not declared (declared: {', '.join(declared) or 'none'}); "
+                "declare it with `renderledger pools load FILE`"
+            )
+        sink = LedgerCapacitySink(ledger.engine)
+    return Heartbeat(sink, pool, gpus=r.pool_gpus, interval_s=r.heartbeat_s)
+
+
 def make_renderer(
     settings: Settings,
     ledger: Ledger | None = None,
@@ -48,19 +77,26 @@ def make_renderer(
     out_dir: Path | None = None,
     bucket: str | None = None,
     gpu_sku: str | None = None,
+    pool: str | None = None,
 ) -> Renderer:
+    """The renderer, its heartbeat started when it holds a pool (``pool`` or
+    ``render.pool``): ``Renderer.close()`` stops it with a final beat."""
     from render.caption import CaptionClient
     from render.presets import build
     from render.renderer import Renderer
     from render.storage import ImageStore, LocalStore, S3Store
 
     transport, cache = connect(settings, ledger)
+    if isinstance(transport, LedgerTransport):
+        ledger = transport.ledger
+    pool = pool or settings.render.pool
+    heartbeat = make_heartbeat(settings, pool, ledger) if pool else None
     store: ImageStore | None = None
     if bucket:
         store = S3Store(s3_client(settings), bucket)
     elif out_dir is not None:
         store = LocalStore(out_dir)
-    return Renderer(
+    renderer = Renderer(
         build(preset, weights=weights, precision=precision),
         Emitter(transport, Spool(settings.spool_dir)),
         captions=CaptionClient(settings.caption.providers, cache, retries=settings.caption.retries),
@@ -69,7 +105,34 @@ def make_renderer(
         gpu_sku=gpu_sku or settings.render.gpu_sku,
         storage_months=settings.render.storage_months,
         precision=precision,
+        pool=pool,
+        heartbeat=heartbeat,
     )
+    if heartbeat is not None:  # the GPU is held from here until close()
+        heartbeat.start()
+    return renderer
+
+
+def close_renderer(renderer: Renderer) -> int:
+    """Stop the heartbeat and the emitter; say what the heartbeat recorded. Batches spooled."""
+    left = renderer.close()
+    hb = renderer.heartbeat
+    if hb is not None:
+        held = hb.acknowledged_until
+        missing = hb.unacknowledged.total_seconds()
+        if missing > 0:
+            err.print(
+                f"warning: {missing:.1f}s of capacity held on pool {plain(hb.pool)} not "
+                f"recorded: {plain(hb.last_error)}",
+                highlight=False,
+            )
+        elif held is not None:
+            out.print(
+                f"pool {plain(hb.pool)}: capacity recorded up to {held.isoformat()} "
+                f"in {hb.beats} heartbeat(s)",
+                highlight=False,
+            )
+    return left
 
 
 def render(
@@ -89,6 +152,10 @@ def render(
     bucket: Annotated[str | None, typer.Option(help="S3 bucket for the images")] = None,
     seed: Annotated[int | None, typer.Option(help="For reproducible images")] = None,
     gpu_sku: Annotated[str | None, typer.Option(help="SKU for an unknown GPU")] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="The GPU pool this renderer holds: heartbeats record its capacity"),
+    ] = None,
 ) -> None:
     """Render images; every stage of every render lands in the ledger as priced events."""
     from ledger.events import TENANT_RE
@@ -108,6 +175,7 @@ def render(
             out_dir=out_dir or Path("out"),
             bucket=bucket or settings.render.bucket,
             gpu_sku=gpu_sku,
+            pool=pool,
         )
     except ValueError as exc:
         raise fail(str(exc)) from exc
@@ -125,10 +193,12 @@ def render(
         seed=seed,
         image_format=image_format,
     )
-    with progress_bar() as bar:
-        task = bar.add_task("rendering", total=n)
-        results = renderer.render(request, on_done=lambda k: bar.advance(task, k))
-    left = renderer.emitter.close()
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("rendering", total=n)
+            results = renderer.render(request, on_done=lambda k: bar.advance(task, k))
+    finally:
+        left = close_renderer(renderer)  # the held GPU stops paying here
     for r in results:
         status = r.uri if r.outcome.value == "delivered" else f"FAILED {r.error}"
         status = plain(status)  # errors quote shapes like [1, 4, 64, 64]: not markup
@@ -193,11 +263,40 @@ def render_demo(settings: Settings, ledger: Ledger, out_dir: Path, per_job: int 
 
     renderer = make_renderer(settings, ledger, out_dir=out_dir)
     render_ids = []
-    with progress_bar() as bar:
-        task = bar.add_task("rendering demo images (tiny preset)", total=per_job * len(DEMO_JOBS))
-        for tenant, use_case, prompt in DEMO_JOBS:
-            request = RenderRequest(tenant, use_case, prompt, n=per_job, steps=12, seed=1)
-            results = renderer.render(request, on_done=lambda k: bar.advance(task, k))
-            render_ids += [str(r.render_id) for r in results]
-    renderer.emitter.close()
+    try:
+        with progress_bar() as bar:
+            total = per_job * len(DEMO_JOBS)
+            task = bar.add_task("rendering demo images (tiny preset)", total=total)
+            for tenant, use_case, prompt in DEMO_JOBS:
+                request = RenderRequest(tenant, use_case, prompt, n=per_job, steps=12, seed=1)
+                results = renderer.render(request, on_done=lambda k: bar.advance(task, k))
+                render_ids += [str(r.render_id) for r in results]
+    finally:
+        renderer.close()
     return render_ids
+
+
+def ingest_capacity(settings: Settings, file: Path) -> None:
+    """``renderledger ingest --capacity FILE.csv``: a capacity schedule, all or nothing."""
+    from ingest.capacity_schedule import ScheduleInvalid, load_schedule
+
+    ledger = open_ledger(settings)
+    try:
+        loaded = load_schedule(ledger.engine, file)
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from exc
+    except ScheduleInvalid as exc:
+        for error in exc.errors:
+            err.print(f"refused: {plain(error)}", highlight=False)
+        more = exc.total - len(exc.errors)
+        raise fail(
+            f"{file}: {exc.total} bad row(s)"
+            + (f" ({more} not shown)" if more else "")
+            + "; nothing written"
+        ) from exc
+    out.print(
+        f"{loaded.rows} capacity rows: {loaded.accepted} accepted, {loaded.duplicates} "
+        "duplicates"
+        + (" (already recorded: this schedule was imported before)" if loaded.duplicates else ""),
+        highlight=False,
+    )
