@@ -35,7 +35,7 @@ from service.cli.common import (
 )
 from service.cli.demo import DEMO_SEED, demo
 from service.cli.fx import fx_app, report_app
-from service.cli.render import render, spool_app
+from service.cli.render import ingest_capacity, render, spool_app
 from service.settings import get_settings
 
 app = typer.Typer(
@@ -222,6 +222,12 @@ def ingest(
         Path | None,
         typer.Option(help="Write every refused row here as NDJSON (implies --skip-bad)"),
     ] = None,
+    capacity: Annotated[
+        bool,
+        typer.Option(
+            "--capacity", help="LOCATION is a capacity schedule CSV (pool,start,end,gpus)"
+        ),
+    ] = False,
 ) -> None:
     """Import cost events from NDJSON, CSV or Parquet, or CDN egress from a CDN access log
     (CloudFront standard format; see ingest/cdn_log.py), in batches, with a progress bar.
@@ -230,7 +236,13 @@ def ingest(
 
     With --skip-bad (always, for a CDN log) bad rows are skipped and printed,
     the first 20 then a count; every good row is written, and the exit is 4.
+
+    With --capacity, a local CSV of capacity held outside the renderer (header
+    pool,start,end,gpus, optional event_id,description; ISO-8601 times with a zone):
+    all or nothing, a bad row named by line and column, exit 1.
     """
+    if capacity:
+        return ingest_capacity(get_settings(), Path(location))
     from ingest.cdn_log import CdnStats
     from ingest.importer import ImportFailed, import_events, open_source
     from ingest.parsing import RowError
