@@ -132,18 +132,18 @@ def _row(
 def load_rates(engine: Engine, fx: FxFile, name: str) -> tuple[int, bool]:
     """Store ``fx`` as a new version; the same rates again return their version, unchanged."""
     with connection(engine, transaction=True) as raw:
-        raw.execute("LOCK TABLE fx_versions IN SHARE ROW EXCLUSIVE MODE")
-        row = raw.execute(
-            "SELECT version FROM fx_versions WHERE source_sha256 = %s", (fx.sha256,)
-        ).fetchone()
-        if row is not None:
-            return int(row[0]), False
+        # The unique hash decides between two loads of the same rates at once.
         created = raw.execute(
             "INSERT INTO fx_versions (name, base, source_sha256, rates) VALUES (%s, %s, %s, %s) "
-            "RETURNING version",
+            "ON CONFLICT (source_sha256) DO NOTHING RETURNING version",
             (name, BASE, fx.sha256, len(fx.rates)),
         ).fetchone()
-        assert created is not None
+        if created is None:
+            row = raw.execute(
+                "SELECT version FROM fx_versions WHERE source_sha256 = %s", (fx.sha256,)
+            ).fetchone()
+            assert row is not None
+            return int(row[0]), False
         version = int(created[0])
         with (
             raw.cursor() as cur,
