@@ -21,9 +21,9 @@ SELECT (SELECT coalesce(max(last_seq), 0) FROM blocks),
        (SELECT coalesce(max(last_seq), 0) FROM rollup_checkpoints WHERE job = 'rollup')
 """
 _COST_SQL = """
-SELECT tenant_id, use_case, avg(total_nanos)::float8, count(*)
+SELECT tenant_id, use_case, currency, avg(total_nanos)::float8, count(*)
 FROM render_rollup WHERE outcome = 'delivered' AND day >= current_date - 1
-GROUP BY tenant_id, use_case
+GROUP BY tenant_id, use_case, currency
 """
 
 
@@ -53,19 +53,20 @@ class LedgerCollector(Collector):
         yield GaugeMetricFamily(
             "renderledger_rollup_lag_seconds", "Age of the oldest event not yet rolled up", age
         )
+        # Per currency: a mean of two currencies' costs would mean nothing.
         per_render = GaugeMetricFamily(
             "renderledger_cost_per_render_nanos",
-            "Mean cost per delivered render since yesterday (UTC), in nanos",
-            labels=["tenant", "use_case"],
+            "Mean cost per delivered render since yesterday (UTC), in nanos of its currency",
+            labels=["tenant", "use_case", "currency"],
         )
         renders = GaugeMetricFamily(
             "renderledger_delivered_renders",
             "Delivered renders since yesterday (UTC)",
-            labels=["tenant", "use_case"],
+            labels=["tenant", "use_case", "currency"],
         )
-        for tenant, use_case, mean, count in costs:
-            per_render.add_metric([tenant, use_case], mean)
-            renders.add_metric([tenant, use_case], count)
+        for tenant, use_case, currency, mean, count in costs:
+            per_render.add_metric([tenant, use_case, currency], mean)
+            renders.add_metric([tenant, use_case, currency], count)
         yield per_render
         yield renders
         alerts = GaugeMetricFamily(

@@ -78,7 +78,7 @@ def test_render_command_and_weights_folder(cli: CliRunner, tmp_path: Path) -> No
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "2 delivered, 0 failed; 18 cost events" in result.output
+    assert "2 delivered, 0 failed; 16 cost events" in result.output  # no PUT to a folder
     assert len(list((tmp_path / "out" / "acme").glob("*.webp"))) == 2
 
     # A platform team's own diffusers folder: here the tiny pipeline, saved and loaded back.

@@ -173,3 +173,19 @@ def test_admins_see_every_tenant_ranked_by_spend(
     )
     assert refused.status_code == 403
     assert http.get("/v1/report/tenants", params={"from": "2026-10-01"}).status_code == 422
+
+
+def test_the_cli_prints_the_ranking(
+    cli: Any, two_months: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.cli.main import app
+
+    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for whole amounts
+
+    result = cli.invoke(app, ["report", "tenants", "--from", "2026-10-01", "--to", "2026-11-01"])
+    assert result.exit_code == 0, result.output
+    assert "0.002933333" in result.output  # its cost per delivered render
+    assert "+166.7%" in result.output  # against September's 0.0011
+    refused = cli.invoke(app, ["report", "tenants", "--from", "2026-10", "--to", "2026-11-01"])
+    assert refused.exit_code == 2
+    assert "--from" in refused.output
