@@ -69,12 +69,14 @@ def test_the_invoice_document_and_its_cost_basis_name_their_fields(spec: dict[st
             "events",
             "renders",
             "by_use_case",
+            "allocated_nanos",  # fully-loaded plans only
         }
         assert _fields(spec, doc, "positions") == {
             "first_seq",
             "last_seq",
             "through_seq",
             "adjustments_after_seq",
+            "allocations_through",  # fully-loaded plans only
         }
         assert _fields(spec, doc, "window") == {"start", "end"}
         assert _fields(spec, doc, "plan") == {"name", "effective_from", "sha256", "failed_renders"}
