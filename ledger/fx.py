@@ -217,7 +217,13 @@ def fx_table(
         "SELECT currency, day, rate FROM fx_rates WHERE version = %s "
         "AND (%s::text[] IS NULL OR currency = ANY(%s::text[])) "
         "AND day BETWEEN %s AND %s ORDER BY currency, day",
-        (version, wanted, wanted, start - timedelta(days=WINDOW_DAYS), end),
+        (
+            version,
+            wanted,
+            wanted,
+            max(start, date.min + timedelta(WINDOW_DAYS)) - timedelta(WINDOW_DAYS),
+            end,
+        ),
     ).fetchall()
     series: dict[str, tuple[list[date], list[Decimal]]] = {}
     for code, day, rate in rows:

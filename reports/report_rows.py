@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel, Field
@@ -65,6 +65,15 @@ class ReportRow(BaseModel):
     cache_savings: Money
     waste: Money = Field(description="Cost of failed and cancelled renders")
     cost: Money
+
+
+def earlier(day: date, by: timedelta) -> date:
+    """``day - by``, or the first representable day when that is before it (a period of
+    centuries asked for, whose period before would start before year 1)."""
+    try:
+        return day - by
+    except OverflowError:
+        return date.min
 
 
 def money(nanos: int | Decimal | None) -> Money:

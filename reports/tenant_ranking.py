@@ -18,7 +18,7 @@ import psycopg
 from pydantic import BaseModel
 
 from ledger.fx import FxTable
-from reports.report_rows import Money, change, money, per
+from reports.report_rows import Money, change, earlier, money, per
 from reports.tenant_report import Converter
 
 _RANGE = "day >= %(start)s AND day < %(end)s"
@@ -71,7 +71,7 @@ def rank_tenants(
     """Lines ranked by spend, largest first; ``fx`` must cover the previous period too."""
     m = Converter(currency, fx)
     now = _period(raw, start, end, m)
-    before = _period(raw, start - (end - start), start, m)
+    before = _period(raw, earlier(start, end - start), start, m)
     order = sorted(now, key=lambda k: (currency or k[1], -now[k][0], k[0]))
     lines: list[TenantSpend] = []
     for tenant, cur in order:

@@ -28,6 +28,7 @@ from reports.report_rows import (
     ReportRow,
     WhatIf,
     change,
+    earlier,
     fraction,
     money,
     per,
@@ -55,7 +56,7 @@ class ReportQuery:
 
     def previous(self) -> ReportQuery:
         """The period of equal length just before."""
-        return replace(self, start=self.start - (self.end - self.start), end=self.start)
+        return replace(self, start=earlier(self.start, self.end - self.start), end=self.start)
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ def _shifted(g: Key, keys: list[str], q: ReportQuery) -> Key:
     if "day" not in keys:
         return g
     i = [k for k in keys if k != "stage"].index("day")
-    return (*g[:i], g[i] - (q.end - q.start), *g[i + 1 :])
+    return (*g[:i], earlier(g[i], q.end - q.start), *g[i + 1 :])
 
 
 def _previous(

@@ -189,3 +189,17 @@ def test_the_cli_prints_the_ranking(
     refused = cli.invoke(app, ["report", "tenants", "--from", "2026-10", "--to", "2026-11-01"])
     assert refused.exit_code == 2
     assert "--from" in refused.output
+
+
+def test_a_period_of_centuries_has_a_period_before_it_too(
+    http: httpx.Client, two_months: str
+) -> None:
+    """The period before 0181-08-23 … 2810-04-25 would start before year 1 (schemathesis)."""
+    wide = {"from": "0181-08-23", "to": "2810-04-25"}
+    ranked = http.get("/v1/report/tenants", params=wide | {"fx_version": "133854"})
+    assert ranked.status_code == 200, ranked.text
+    r = http.get(f"/v1/tenants/{two_months}/report", params=wide | {"group_by": "day"})
+    assert r.status_code == 200, r.text
+    assert [row["cost"]["nanos"] for row in r.json()["rows"]] == [2_200_000, 8_800_000]
+    eur = http.get(f"/v1/tenants/{two_months}/report", params=wide | {"currency": "EUR"})
+    assert eur.status_code in (404, 422), eur.text  # no rates, or none for these days

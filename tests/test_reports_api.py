@@ -174,8 +174,8 @@ def test_metrics_show_lag_ingest_and_cost_per_render(
     assert 'renderledger_ingest_request_seconds_bucket{le="+Inf",status="200"}' in body
     assert "renderledger_ingested_events_total" in body
     assert (
-        f'renderledger_cost_per_render_nanos{{tenant="{tenant}",use_case="ecommerce",'
-        'currency="USD"} 2.2e+06' in body
+        f'renderledger_cost_per_render_nanos{{currency="USD",tenant="{tenant}",'
+        'use_case="ecommerce"} 2.2e+06' in body
     )
 
 

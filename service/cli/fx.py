@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ledger.connections import connection
 from ledger.fx import FxError, fx_table, load_rates_file, versions
+from reports.report_rows import earlier
 from reports.tenant_ranking import rank_tenants
 from service.cli.common import fail, open_ledger, out, plain
 from service.settings import get_settings
@@ -66,7 +67,9 @@ def report_tenants(
         try:
             fx = None
             if currency is not None:
-                fx = fx_table(raw, fx_version, first - (last - first), last - timedelta(days=1))
+                fx = fx_table(
+                    raw, fx_version, earlier(first, last - first), last - timedelta(days=1)
+                )
             lines = rank_tenants(raw, first, last, currency, fx)
         except FxError as exc:
             raise fail(str(exc)) from exc

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from ledger.connections import connection
 from ledger.fx import MissingRate
+from reports.report_rows import earlier
 from reports.tenant_ranking import TenantSpend, rank_tenants
 from service.http.deps import AdminKey, LedgerDep
 from service.http.errors import http_error, responses
@@ -37,7 +38,7 @@ def tenant_ranking(
     if start >= end:
         raise http_error("from must be before to")
     with connection(ledger.engine) as raw:
-        fx = fx_for(raw, currency, fx_version, start - (end - start), end)
+        fx = fx_for(raw, currency, fx_version, earlier(start, end - start), end)
         try:
             lines = rank_tenants(raw, start, end, currency, fx)
         except MissingRate as exc:
