@@ -45,6 +45,7 @@ def scoped(namespace: str, key: object) -> str:
     """The text whose ``hashtext`` is the lock key of ``key`` within ``namespace``."""
     return f"{namespace}:{key}"
 
+
 ACTUALS: Final = 0x50414944  # "PAID"
 """Transaction lock of every append to ``actual_costs`` and of pool loads (ledger/capacity.py):
 positions commit in order, so the allocation job's checkpoint never skips one."""

@@ -92,13 +92,17 @@ class PoolDefinition(BaseModel):
 
     def cost_nanos(self, starts: datetime, ends: datetime, gpus: Decimal) -> int:
         """The actual cost of holding ``gpus`` GPUs over [starts, ends), rounded once."""
-        exact = Decimal(0)
-        for lo, hi in _months(starts, ends):
-            seconds = Decimal((hi - lo) // timedelta(microseconds=1)).scaleb(-6)
-            exact += EXACT.multiply(seconds, self._per_gpu_second(lo))
-        return round_nanos(EXACT.multiply(EXACT.multiply(exact, gpus), NANOS_PER_UNIT))
+        return round_nanos(self.cost_exact(starts, ends, gpus))
 
-    def _per_gpu_second(self, at: datetime) -> Decimal:
+    def cost_exact(self, starts: datetime, ends: datetime, gpus: Decimal) -> Decimal:
+        """The same in exact (fractional) nanos: month by month, each at its own rate."""
+        exact = Decimal(0)
+        for lo, hi in calendar_months(starts, ends):
+            seconds = Decimal((hi - lo) // timedelta(microseconds=1)).scaleb(-6)
+            exact += EXACT.multiply(seconds, self.per_gpu_second(lo))
+        return EXACT.multiply(EXACT.multiply(exact, gpus), NANOS_PER_UNIT)
+
+    def per_gpu_second(self, at: datetime) -> Decimal:
         p = self.payment
         if isinstance(p, OnDemand):
             return EXACT.divide(p.per_gpu_hour, 3600)
@@ -109,7 +113,7 @@ class PoolDefinition(BaseModel):
         return amortised + EXACT.divide(p.power_per_gpu_hour, 3600)
 
 
-def _months(starts: datetime, ends: datetime) -> Iterator[tuple[datetime, datetime]]:
+def calendar_months(starts: datetime, ends: datetime) -> Iterator[tuple[datetime, datetime]]:
     """[starts, ends) cut at calendar-month boundaries (UTC): monthly rates differ by month."""
     lo = starts.astimezone(UTC)
     ends = ends.astimezone(UTC)

@@ -8,8 +8,10 @@ Two rules keep every nano in exactly one place:
 - What has no one to go to (an hour with no busy GPU, a ``keep`` policy, no renders to
   share an overhead by) stays on the platform: a row with tenant ``""``.
 
-Weights are integers (busy micro-seconds, renders, shares in millionths); they decide
-proportions only, so their rounding moves no money, and all money is Int128 nanos.
+Weights are integers (busy micro-seconds summed exactly, renders, shares in millionths);
+they decide proportions only, so their rounding moves no money, and all money is Int128
+nanos. A group's weights are scaled down to at most ``MAX_WEIGHT`` in total, so that an
+amount times a running sum stays far inside 128 bits however large a tenant makes its usage.
 """
 
 from __future__ import annotations
@@ -17,18 +19,22 @@ from __future__ import annotations
 import polars as pl
 
 HOUR_US = 3_600_000_000
+MAX_WEIGHT = 10**16
 PLATFORM = ""
 ALLOCATION_KEYS = ["hour", "source", "kind", "tenant_id", "use_case", "currency"]
 I128 = pl.Int128
 
 
 def hourly_parts(spans: pl.LazyFrame) -> pl.LazyFrame:
-    """Each span (``starts_at``, ``ends_at``, ``cost_nanos``, ``gpus``) cut into its UTC hours:
-    ``hour``, ``cost_nanos`` (parts summing exactly to the span's), ``held_seconds``."""
+    """Each span (``seq``, ``piece``, ``starts_at``, ``ends_at``, ``cost_nanos``, ``gpus``) cut
+    into its UTC hours in proportion to time: ``hour``, ``cost_nanos`` (parts summing exactly
+    to the span's), ``held_seconds``. A price that differs by month is cut at the month's edge
+    first (``allocation_job.month_pieces``), so time is the right weight within a piece."""
     start_us = pl.col("starts_at").dt.epoch("us")
     end_us = pl.col("ends_at").dt.epoch("us")
     hour_us = pl.col("hour").dt.epoch("us")
     overlap = pl.min_horizontal(end_us, hour_us + HOUR_US) - pl.max_horizontal(start_us, hour_us)
+    key = ["seq", "piece"]
     cut = (
         spans.with_columns(
             pl.datetime_ranges(
@@ -40,18 +46,15 @@ def hourly_parts(spans: pl.LazyFrame) -> pl.LazyFrame:
         )
         .explode("hour")
         .with_columns(overlap.cast(I128).alias("_overlap"))
-        .with_columns(pl.col("_overlap").cum_sum().over("seq", order_by="hour").alias("_cum"))
+        .with_columns(pl.col("_overlap").cum_sum().over(key, order_by="hour").alias("_cum"))
     )
     cost = pl.col("cost_nanos").cast(I128)
-    part = cost * pl.col("_cum") // pl.col("_total") - cost * (
-        pl.col("_cum") - pl.col("_overlap")
-    ) // pl.col("_total")
-    return cut.with_columns(
-        part.alias("cost_nanos"),
-        (pl.col("_overlap").cast(pl.Float64) / 1e6 * pl.col("gpus").cast(pl.Float64)).alias(
-            "held_seconds"
-        ),
-    ).drop("_total", "_overlap", "_cum")
+    total = pl.col("_total")
+    part = cost * pl.col("_cum") // total - cost * (pl.col("_cum") - pl.col("_overlap")) // total
+    held = pl.col("_overlap").cast(pl.Float64) / 1e6 * pl.col("gpus").cast(pl.Float64)
+    return cut.with_columns(part.alias("cost_nanos"), held.alias("held_seconds")).drop(
+        "_total", "_overlap", "_cum", "piece"
+    )
 
 
 def split(amounts: pl.LazyFrame, weights: pl.LazyFrame, on: list[str]) -> pl.LazyFrame:
@@ -59,13 +62,23 @@ def split(amounts: pl.LazyFrame, weights: pl.LazyFrame, on: list[str]) -> pl.Laz
     the same keys (``tenant_id``, ``use_case``, ``weight`` ≥ 0), by cumulative floors; an
     amount with no positive weight goes to the platform whole."""
     w = weights.filter(pl.col("weight") > 0).with_columns(pl.col("weight").cast(I128))
-    joined = amounts.join(w, on=on, how="left").with_columns(
-        pl.col("weight").fill_null(0),
-        pl.col("tenant_id").fill_null(PLATFORM),
-        pl.col("use_case").fill_null(PLATFORM),
+    group = list(dict.fromkeys([*on, "hour", "source", "currency"]))
+    whole = pl.col("weight").sum().over(group)
+    joined = (
+        amounts.join(w, on=on, how="left")
+        .with_columns(
+            pl.col("weight").fill_null(0),
+            pl.col("tenant_id").fill_null(PLATFORM),
+            pl.col("use_case").fill_null(PLATFORM),
+        )
+        .with_columns(
+            (
+                pl.col("weight")
+                // pl.when(whole > MAX_WEIGHT).then(whole // MAX_WEIGHT + 1).otherwise(1)
+            ).alias("weight")
+        )
     )
     order = ["tenant_id", "use_case"]
-    group = list(dict.fromkeys([*on, "hour", "source", "currency"]))
     total = pl.col("weight").sum().over(group)
     cum = pl.col("weight").cum_sum().over(group, order_by=order)
     amount = pl.col("amount").cast(I128)
@@ -82,7 +95,7 @@ def pool_variance(
     the pool's ``share`` policy, kept on the platform under ``keep``.
 
     ``pool_hours``: hour, pool, currency, paid_nanos, standard_nanos. ``usage``: hour, pool,
-    tenant_id, use_case, busy_seconds (any currency: seconds are the weight). ``idle``: pool,
+    tenant_id, use_case, busy_us (any currency: busy micro-seconds are the weight). ``idle``: pool,
     policy."""
     amounts = (
         pool_hours.with_columns(
@@ -93,7 +106,7 @@ def pool_variance(
         .join(idle, on="pool", how="left")
     )
     weights = usage.group_by("hour", "pool", "tenant_id", "use_case").agg(
-        (pl.col("busy_seconds").sum() * 1e6).floor().cast(pl.Int64).alias("weight")
+        pl.col("busy_us").sum().alias("weight")
     )
     shared = split(
         amounts.filter(pl.col("policy") == "share").select(
@@ -126,7 +139,7 @@ def overhead_shares(parts: pl.LazyFrame, usage: pl.LazyFrame, fixed: pl.LazyFram
     """Overheads cut into hours (``parts``: seq, hour, account, allocate_by, currency,
     cost_nanos) shared by their basis over that hour's usage.
 
-    ``usage``: hour, tenant_id, use_case, model, busy_seconds, renders. ``fixed``: seq,
+    ``usage``: hour, tenant_id, use_case, model, busy_us, renders. ``fixed``: seq,
     tenant_id, weight (shares in millionths)."""
     base = parts.with_columns(
         pl.concat_str(pl.lit("overhead:"), pl.col("seq").cast(pl.String)).alias("source"),
@@ -139,8 +152,8 @@ def overhead_shares(parts: pl.LazyFrame, usage: pl.LazyFrame, fixed: pl.LazyFram
         .alias("owner"),
     )
     hourly = usage.group_by("hour", "tenant_id", "use_case", "model").agg(
-        (pl.col("busy_seconds").sum() * 1e6).floor().cast(pl.Int64).alias("gpu_seconds"),
-        pl.col("renders").sum().cast(pl.Int64).alias("renders"),
+        pl.col("busy_us").sum().alias("gpu_seconds"),
+        pl.col("renders").sum().cast(I128).alias("renders"),
     )
     any_model = hourly.group_by("hour", "tenant_id", "use_case").agg(
         pl.col("gpu_seconds").sum(), pl.col("renders").sum()

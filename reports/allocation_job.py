@@ -14,6 +14,7 @@ import io
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -25,6 +26,8 @@ from ledger.capacity import read_pools
 from ledger.connections import job_lock
 from ledger.journal import LOG
 from ledger.journal import head as ledger_head
+from ledger.money import round_nanos
+from ledger.pools import Pools, calendar_months
 from reports.allocation import ALLOCATION_KEYS, I128, hourly_parts, overhead_shares, pool_variance
 from reports.source import copy_out
 
@@ -64,6 +67,7 @@ _USAGE_SCHEMA: dict[str, Any] = {
     "model": pl.String,
     "currency": pl.String,
     "busy_seconds": pl.Float64,
+    "busy_us": I128,  # exact, so a group's weight does not depend on the order of its rows
     "standard_nanos": I128,
     "renders": pl.Int64,
 }
@@ -163,8 +167,9 @@ def allocate_hours(
     in_hours = f"hour = ANY({_hours_literal(hours)})"
     usage = copy_out(
         raw,
-        "SELECT hour, tenant_id, use_case, pool, model, currency, busy_seconds, standard_nanos, "
-        f"renders FROM usage_hourly WHERE {in_hours}",
+        "SELECT hour, tenant_id, use_case, pool, model, currency, busy_seconds, "
+        "floor(busy_seconds * 1000000) AS busy_us, standard_nanos, renders "
+        f"FROM usage_hourly WHERE {in_hours}",
         _USAGE_SCHEMA,
     ).lazy()
     lo, hi = hours[0], hours[-1] + timedelta(hours=1)
@@ -176,8 +181,8 @@ def allocate_hours(
         _SPAN_SCHEMA,
     )
     wanted = pl.Series("hour", hours, dtype=pl.Datetime("us", "UTC")).to_frame().lazy()
-    parts = hourly_parts(spans.lazy()).join(wanted, on="hour", how="semi")
     pools = read_pools(raw)
+    parts = hourly_parts(month_pieces(spans, pools).lazy()).join(wanted, on="hour", how="semi")
     declared = pl.LazyFrame(
         {
             "pool": pools.names,
@@ -255,10 +260,38 @@ def _fixed_shares(raw: psycopg.Connection[Any], spans: pl.DataFrame) -> pl.LazyF
             "SELECT seq, shares FROM actual_costs WHERE seq = ANY(%s)", (seqs,)
         ):
             for tenant, weight in shares.items():
-                rows.append((seq, tenant, int(float(weight) * 1e6)))
+                rows.append((seq, tenant, int(Decimal(weight).scaleb(6))))
     return pl.LazyFrame(
         rows, schema={"seq": pl.Int64, "tenant_id": pl.String, "weight": pl.Int64}, orient="row"
     )
+
+
+def month_pieces(spans: pl.DataFrame, pools: Pools) -> pl.DataFrame:
+    """Spans with a ``piece`` column; a capacity span that crosses a calendar month is cut at
+    each month's edge, each piece costing what its month's rate says (cumulative half-even
+    roundings of the exact figures, so the pieces sum to the stored cost exactly)."""
+    month = pl.col("starts_at").dt.truncate("1mo")
+    last = (pl.col("ends_at") - pl.duration(microseconds=1)).dt.truncate("1mo")
+    crossing = (pl.col("kind") == "capacity") & (month != last)
+    pieces = []
+    for row in spans.filter(crossing).iter_rows(named=True):
+        definition = pools.in_force(row["pool"], row["starts_at"])
+        if definition is None:
+            continue
+        gpus = Decimal(str(row["gpus"]))
+        running, before = Decimal(0), 0
+        for i, (lo, hi) in enumerate(calendar_months(row["starts_at"], row["ends_at"])):
+            running += definition.cost_exact(lo, hi, gpus)
+            upto = round_nanos(running)
+            pieces.append(
+                row | {"starts_at": lo, "ends_at": hi, "cost_nanos": upto - before, "piece": i}
+            )
+            before = upto
+    whole = spans.filter(~crossing).with_columns(pl.lit(0).alias("piece"))
+    if not pieces:
+        return whole
+    cut = pl.DataFrame(pieces, schema=whole.schema)
+    return pl.concat([whole, cut])
 
 
 def _copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:

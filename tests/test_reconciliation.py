@@ -349,6 +349,34 @@ def _us(at: datetime) -> int:
     return (at - EPOCH) // timedelta(microseconds=1)
 
 
+SPECS: dict[str, PoolSpec] = {}
+"""Every pool declared so far, by name: a capacity span's price by month comes from it."""
+
+
+def capacity_cut(
+    pool: str, starts: datetime, ends: datetime, gpus: Decimal, cost: int
+) -> Iterator[tuple[datetime, int]]:
+    """A capacity span's cost over its UTC hours: cut first at each calendar month's edge,
+    each piece the cumulative half-even rounding of its exact cost at that month's rate (so
+    the pieces sum to the stored cost), then each piece by time (``hourly_cut``)."""
+    bounds = [starts]
+    while bounds[-1] < ends:
+        lo = bounds[-1]
+        bounds.append(
+            min(datetime(lo.year + lo.month // 12, lo.month % 12 + 1, 1, tzinfo=UTC), ends)
+        )
+    if len(bounds) == 2:
+        yield from hourly_cut(starts, ends, cost)
+        return
+    running, before = Fraction(0), 0
+    for lo, hi in itertools.pairwise(bounds):
+        running += _exact_capacity_cost(SPECS[pool], lo, hi, gpus)
+        upto = round(running)
+        yield from hourly_cut(lo, hi, upto - before)
+        before = upto
+    assert before == cost, (pool, starts, ends, before, cost)
+
+
 def hourly_cut(starts: datetime, ends: datetime, cost: int) -> Iterator[tuple[datetime, int]]:
     """A span's cost over its UTC hours by cumulative floors of its micro-seconds."""
     s, e = _us(starts), _us(ends)
@@ -382,7 +410,7 @@ class Books:
         actuals = _rows(
             engine,
             "SELECT seq, kind, pool, account, allocate_by, shares, starts_at, ends_at, "
-            "cost_nanos, currency FROM actual_costs",
+            "cost_nanos, currency, gpus FROM actual_costs",
         )
         declared = {
             p: d["idle"]
@@ -464,7 +492,7 @@ def check_identities(engine: Engine) -> None:
         ((h, a[2], a[9]), part)
         for a in b.actuals
         if a[1] == "capacity"
-        for h, part in hourly_cut(a[6], a[7], int(a[8]))
+        for h, part in capacity_cut(a[2], a[6], a[7], Decimal(a[10]), int(a[8]))
     )
     standard = _sums(((e[0], e[6], e[5]), int(e[4])) for e in b.events if b.pooled(e[3], e[6]))
     allocated = _sums(
@@ -510,7 +538,7 @@ def check_identities(engine: Engine) -> None:
 
     # 2. Per overhead, and per hour of it: Σ allocations = its cost, in its currency.
     for source, overhead in overheads.items():
-        _, _, _, account, by, shares, starts, ends, cost, currency = overhead
+        _, _, _, account, by, shares, starts, ends, cost, currency, _ = overhead
         rows = by_source.get(source, [])
         assert {c for _, _, _, _, c, _ in rows} <= {currency}, f"{source}: another currency"
         assert sum(a for *_, a in rows) == cost, f"{source}: allocated ≠ cost"
@@ -640,6 +668,7 @@ def test_every_nano_paid_lands_exactly_once(books: Ledger) -> None:
         k = next(example)
         names = {"share": f"share-{k}", "keep": f"keep-{k}", "elsewhere": f"nowhere-{k}"}
         specs = {"share": h.share, "keep": h.keep}
+        SPECS.update({names[i]: specs[i] for i in ("share", "keep")})
         load_pools(engine, [_definition(names[i], specs[i]) for i in ("share", "keep")])
         reversible: list[CostEvent] = []
         for i, batch in enumerate(h.batches):
@@ -675,13 +704,11 @@ def test_every_nano_paid_lands_exactly_once(books: Ledger) -> None:
                 check_identities(engine)
         # Nothing new: nothing written.
         assert run_allocation(engine).rows_written == 0
-        # A full rebuild leaves every (hour, source, currency) with exactly the money it had,
-        # and each tenant's part within the float rounding of its weight (check_identities).
-        # Exactly the same parts per tenant is the stricter property, pinned (xfail, a bug) by
-        # test_weights_ignore_row_order: float weights depend on the rows' order, so a rebuild
-        # can move a few nanos between the tenants of a source and hour.
+        # A full rebuild leaves every (hour, source, tenant, use case, currency) with exactly
+        # the money it had: weights are exact integers, so no row order can move a nano.
         before = net_allocations(engine)
         assert run_allocation(engine, full=True).ran
+        assert net_allocations(engine) == before
         assert _per_source(net_allocations(engine)) == _per_source(before)
         check_identities(engine)
         assert run_allocation(engine).rows_written == 0
@@ -778,6 +805,8 @@ def _usage(order: list[int]) -> pl.LazyFrame:
             "use_case": ["social"] * 4,
             "model": ["sdxl"] * 4,
             "busy_seconds": [rows[i][1] for i in order],
+            # What the job reads: floor(busy_seconds * 1e6) of each stored NUMERIC row.
+            "busy_us": [int(Decimal(str(rows[i][1])).scaleb(6)) for i in order],
             "renders": [1] * 4,
         },
         schema={
@@ -786,19 +815,12 @@ def _usage(order: list[int]) -> pl.LazyFrame:
             "use_case": pl.String,
             "model": pl.String,
             "busy_seconds": pl.Float64,
+            "busy_us": pl.Int128,
             "renders": pl.Int64,
         },
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 13): reports/allocation.py sums busy_seconds as Float64 per group "
-    "before flooring to micro-seconds (overhead_shares' `hourly`, pool_variance's `weights`), "
-    "so the weights, and the nanos each tenant gets, depend on the order usage_hourly's rows "
-    "come back in: run_allocation(full=True) then moves nanos between tenants and writes "
-    "rows though no input changed",
-)
 def test_weights_ignore_row_order() -> None:
     parts = pl.LazyFrame(
         {
@@ -825,3 +847,26 @@ def test_weights_ignore_row_order() -> None:
         return dict(zip(out["tenant_id"].to_list(), out["amount_nanos"].to_list(), strict=True))
 
     assert shares([0, 1, 2, 3]) == shares([0, 2, 1, 3])
+
+
+@pytest.mark.parametrize(
+    ("amount", "weights"),
+    [
+        (-(10**20), [2**62] * 100),  # amount × Σ weights far past 2^127, before scaling
+        (10**21, [2**62, 1, 2**61, 3_600_000_000]),
+        (10**18, [2**63 - 1] * 7),
+    ],
+)
+def test_huge_weights_are_scaled_not_wrapped(amount: int, weights: list[int]) -> None:
+    """A tenant that makes its busy seconds enormous cannot overflow the split: a group's
+    weights are scaled to at most MAX_WEIGHT in total, which moves proportions by at most
+    amount × n / MAX_WEIGHT and never a nano of the total."""
+    from reports.allocation import MAX_WEIGHT
+
+    out = _split(amount, weights)
+    assert sum(out["amount_nanos"].to_list()) == amount
+    total = sum(weights)
+    got = dict(zip(out["tenant_id"].to_list(), out["amount_nanos"].to_list(), strict=True))
+    bound = 1 + Fraction(abs(amount) * 2 * len(weights), MAX_WEIGHT)
+    for i, w in enumerate(weights):
+        assert abs(got.get(f"t{i:05d}", 0) - Fraction(amount * w, total)) <= bound
