@@ -10,7 +10,6 @@ Everything happens in one transaction with the checkpoint, so a crash repeats a 
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,35 +28,35 @@ from ledger.journal import head as ledger_head
 from ledger.money import round_nanos
 from ledger.pools import Pools, calendar_months
 from reports.allocation import ALLOCATION_KEYS, I128, hourly_parts, overhead_shares, pool_variance
+from reports.allocation_store import append_difference, copy_in
 from reports.source import copy_out
 
 JOB = "allocation"
-_LABEL = (
-    "CASE WHEN jsonb_typeof(attributes->'{0}') = 'string' AND length(attributes->>'{0}') <= 200 "
-    "THEN attributes->>'{0}' ELSE '' END"
-)
 _SIGN = "CASE WHEN reverses IS NULL THEN 1 ELSE -1 END"
-_GPU = "sku LIKE 'gpu.%%'"
-# Usage past the checkpoint, folded into its hours; the hours it touched come back.
+_GPU = "sku LIKE 'gpu.%'"
+# Usage past the checkpoint, aggregated into its hours. Labels are cut to 200 characters, so
+# a key always fits its index (ingest allows no longer, but rows from before it typed them).
 _FOLD = f"""
-WITH up AS (
-    INSERT INTO usage_hourly AS t (hour, tenant_id, use_case, pool, model, currency,
-                                   busy_seconds, standard_nanos, cost_nanos, renders)
-    SELECT date_trunc('hour', occurred_at, 'UTC'), tenant_id, use_case,
-           {_LABEL.format("pool")}, {_LABEL.format("model")}, currency,
-           sum(CASE WHEN {_GPU} THEN {_SIGN} * quantity ELSE 0 END),
-           sum(CASE WHEN {_GPU} THEN cost_nanos ELSE 0 END),
-           sum(cost_nanos),
-           sum(CASE WHEN stage = 'render' AND outcome = 'delivered' THEN {_SIGN} ELSE 0 END)
-    FROM {LOG} WHERE seq > %(lo)s AND seq <= %(hi)s GROUP BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (hour, tenant_id, use_case, pool, model, currency) DO UPDATE SET
-        busy_seconds = t.busy_seconds + EXCLUDED.busy_seconds,
-        standard_nanos = t.standard_nanos + EXCLUDED.standard_nanos,
-        cost_nanos = t.cost_nanos + EXCLUDED.cost_nanos,
-        renders = t.renders + EXCLUDED.renders
-    RETURNING hour
-)
-SELECT DISTINCT hour FROM up
+CREATE TEMP TABLE fold ON COMMIT DROP AS
+SELECT date_trunc('hour', occurred_at, 'UTC') AS hour, tenant_id, use_case,
+       coalesce(left(attributes->>'pool', 200), '') AS pool,
+       coalesce(left(attributes->>'model', 200), '') AS model, currency,
+       sum(CASE WHEN {_GPU} THEN {_SIGN} * quantity ELSE 0 END) AS busy_seconds,
+       sum(CASE WHEN {_GPU} THEN cost_nanos ELSE 0 END) AS standard_nanos,
+       sum(cost_nanos) AS cost_nanos,
+       sum(CASE WHEN stage = 'render' AND outcome = 'delivered' THEN {_SIGN} ELSE 0 END)
+           AS renders
+FROM {LOG} WHERE seq > {{lo}} AND seq <= {{hi}} GROUP BY 1, 2, 3, 4, 5, 6
+"""
+_KEYS = "hour, tenant_id, use_case, pool, model, currency"
+_ADD = f"""
+INSERT INTO usage_hourly AS t ({_KEYS}, busy_seconds, standard_nanos, cost_nanos, renders)
+SELECT * FROM fold ORDER BY {_KEYS}
+ON CONFLICT ({_KEYS}) DO UPDATE SET
+    busy_seconds = t.busy_seconds + EXCLUDED.busy_seconds,
+    standard_nanos = t.standard_nanos + EXCLUDED.standard_nanos,
+    cost_nanos = t.cost_nanos + EXCLUDED.cost_nanos,
+    renders = t.renders + EXCLUDED.renders
 """
 _USAGE_SCHEMA: dict[str, Any] = {
     "hour": pl.Datetime("us", "UTC"),
@@ -82,15 +81,6 @@ _SPAN_SCHEMA: dict[str, Any] = {
     "gpus": pl.Float64,
     "cost_nanos": I128,
     "currency": pl.String,
-}
-_STORED_SCHEMA: dict[str, Any] = {
-    "hour": pl.Datetime("us", "UTC"),
-    "source": pl.String,
-    "kind": pl.String,
-    "tenant_id": pl.String,
-    "use_case": pl.String,
-    "currency": pl.String,
-    "stored": I128,
 }
 
 
@@ -119,12 +109,12 @@ def run_allocation(engine: Engine, *, full: bool = False) -> AllocationResult:
             return AllocationResult(False)
         with raw.transaction():
             lo, actual_lo = (0, 0) if full else _checkpoint(raw)
-            if full:
-                raw.execute("TRUNCATE usage_hourly, pool_hourly")
+            if full:  # digests too: a full run compares every group with what is stored
+                raw.execute("TRUNCATE usage_hourly, pool_hourly, allocation_digests")
             hi = ledger_head(raw)
             row = raw.execute("SELECT coalesce(max(seq), 0) FROM actual_costs").fetchone()
             actual_hi = int(row[0]) if row else 0
-            hours = {r[0] for r in raw.execute(_FOLD, {"lo": lo, "hi": hi})}
+            hours = _fold(raw, lo, hi)
             for starts, ends in raw.execute(
                 "SELECT starts_at, ends_at FROM actual_costs WHERE seq > %s AND seq <= %s",
                 (actual_lo, actual_hi),
@@ -142,6 +132,17 @@ def run_allocation(engine: Engine, *, full: bool = False) -> AllocationResult:
     return AllocationResult(
         True, hi - lo, actual_hi - actual_lo, len(ordered), written, time.perf_counter() - started
     )
+
+
+def _fold(raw: psycopg.Connection[Any], lo: int, hi: int) -> set[datetime]:
+    """Add the usage of positions (lo, hi] to ``usage_hourly``; the hours it touched."""
+    if hi <= lo:
+        return set()
+    # The aggregate of a rebuild spills to disk at the default 4 MB (measured: 9 batches).
+    raw.execute("SET LOCAL work_mem = '256MB'")
+    raw.execute(_FOLD.format(lo=int(lo), hi=int(hi)))
+    raw.execute(_ADD)
+    return {r[0] for r in raw.execute("SELECT DISTINCT hour FROM fold")}
 
 
 def _checkpoint(raw: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -193,7 +194,7 @@ def allocate_hours(
     pooled = usage.join(declared, on="pool", how="semi")
     pool_hours = _pool_hours(parts, pooled).collect()
     raw.execute(f"DELETE FROM pool_hourly WHERE {in_hours}")
-    _copy_in(raw, "pool_hourly", pool_hours)
+    copy_in(raw, "pool_hourly", pool_hours)
     fixed = _fixed_shares(raw, spans)
     desired = (
         pl.concat(
@@ -205,33 +206,7 @@ def allocate_hours(
         .group_by(ALLOCATION_KEYS)
         .agg(pl.col("amount_nanos").sum())
     )
-    stored = copy_out(
-        raw,
-        "SELECT hour, source, kind, tenant_id, use_case, currency, sum(amount_nanos) AS stored "
-        f"FROM allocations WHERE {in_hours} GROUP BY 1, 2, 3, 4, 5, 6",
-        _STORED_SCHEMA,
-    ).lazy()
-    run = raw.execute("SELECT coalesce(max(run_id), 0) + 1 FROM allocations").fetchone()
-    delta = (
-        desired.join(stored, on=ALLOCATION_KEYS, how="full", coalesce=True)
-        .with_columns(
-            (pl.col("amount_nanos").fill_null(0) - pl.col("stored").fill_null(0)).alias(
-                "amount_nanos"
-            )
-        )
-        .filter(pl.col("amount_nanos") != 0)
-        .select(
-            pl.lit(run[0] if run else 1).alias("run_id"),
-            *ALLOCATION_KEYS,
-            "amount_nanos",
-            pl.lit(through_seq).alias("through_seq"),
-            pl.lit(through_actual).alias("through_actual_seq"),
-        )
-        .sort(ALLOCATION_KEYS)
-        .collect()
-    )
-    _copy_in(raw, "allocations", delta)
-    return delta.height
+    return append_difference(raw, in_hours, desired.collect(), through_seq, through_actual)
 
 
 def _pool_hours(parts: pl.LazyFrame, pooled: pl.LazyFrame) -> pl.LazyFrame:
@@ -292,13 +267,3 @@ def month_pieces(spans: pl.DataFrame, pools: Pools) -> pl.DataFrame:
         return whole
     cut = pl.DataFrame(pieces, schema=whole.schema)
     return pl.concat([whole, cut])
-
-
-def _copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
-    if frame.is_empty():
-        return
-    buffer = io.BytesIO()
-    frame.write_csv(buffer, include_header=False, null_value="")
-    cols = ", ".join(frame.columns)
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(buffer.getvalue())
