@@ -35,6 +35,16 @@ class Previous(BaseModel):
     cost_per_delivered_render_change: float | None
 
 
+class FullyLoaded(BaseModel):
+    """Direct cost plus the tenant's share of idle GPU capacity and of overheads (the
+    allocation job's hourly rows), and that per delivered render."""
+
+    idle: Money
+    overhead: Money
+    cost: Money
+    cost_per_delivered_render: Money | None
+
+
 class ReportRow(BaseModel):
     """One group of the report: the keys it is grouped by (``group_by``) and its currency;
     ``share_of_cost``/``wall_share`` when grouped by stage, else ``stage_share``/
@@ -59,6 +69,14 @@ class ReportRow(BaseModel):
     stage_share: dict[str, float] | None = Field(default=None, description="Cost parts by stage")
     stage_wall_share: dict[str, float] | None = Field(
         default=None, description="Wall-time (``wall_s``) parts by stage"
+    )
+    utilisation: float | None = Field(
+        default=None,
+        description="Busy share of the pools the group's renders ran on, weighted by its "
+        "busy GPU-seconds (not when grouped by stage)",
+    )
+    fully_loaded: FullyLoaded | None = Field(
+        default=None, description="With allocated idle and overhead (not when grouped by stage)"
     )
     what_if: WhatIf | None = None
     previous: Previous | None = None

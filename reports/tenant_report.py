@@ -23,7 +23,9 @@ from ledger.events import Stage
 from ledger.fx import FxTable
 from ledger.money import EXACT
 from ledger.tables import STAGE_CACHE_COLUMNS, STAGE_COLUMNS
+from reports.report_loaded import allocated, utilisation
 from reports.report_rows import (
+    FullyLoaded,
     Previous,
     ReportRow,
     WhatIf,
@@ -222,6 +224,10 @@ def report(
     waste = _waste(raw, q, outer, m)
     lookups = _lookups(raw, q, outer, m)
     alt = _what_if(raw, q, outer, what_if, m) if what_if is not None else None
+    loaded = util = None
+    if "stage" not in keys:
+        loaded = allocated(raw, q.tenant, q.start, q.end, outer, m)
+        util = utilisation(raw, q.tenant, q.start, q.end, outer)
     by_outer: dict[Key, dict[str, dict[str, Decimal]]] = defaultdict(dict)
     for (*o, currency, stage), sums in costs.items():
         by_outer[(*o, currency)][stage] = sums
@@ -232,7 +238,7 @@ def report(
         else:
             groups.add(outer_key)
     if "stage" not in keys:
-        groups |= set(facts)
+        groups |= set(facts) | set(loaded or {})
     before = _previous(raw, q, fx) if compare else {}
     rows = []
     for g in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
@@ -270,6 +276,16 @@ def report(
                     cost_per_delivered_render=per(other, delivered),
                     difference_per_delivered_render=per(other - cost, delivered),
                 )
+            )
+        if loaded is not None and util is not None:
+            shared = loaded.get(outer_key, {})
+            idle, overhead = shared.get("idle", Decimal(0)), shared.get("overhead", Decimal(0))
+            given["utilisation"] = util.get(g[: len(outer)])
+            given["fully_loaded"] = FullyLoaded(
+                idle=money(idle),
+                overhead=money(overhead),
+                cost=money(cost + idle + overhead),
+                cost_per_delivered_render=per(cost + idle + overhead, delivered),
             )
         finished = delivered + int(fact.get("failed") or 0) + int(fact.get("cancelled") or 0)
         row = ReportRow(

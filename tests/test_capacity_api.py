@@ -14,6 +14,7 @@ import pytest
 from ledger import database
 from ledger.prices import load_price_book_file
 from reports.break_even import break_even_volume
+from reports.jobs import run_rollup
 from service.cli.main import DEFAULT_PRICES
 from service.http.app import create_app
 from service.keys import create_key
@@ -199,3 +200,68 @@ def test_tenant_keys_cannot_touch_capacity(api: httpx.Client, fresh_database: st
         ).status_code
         == 403
     )
+
+
+def test_seed_case_half_busy_h100s_double_the_cost_per_render_in_the_report(
+    api: httpx.Client, fresh_database: str
+) -> None:
+    """Two H100s rented by the hour, rendered on half the time: the report's fully-loaded
+    cost per delivered render is twice the direct one, and utilisation 0.50."""
+    h100 = A100 | {
+        "gpu_sku": "gpu.h100.second",
+        "gpus": 2,
+        "payment": {"model": "on_demand", "per_gpu_hour": "3.96"},
+    }
+    assert api.put("/v1/pools/h100", json=h100).status_code == 200
+    day = datetime(2026, 10, 12, tzinfo=UTC)
+    spans = [
+        {
+            "kind": "capacity",
+            "event_id": str(uuid.uuid4()),
+            "pool": "h100",
+            "starts_at": (day + timedelta(hours=h)).isoformat(),
+            "ends_at": (day + timedelta(hours=h + 1)).isoformat(),
+            "gpus": "2",
+        }
+        for h in range(8)
+    ]
+    assert api.post("/v1/capacity", content=orjson.dumps(spans)).json()["accepted"] == 8
+    events = []
+    for h in range(8):  # 3,600 of 7,200 GPU-seconds each hour, in 12-second renders
+        for i in range(300):
+            at = day + timedelta(hours=h, seconds=12 * i)
+            events += _render("acme", "12", pool="h100", at=at)
+    for i in range(0, len(events), 2000):
+        chunk = orjson.dumps([e.model_dump(mode="json") for e in events[i : i + 2000]])
+        assert api.post("/v1/events", content=chunk).status_code == 200
+    api.post("/v1/allocation/run").raise_for_status()
+    assert api.post("/v1/allocation/run").json()["rows_written"] == 0
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    run_rollup(engine)
+    engine.dispose()
+    report = api.get(
+        "/v1/tenants/acme/report",
+        params={
+            "from": "2026-10-12",
+            "to": "2026-10-13",
+            "group_by": "use_case",
+            "compare": "none",
+        },
+    )
+    assert report.status_code == 200, report.text
+    (row,) = report.json()["rows"]
+    assert row["utilisation"] == 0.5
+    direct = row["cost_per_delivered_render"]["nanos"]
+    loaded = row["fully_loaded"]["cost_per_delivered_render"]["nanos"]
+    gpu = 12 * 1_100_000
+    # The H100 seconds double; the image's own price (render.image) does not.
+    assert loaded - direct == gpu
+    assert row["fully_loaded"]["idle"]["nanos"] == 2400 * gpu
+    csv = api.get(
+        "/v1/tenants/acme/report",
+        params={"from": "2026-10-12", "to": "2026-10-13", "format": "csv", "compare": "none"},
+    ).text
+    header, line = csv.splitlines()[:2]
+    columns = dict(zip(header.split(","), line.split(","), strict=True))
+    assert columns["utilisation"] == "0.5"
+    assert int(columns["fully_loaded_cost_per_delivered_render_nanos"]) == loaded

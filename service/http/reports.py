@@ -164,6 +164,11 @@ def _columns(groups: tuple[str, ...]) -> list[str]:
             for f in ("cost", "cost_per_delivered_render", "difference_per_delivered_render")
             for p in money
         ],
+        "fully_loaded": [
+            f"{f}_{p}"
+            for f in ("idle", "overhead", "cost", "cost_per_delivered_render")
+            for p in money
+        ],
         "previous": [
             *(f"{f}_{p}" for f in ("cost", "cost_per_delivered_render") for p in money),
             "cost_change",
