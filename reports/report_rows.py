@@ -55,6 +55,11 @@ class ReportRow(BaseModel):
     use_case: str | None = None
     stage: str | None = None
     day: date | None = None
+    # Pipeline attributes a report may be grouped by (reports.report_attributes).
+    model: str | None = None
+    precision: str | None = None
+    gpu_type: str | None = None
+    pipeline_version: str | None = None
     currency: str
     renders_delivered: int
     renders_failed: int

@@ -23,6 +23,7 @@ from ledger.events import Stage
 from ledger.fx import FxTable
 from ledger.money import EXACT
 from ledger.tables import STAGE_CACHE_COLUMNS, STAGE_COLUMNS
+from reports.report_attributes import ATTRIBUTES, check, costs_by_render
 from reports.report_loaded import allocated, utilisation
 from reports.report_rows import (
     FullyLoaded,
@@ -38,7 +39,7 @@ from reports.report_rows import (
 )
 from reports.rollups import found, looked_up
 
-GROUPS = ("use_case", "stage", "day")
+GROUPS = ("use_case", "stage", "day", *ATTRIBUTES)
 STAGES = [s.value for s in Stage]
 _RANGE = "tenant_id = %(tenant)s AND day >= %(start)s AND day < %(end)s"
 _FAILED = "outcome IN ('failed', 'cancelled')"
@@ -218,14 +219,16 @@ def report(
     ``compare`` adds each row's ``previous`` (the same report of the period before)."""
     keys = list(q.group_by)
     outer = [k for k in keys if k != "stage"]
+    check(q.group_by, what_if is not None)
+    by_attribute = bool(set(keys) & set(ATTRIBUTES))
     m = Converter(q.currency, fx)
-    costs = _costs(raw, q, outer, m)
+    costs = costs_by_render(raw, _params(q), outer, m) if by_attribute else _costs(raw, q, outer, m)
     facts = _facts(raw, q, outer, m)
     waste = _waste(raw, q, outer, m)
     lookups = _lookups(raw, q, outer, m)
     alt = _what_if(raw, q, outer, what_if, m) if what_if is not None else None
     loaded = util = None
-    if "stage" not in keys:
+    if "stage" not in keys and not by_attribute:  # allocations know no stage or attribute
         loaded = allocated(raw, q.tenant, q.start, q.end, outer, m)
         util = utilisation(raw, q.tenant, q.start, q.end, outer)
     by_outer: dict[Key, dict[str, dict[str, Decimal]]] = defaultdict(dict)

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from ingest.sample import unet_event
 from ledger import database
 from ledger.prices import load_price_book_file
 from reports.break_even import break_even_volume
@@ -265,3 +266,53 @@ def test_seed_case_half_busy_h100s_double_the_cost_per_render_in_the_report(
     columns = dict(zip(header.split(","), line.split(","), strict=True))
     assert columns["utilisation"] == "0.5"
     assert int(columns["fully_loaded_cost_per_delivered_render_nanos"]) == loaded
+
+
+def test_report_grouped_by_pipeline_attributes(api: httpx.Client, fresh_database: str) -> None:
+    events = []
+    for precision, seconds, n in (("fp16", "10", 3), ("int8", "6", 2)):
+        for _ in range(n):
+            render = uuid.uuid4()
+            attrs = {"model": "sdxl", "precision": precision}
+            at = START + timedelta(days=3)
+            events += [
+                unet_event(
+                    "acme", render, quantity=Decimal(seconds), occurred_at=at, attributes=attrs
+                ),
+                unet_event(
+                    "acme",
+                    render,
+                    stage="render",
+                    sku="render.image",
+                    outcome="delivered",
+                    occurred_at=at,
+                    attributes=attrs,
+                ),
+            ]
+    body = orjson.dumps([e.model_dump(mode="json") for e in events])
+    assert api.post("/v1/events", content=body).status_code == 200
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    run_rollup(engine)
+    engine.dispose()
+    params = {"from": "2026-10-01", "to": "2026-11-01", "compare": "none"}
+    got = api.get("/v1/tenants/acme/report", params=params | {"group_by": "model,precision"})
+    assert got.status_code == 200, got.text
+    rows = {(r["model"], r["precision"]): r for r in got.json()["rows"]}
+    assert set(rows) == {("sdxl", "fp16"), ("sdxl", "int8")}
+    assert rows[("sdxl", "fp16")]["renders_delivered"] == 3
+    unet = 1_100_000  # an H100-second
+    fp16 = rows[("sdxl", "fp16")]["stage_share"]["unet"]
+    assert 0 < fp16 <= 1
+    per_fp16 = rows[("sdxl", "fp16")]["cost_per_delivered_render"]["nanos"]
+    per_int8 = rows[("sdxl", "int8")]["cost_per_delivered_render"]["nanos"]
+    assert per_fp16 - per_int8 == 4 * unet
+    whole = api.get("/v1/tenants/acme/report", params=params | {"group_by": ""}).json()
+    assert whole["rows"][0]["cost"]["nanos"] == sum(r["cost"]["nanos"] for r in rows.values())
+    csv = api.get(
+        "/v1/tenants/acme/report", params=params | {"group_by": "precision", "format": "csv"}
+    ).text
+    assert csv.splitlines()[0].startswith("precision,currency,")
+    for bad in ({"group_by": "model,stage"}, {"group_by": "model", "what_if": "x"}):
+        refused = api.get("/v1/tenants/acme/report", params=params | bad)
+        assert refused.status_code == 422
+        assert "pipeline attribute" in refused.json()["detail"]["message"]

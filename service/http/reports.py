@@ -15,6 +15,7 @@ from ledger import encoding
 from ledger.connections import connection
 from ledger.events import TENANT_PATTERN as TENANT
 from ledger.fx import FxError, FxTable, MissingRate, fx_table
+from reports.report_attributes import AttributeGroupingError, check
 from reports.report_rows import ReportRow
 from reports.tenant_report import GROUPS, STAGES, ReportQuery, WhatIfBook, report
 from service.http.deps import LedgerDep, ReadKey, ensure_tenant
@@ -49,11 +50,15 @@ class Report(BaseModel):
     rows: list[ReportRow]
 
 
-def _parse_groups(text: str) -> tuple[str, ...]:
+def _parse_groups(text: str, what_if: bool = False) -> tuple[str, ...]:
     groups = tuple(g.strip() for g in text.split(",") if g.strip())
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or len(set(groups)) != len(groups):
         raise http_error(f"group_by: use distinct names from {', '.join(GROUPS)}; got {text!r}")
+    try:
+        check(groups, what_if)
+    except AttributeGroupingError as exc:
+        raise http_error(str(exc)) from exc
     return groups
 
 
@@ -83,7 +88,13 @@ def tenant_report(
     tenant: Annotated[str, Path(pattern=TENANT)],
     start: Start = date(2026, 1, 1),
     end: End = date(2100, 1, 1),
-    group_by: Annotated[str, Query(description="Any of use_case, stage, day")] = "use_case",
+    group_by: Annotated[
+        str,
+        Query(
+            description="Any of use_case, stage, day, or a pipeline attribute: model, "
+            "precision, gpu_type, pipeline_version (not with stage)"
+        ),
+    ] = "use_case",
     what_if: Annotated[str | None, Query(description="Also price with this book")] = None,
     currency: Currency = None,
     fx_version: FxVersion = None,
@@ -96,7 +107,7 @@ def tenant_report(
         raise http_error(f"no tenant {tenant!r}", 404)  # the same answer as for a tenant never seen
     if start >= end:
         raise http_error("from must be before to")
-    groups = _parse_groups(group_by)
+    groups = _parse_groups(group_by, what_if is not None)
     book = None
     if what_if is not None:
         version = ledger.price_version(what_if)
