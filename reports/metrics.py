@@ -3,18 +3,26 @@ process's ingest counters."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
+import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from ledger.connections import connection
+from ledger.fx import FxError, MissingRate, fx_table
 from ledger.journal import recorded_at
+from ledger.money import EXACT
 from reports.source import UNREADABLE
+
+log = logging.getLogger(__name__)
 
 _LAG_SQL = """
 SELECT (SELECT coalesce(max(last_seq), 0) FROM blocks),
@@ -24,6 +32,17 @@ _COST_SQL = """
 SELECT tenant_id, use_case, currency, avg(total_nanos)::float8, count(*)
 FROM render_rollup WHERE outcome = 'delivered' AND day >= current_date - 1
 GROUP BY tenant_id, use_case, currency
+"""
+_COST_BY_DAY_SQL = """
+SELECT tenant_id, use_case, currency, day, sum(total_nanos), count(*)
+FROM render_rollup WHERE outcome = 'delivered' AND day >= current_date - 1
+GROUP BY tenant_id, use_case, currency, day
+"""
+# The last complete hour of every pool that held capacity in it.
+_UTILISATION_SQL = """
+SELECT pool, sum(busy_seconds) / sum(held_seconds) FROM pool_hourly
+WHERE hour = date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 hour'
+GROUP BY pool HAVING sum(held_seconds) > 0
 """
 
 
@@ -36,8 +55,9 @@ SELECT tenant_id, signal, count(*) FROM (
 
 
 class LedgerCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, currency: str | None = None) -> None:
         self.engine = engine
+        self.currency = currency  # also expose cost per render converted to it
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         with connection(self.engine) as raw:
@@ -45,6 +65,8 @@ class LedgerCollector(Collector):
             oldest = recorded_at(raw, done + 1) if head > done else None
             costs = raw.execute(_COST_SQL).fetchall()
             open_alerts = raw.execute(_OPEN_ALERTS_SQL).fetchall()
+            converted = self._converted(raw) if self.currency else []
+            pools = raw.execute(_UTILISATION_SQL).fetchall()
         yield GaugeMetricFamily("renderledger_events", "Events in the ledger (last seq)", head)
         yield GaugeMetricFamily(
             "renderledger_rollup_lag_events", "Events not yet in the rollups", head - done
@@ -69,6 +91,24 @@ class LedgerCollector(Collector):
             renders.add_metric([tenant, use_case, currency], count)
         yield per_render
         yield renders
+        if self.currency:
+            target = GaugeMetricFamily(
+                "renderledger_cost_per_render_converted_nanos",
+                "Mean cost per delivered render since yesterday (UTC), every currency converted "
+                "to the label's at each day's FX rate, in its nanos",
+                labels=["tenant", "use_case", "currency"],
+            )
+            for tenant, use_case, mean in converted:
+                target.add_metric([tenant, use_case, self.currency], mean)
+            yield target
+        utilisation = GaugeMetricFamily(
+            "renderledger_pool_utilisation",
+            "Busy share of the GPU-seconds a pool held in the last complete hour (UTC)",
+            labels=["pool"],
+        )
+        for pool, share in pools:
+            utilisation.add_metric([pool], float(share))
+        yield utilisation
         alerts = GaugeMetricFamily(
             "renderledger_open_alerts",
             "Alerts opened and not resolved (acknowledged ones included)",
@@ -86,13 +126,45 @@ class LedgerCollector(Collector):
             unreadable.add_metric([name], count)
         yield unreadable
 
+    def _converted(self, raw: psycopg.Connection[Any]) -> list[tuple[str, str, float]]:
+        """(tenant, use case, mean) in ``self.currency``; a series with a day the FX table
+        has no rate for is left out (and logged), never shown in the wrong currency."""
+        assert self.currency is not None
+        rows = raw.execute(_COST_BY_DAY_SQL).fetchall()
+        if not rows:
+            return []
+        days = [r[3] for r in rows]
+        try:
+            fx = fx_table(raw, None, min(days), max(days))
+        except FxError as exc:
+            log.warning("metrics: no cost per render in %s: %s", self.currency, exc)
+            return []
+        sums: dict[tuple[str, str], list[Decimal]] = {}
+        skipped: set[tuple[str, str]] = set()
+        for tenant, use_case, currency, day, nanos, count in rows:
+            key = (tenant, use_case)
+            try:
+                amount = fx.convert(nanos, currency, self.currency, day)
+            except MissingRate as exc:
+                log.warning("metrics: %s/%s left out: %s", tenant, use_case, exc)
+                skipped.add(key)
+                continue
+            total = sums.setdefault(key, [Decimal(0), Decimal(0)])
+            total[0] += amount
+            total[1] += count
+        return [
+            (t, u, float(EXACT.divide(total, count)))
+            for (t, u), (total, count) in sorted(sums.items())
+            if (t, u) not in skipped and count
+        ]
+
 
 class Metrics:
     """One registry per app, so tests and several apps in a process do not collide."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, currency: str | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(LedgerCollector(engine))
+        self.registry.register(LedgerCollector(engine, currency))
         self.ingested = Counter(
             "renderledger_ingested_events",
             "Events accepted by this process",

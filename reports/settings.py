@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ReportsSettings(BaseModel):
     rollup_interval_s: int = 60  # 0 turns the in-process scheduler off
     rollup_chunk_events: int = 1_000_000
+    # Also expose cost per render converted to this currency in /metrics (FX rates needed).
+    metrics_currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
 
 
 class BillingSettings(BaseModel):

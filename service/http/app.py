@@ -54,7 +54,7 @@ def create_app(
         else:
             app.state.ledger = ledger
         app.state.settings = settings
-        app.state.metrics = Metrics(app.state.ledger.engine)
+        app.state.metrics = Metrics(app.state.ledger.engine, settings.reports.metrics_currency)
         # Everything alive after start-up lives as long as the process: keep it out of the
         # collector's full passes, which otherwise walk it on every Nth ingest request.
         gc.collect()
