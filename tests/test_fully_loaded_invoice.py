@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from ledger.actual_costs import CapacityHeld
 from ledger.capacity import load_pools, record
 from ledger.connections import connection
@@ -77,3 +79,52 @@ def test_a_direct_plan_stores_and_seals_as_before() -> None:
     assert "cost_basis" not in plan.model_dump()
     loaded = Plan(tenant="acme", effective_from=SEP, cost_basis="fully_loaded")
     assert loaded.digest() != plan.digest()
+
+
+def _eur_book(ledger: Ledger, start: str) -> None:
+    from ledger.prices import parse_price_book
+    from service.cli.common import DEFAULT_PRICES
+
+    text = DEFAULT_PRICES.read_text().replace('currency = "USD"', 'currency = "EUR"')
+    text = text.replace('name = "public-list-2026"', 'name = "eur-list"')
+    text = text.replace("effective_from = 2025-01-01T00:00:00Z", f"effective_from = {start}")
+    ledger.load_prices(parse_price_book(text))
+
+
+def test_metered_cost_is_a_line_per_currency_never_summed(books: Ledger) -> None:
+    from ledger.fx import load_rates, parse_rates
+    from reports.billing.invoices import InvoiceError
+
+    _eur_book(books, "2026-09-15T00:00:00Z")
+    books.append(_render("acme", "1000", pool=None, at=AT - timedelta(days=5)))  # USD
+    books.append(_render("acme", "1000", pool=None, at=AT + timedelta(days=5)))  # EUR
+    eur_plan = Plan(
+        tenant="acme",
+        effective_from=SEP,
+        currency="EUR",
+        usd_rate=Decimal("0.9"),
+        default=Pricing(markup=Decimal("0.1")),
+    )
+    with connection(books.engine, transaction=True) as raw:
+        store_plan(raw, eur_plan)
+        doc = invoice(raw, "acme", SEP)
+    usage = {ln.unit: ln for ln in doc.lines if ln.kind == "usage"}
+    assert set(usage) == {"USD of metered cost", "EUR of metered cost"}
+    assert Decimal(usage["USD of metered cost"].unit_price) == Decimal("0.99")  # 1.1 × 0.9
+    assert Decimal(usage["EUR of metered cost"].unit_price) == Decimal("1.1")
+    assert "in EUR" in usage["EUR of metered cost"].description
+    assert doc.cost_basis.other_currencies == {"EUR": 1000 * 1_100_000 + 0}
+    assert doc.cost_basis.metered_nanos == 1000 * 1_100_000
+
+    usd_plan = Plan(tenant="globex", effective_from=SEP, default=Pricing(markup=Decimal(0)))
+    books.append(_render("globex", "10", pool=None, at=AT + timedelta(days=5)))  # EUR
+    with connection(books.engine, transaction=True) as raw:
+        store_plan(raw, usd_plan)
+    with connection(books.engine) as raw, pytest.raises(InvoiceError, match="in EUR"):
+        invoice(raw, "globex", SEP)
+    load_rates(books.engine, parse_rates("date,currency,rate\n2026-09-30,USD,1.25\n"), "ecb")
+    with connection(books.engine) as raw:
+        converted = invoice(raw, "globex", SEP)
+    (line,) = [ln for ln in converted.lines if ln.kind == "usage"]
+    assert line.unit == "EUR of metered cost"
+    assert Decimal(line.unit_price) == Decimal("1.25")  # 1 EUR = 1.25 USD on the last day

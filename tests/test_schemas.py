@@ -70,6 +70,7 @@ def test_the_invoice_document_and_its_cost_basis_name_their_fields(spec: dict[st
             "renders",
             "by_use_case",
             "allocated_nanos",  # fully-loaded plans only
+            "other_currencies",  # metered cost priced in other books
         }
         assert _fields(spec, doc, "positions") == {
             "first_seq",

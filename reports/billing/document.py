@@ -94,6 +94,11 @@ class CostBasis(_Part):
         exclude_if=lambda v: v is None,
         description="Idle capacity and overheads allocated to the tenant (fully-loaded plans)",
     )
+    other_currencies: dict[str, int] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Metered nanos in currencies other than USD, by currency (each its lines)",
+    )
 
 
 class CreditNote(_Part):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
+from ledger.fx import FxError, fx_table
 from ledger.journal import head as ledger_head
 from ledger.money import format_nanos
 from reports.billing.document import (
@@ -28,6 +29,8 @@ from reports.billing.months import Window, month, next_month, previous_month
 from reports.billing.plans import Plan, plan_for
 from reports.billing.pricing import (
     Line,
+    Rates,
+    UnbillableCurrency,
     Usage,
     adjustment_lines,
     billed_outcomes,
@@ -58,10 +61,43 @@ def money(minor: int, digits: int) -> str:
     return format(Decimal(minor).scaleb(-digits), "f")
 
 
-def _charge(plan: Plan, usage: list[Usage], allocated: dict[str, int] | None = None) -> list[Line]:
-    lines = price_usage(plan, usage, allocated)
+Shares = dict[tuple[str, str], int]
+
+
+def _charge(
+    plan: Plan, usage: list[Usage], allocated: Shares | None = None, rates: Rates | None = None
+) -> list[Line]:
+    lines = price_usage(plan, usage, allocated, rates)
     topup = commitment_topup(plan, sum(line.amount_minor for line in lines))
     return [*lines, topup] if topup else lines
+
+
+def _rates(
+    raw: psycopg.Connection[Any],
+    plan: Plan,
+    window: Window,
+    usage: list[Usage],
+    *allocated: Shares | None,
+) -> Rates:
+    """FX rates into the plan's currency for metered currencies other than its own and USD
+    (USD goes by the plan's agreed ``usd_rate``): the last published at the window's end.
+    A currency without one is left out, and pricing refuses it by name."""
+    seen = {u.currency for u in usage} | {c for a in allocated if a for _, c in a}
+    needed = seen - {plan.currency, "USD"}
+    if not needed:
+        return {}
+    last = (window.end - timedelta(microseconds=1)).date()
+    try:
+        fx = fx_table(raw, None, window.start.date(), last, [*needed, plan.currency])
+    except FxError:
+        return {}
+    out = {}
+    for currency in needed:
+        try:
+            out[currency] = fx.factor(currency, plan.currency, last)
+        except FxError:
+            continue
+    return out
 
 
 def _adjustments(
@@ -84,14 +120,17 @@ def _adjustments(
         charge = _charge if window.finalized else price_usage
         now = read_usage(raw, window, through, tenants=[tenant]).get(tenant, [])
         before = read_usage(raw, window, last.through_seq, tenants=[tenant]).get(tenant, [])
-        shares: tuple[dict[str, int] | None, dict[str, int] | None] = (None, None)
+        shares: tuple[Shares | None, Shares | None] = (None, None)
         if plan.cost_basis == "fully_loaded":
             shares = (
                 read_allocated(raw, tenant, window, allocations),
                 read_allocated(raw, tenant, window, last.allocations_through),
             )
+        rates = _rates(raw, plan, window, now, *shares)
         out += adjustment_lines(
-            month(period), charge(plan, now, shares[0]), charge(plan, before, shares[1])
+            month(period),
+            charge(plan, now, shares[0], rates),
+            charge(plan, before, shares[1], rates),
         )
     return out
 
@@ -143,14 +182,17 @@ def compute(
     allocated = None
     if allocations is not None:
         allocated = read_allocated(raw, tenant, window, allocations)
-    lines = _charge(plan, usage, allocated)
-    last = last_finalized(raw, tenant, period)
-    if last is not None:
-        if late is None:
-            late = late_months(raw, [tenant], last.through_seq, through_seq, window.start).get(
-                tenant, set()
-            )
-        lines += _adjustments(raw, tenant, late, last, through_seq, allocations or 0)
+    try:
+        lines = _charge(plan, usage, allocated, _rates(raw, plan, window, usage, allocated))
+        last = last_finalized(raw, tenant, period)
+        if last is not None:
+            if late is None:
+                late = late_months(raw, [tenant], last.through_seq, through_seq, window.start).get(
+                    tenant, set()
+                )
+            lines += _adjustments(raw, tenant, late, last, through_seq, allocations or 0)
+    except UnbillableCurrency as exc:
+        raise InvoiceError(str(exc)) from exc
     digits = plan.minor_digits
     sums: dict[str, int] = defaultdict(int)
     for line in lines:
@@ -160,9 +202,15 @@ def compute(
     renders: dict[str, int] = defaultdict(int)
     for u in usage:
         renders[u.outcome or "no_outcome"] += u.renders
-    metered = sum(u.cost_nanos for u in usage)
+    # The cost basis is in USD, as it always was; other currencies' metered cost beside it.
+    usd = [u for u in usage if u.currency == "USD"]
+    metered = sum(u.cost_nanos for u in usd)
     billed = billed_outcomes(plan)
-    billed_nanos = sum(u.cost_nanos for u in usage if u.outcome in billed)
+    billed_nanos = sum(u.cost_nanos for u in usd if u.outcome in billed)
+    others: dict[str, int] = defaultdict(int)
+    for u in usage:
+        if u.currency != "USD":
+            others[u.currency] += u.cost_nanos
     return Invoice(
         tenant=tenant,
         period=month(period),
@@ -193,8 +241,11 @@ def compute(
             not_billed_nanos=metered - billed_nanos,
             events=sum(u.events for u in usage),
             renders=dict(sorted(renders.items())),
-            by_use_case=_by_use_case(usage),
-            allocated_nanos=None if allocated is None else sum(allocated.values()),
+            by_use_case=_by_use_case(usd),
+            allocated_nanos=None
+            if allocated is None
+            else sum(n for (_, c), n in allocated.items() if c == "USD"),
+            other_currencies=dict(sorted(others.items())) or None,
         ),
         lines=[line.as_invoice_line(digits) for line in lines],
         subtotal=money(sums["usage"] + sums["allocation"], digits),

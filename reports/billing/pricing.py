@@ -29,6 +29,34 @@ class Usage:
     cost_nanos: int
     first_seq: int
     last_seq: int
+    currency: str = "USD"
+
+
+class UnbillableCurrency(ValueError):
+    """Metered cost in a currency the plan has no rate from; nothing can be billed."""
+
+
+Rates = dict[str, Decimal]
+"""Plan currency per unit of each metered currency besides the plan's own and USD."""
+
+
+def metered_rate(plan: Plan, currency: str, rates: Rates | None = None) -> Decimal:
+    """What one unit of metered ``currency`` is in the plan's: 1 in its own, ``usd_rate``
+    from USD (the plan's fixed rate, as agreed), else the FX rate the caller looked up."""
+    if currency == plan.currency:
+        return Decimal(1)
+    if currency == "USD":
+        return plan.usd_rate
+    if rates and currency in rates:
+        return rates[currency]
+    raise UnbillableCurrency(
+        f"metered cost in {currency}: cost-plus in {plan.currency} needs an FX rate for it "
+        "(`renderledger fx load`)"
+    )
+
+
+def _unit(currency: str, what: str) -> str:
+    return f"{currency} of {what}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +73,8 @@ class Line:
     period: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, int | None]:
-        return (self.kind, self.use_case, self.tier)
+    def key(self) -> tuple[str, str, int | None, str]:
+        return (self.kind, self.use_case, self.tier, self.unit)
 
     def as_invoice_line(self, digits: int) -> InvoiceLine:
         """The line as printed: the same fields, exact decimals as plain text, and the
@@ -88,41 +116,49 @@ def billed_outcomes(plan: Plan) -> frozenset[str]:
 
 
 def price_usage(
-    plan: Plan, usage: Iterable[Usage], allocated: dict[str, int] | None = None
+    plan: Plan,
+    usage: Iterable[Usage],
+    allocated: dict[tuple[str, str], int] | None = None,
+    rates: Rates | None = None,
 ) -> list[Line]:
-    """The usage lines; with ``allocated`` (nanos by use case, a fully-loaded plan), each
-    cost-plus use case also bills its allocated share of idle capacity and overheads."""
+    """The usage lines; with ``allocated`` (nanos by use case and currency, a fully-loaded
+    plan), each cost-plus use case also bills its allocated share of idle capacity and
+    overheads. Metered cost is a line per currency, each at its own rate to the plan's."""
     billed = billed_outcomes(plan)
-    cost: dict[str, int] = defaultdict(int)
+    cost: dict[tuple[str, str], int] = defaultdict(int)
     images: dict[str, int] = defaultdict(int)
     for u in usage:
         if u.outcome in billed:
-            cost[u.use_case] += u.cost_nanos
+            cost[(u.use_case, u.currency)] += u.cost_nanos
             if u.outcome:
                 images[u.use_case] += u.renders
     digits = plan.minor_digits
     lines: list[Line] = []
-    for use_case in sorted(set(cost) | set(images)):
+    for use_case in sorted({u for u, _ in cost} | set(images)):
         pricing = plan.pricing(use_case)
         if pricing.markup is not None:
-            if cost[use_case] == 0:
-                continue
-            metered = Decimal(cost[use_case]).scaleb(-9, EXACT)
-            unit_price = EXACT.multiply(1 + pricing.markup, plan.usd_rate)
-            exact = EXACT.multiply(metered, unit_price)
-            lines.append(
-                Line(
-                    "usage",
-                    f"{use_case}: metered cost {_pct(pricing.markup)}",
-                    use_case,
-                    None,
-                    metered,
-                    "USD of metered cost",
-                    unit_price,
-                    exact,
-                    to_minor(exact, digits),
+            for currency in sorted(c for u, c in cost if u == use_case):
+                nanos = cost[(use_case, currency)]
+                if nanos == 0:
+                    continue
+                metered = Decimal(nanos).scaleb(-9, EXACT)
+                rate = metered_rate(plan, currency, rates)
+                unit_price = EXACT.multiply(1 + pricing.markup, rate)
+                exact = EXACT.multiply(metered, unit_price)
+                named = "" if currency == "USD" else f" in {currency}"
+                lines.append(
+                    Line(
+                        "usage",
+                        f"{use_case}: metered cost{named} {_pct(pricing.markup)}",
+                        use_case,
+                        None,
+                        metered,
+                        _unit(currency, "metered cost"),
+                        unit_price,
+                        exact,
+                        to_minor(exact, digits),
+                    )
                 )
-            )
             continue
         assert pricing.tiers is not None
         for index, first, last, tier in graduated(images[use_case], pricing.tiers):
@@ -141,19 +177,21 @@ def price_usage(
                     to_minor(exact, digits),
                 )
             )
-    return lines + _allocation_lines(plan, allocated or {})
+    return lines + _allocation_lines(plan, allocated or {}, rates)
 
 
-def _allocation_lines(plan: Plan, allocated: dict[str, int]) -> list[Line]:
+def _allocation_lines(
+    plan: Plan, allocated: dict[tuple[str, str], int], rates: Rates | None
+) -> list[Line]:
     """Per-image pricing does not depend on cost, so only cost-plus use cases bill a share;
     one the tenant bears with no use case to spread it over goes by the plan's default."""
     lines = []
-    for use_case, nanos in sorted(allocated.items()):
+    for (use_case, currency), nanos in sorted(allocated.items()):
         pricing = plan.pricing(use_case)
         if pricing.markup is None or nanos == 0:
             continue
         share = Decimal(nanos).scaleb(-9, EXACT)
-        unit_price = EXACT.multiply(1 + pricing.markup, plan.usd_rate)
+        unit_price = EXACT.multiply(1 + pricing.markup, metered_rate(plan, currency, rates))
         exact = EXACT.multiply(share, unit_price)
         lines.append(
             Line(
@@ -163,7 +201,7 @@ def _allocation_lines(plan: Plan, allocated: dict[str, int]) -> list[Line]:
                 use_case,
                 None,
                 share,
-                "USD of allocated cost",
+                _unit(currency, "allocated cost"),
                 unit_price,
                 exact,
                 to_minor(exact, plan.minor_digits),
@@ -204,7 +242,7 @@ def adjustment_lines(period: str, now: list[Line], before: list[Line]) -> list[L
     new = {line.key: line for line in now}
     out = []
     for key in sorted(
-        set(old) | set(new), key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2])
+        set(old) | set(new), key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2], k[3])
     ):
         a, b = new.get(key), old.get(key)
         amount = (a.amount_minor if a else 0) - (b.amount_minor if b else 0)

@@ -18,18 +18,21 @@ from reports.billing.months import Window, next_month, previous_month, window
 from reports.billing.plans import Plan, plans_for
 from reports.billing.pricing import Usage
 
+# Per currency: a render priced in two (its book changed currency mid-render) is a row in
+# each, its outcome on the row of its render event's currency, the other's outcome "".
 _USAGE = """
 SELECT tenant_id, use_case, coalesce(outcome, '') AS outcome, count(*) AS renders,
-       sum(events)::bigint, sum(cost), min(first_seq), max(last_seq)
+       sum(events)::bigint, sum(cost), min(first_seq), max(last_seq), currency
 FROM (
-    SELECT tenant_id, use_case, render_id, max(outcome) AS outcome, count(*) AS events,
-           sum(cost_nanos) AS cost, min(seq) AS first_seq, max(seq) AS last_seq
+    SELECT tenant_id, use_case, render_id, currency, max(outcome) AS outcome,
+           count(*) AS events, sum(cost_nanos) AS cost, min(seq) AS first_seq,
+           max(seq) AS last_seq
     FROM {log}
     WHERE occurred_at >= %(start)s AND occurred_at < %(end)s
       AND seq > %(after)s AND seq <= %(through)s {tenant_filter}
-    GROUP BY tenant_id, use_case, render_id
+    GROUP BY tenant_id, use_case, render_id, currency
 ) AS renders
-GROUP BY 1, 2, 3
+GROUP BY 1, 2, 3, 9
 """
 
 
@@ -57,8 +60,10 @@ def read_usage(
     out: dict[str, list[Usage]] = defaultdict(list)
     query = _USAGE.format(log=LOG, tenant_filter=tenant_filter)
     # The cost sum is NUMERIC: a tenant's month may pass 64 bits of nanos.
-    for tenant, use_case, outcome, renders, events, cost, first, last in raw.execute(query, params):
-        out[tenant].append(Usage(use_case, outcome, renders, events, int(cost), first, last))
+    rows = raw.execute(query, params)
+    for tenant, use_case, outcome, renders, events, cost, first, last, currency in rows:
+        usage = Usage(use_case, outcome, renders, events, int(cost), first, last, currency)
+        out[tenant].append(usage)
     return out
 
 
@@ -155,14 +160,14 @@ def allocation_head(raw: psycopg.Connection[Any]) -> int:
 
 def read_allocated(
     raw: psycopg.Connection[Any], tenant: str, window: Window, through: int
-) -> dict[str, int]:
-    """The tenant's allocated idle capacity and overheads in ``window`` by use case, as of
-    allocation row ``through``. Cost-plus bills USD metered cost, so USD allocations only."""
+) -> dict[tuple[str, str], int]:
+    """The tenant's allocated idle capacity and overheads in ``window`` by use case and
+    currency, as of allocation row ``through``."""
     return {
-        use_case: int(nanos)
-        for use_case, nanos in raw.execute(
-            "SELECT use_case, sum(amount_nanos) FROM allocations WHERE tenant_id = %s "
-            "AND hour >= %s AND hour < %s AND currency = 'USD' AND alloc_id <= %s GROUP BY 1",
+        (use_case, currency): int(nanos)
+        for use_case, currency, nanos in raw.execute(
+            "SELECT use_case, currency, sum(amount_nanos) FROM allocations WHERE tenant_id = %s "
+            "AND hour >= %s AND hour < %s AND alloc_id <= %s GROUP BY 1, 2",
             (tenant, window.start, window.end, through),
         )
     }

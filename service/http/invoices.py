@@ -56,9 +56,13 @@ def _period(text: str) -> date:
 
 
 def _read(ledger: LedgerDep, key: Principal, tenant: str, read: Callable[[Conn], T]) -> T:
-    with connection(ledger.engine) as raw:
-        ensure_tenant(raw, key, tenant)
-        return read(raw)
+    """A draft that cannot be priced (metered cost in a currency with no rate) is a 422."""
+    try:
+        with connection(ledger.engine) as raw:
+            ensure_tenant(raw, key, tenant)
+            return read(raw)
+    except InvoiceError as exc:
+        raise http_error(str(exc), 422) from None
 
 
 def _write(
