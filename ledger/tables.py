@@ -312,12 +312,14 @@ credit_notes = Table(
 
 
 # Alerts: hourly unit-cost series (derived, recomputed for recent hours) and the alert log.
+# A series is per currency (migration 0013): its sums never add two.
 alert_hourly = Table(
     "alert_hourly",
     metadata,
     Column("hour", DateTime(timezone=True), primary_key=True),
     Column("tenant_id", Text, primary_key=True),
     Column("use_case", Text, primary_key=True),
+    Column("currency", String(3), primary_key=True),
     Column("delivered", BigInteger, nullable=False),
     Column("failed", BigInteger, nullable=False),
     Column("delivered_nanos", Numeric, nullable=False),
@@ -336,6 +338,7 @@ alert_events = Table(
     Column("use_case", Text, nullable=False),
     Column("signal", Text, nullable=False),
     Column("kind", Text, nullable=False),
+    Column("currency", String(3)),  # of the alert's series; NULL before 0013 and for pools
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("actor", Text, nullable=False, server_default="detector"),
     Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),

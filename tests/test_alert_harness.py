@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import polars as pl
+
+from ledger.tables import STAGE_COLUMNS
 from reports.alerts.detect import binomial_tail
 from reports.alerts.harness import evaluate
+from reports.alerts.series import build, hourly_frame
 
 
 def test_harness_meets_the_targets_on_a_small_fixed_seed_run() -> None:
@@ -50,3 +56,32 @@ def test_the_most_specific_rule_wins() -> None:
     assert rule_for("acme", "ecommerce").absolute_nanos == 1e6
     assert rule_for("globex", "ecommerce").relative == 0.2
     assert rule_for("globex", "social").relative == 0.1
+
+
+def test_the_hourly_series_and_the_series_are_per_currency() -> None:
+    """One hour of a tenant × use case with renders in USD and in EUR: two hourly rows and
+    two series, neither holding anything of the other's currency."""
+    at = datetime(2026, 11, 10, 14, 5, tzinfo=UTC)
+    frame = pl.DataFrame(
+        {
+            "tenant_id": "acme",
+            "use_case": "ecommerce",
+            "currency": ["USD", "USD", "EUR"],
+            "rendered_at": [at, at, at],
+            "outcome": "delivered",
+            "total_nanos": [1_000, 3_000, 5_000],
+            **{column: [0, 0, 0] for column in STAGE_COLUMNS.values()},
+            "cache_hits": 0,
+            "cache_lookups": 0,
+        }
+    )
+    hourly = hourly_frame(frame.lazy()).collect().sort("currency")
+    assert hourly.select("currency", "delivered", "delivered_nanos").rows() == [
+        ("EUR", 1, 5_000),
+        ("USD", 2, 4_000),
+    ]
+    series = build(frame, hourly)
+    assert [(s.currency, s.renders.total.tolist()) for s in series] == [
+        ("EUR", [5_000.0]),
+        ("USD", [1_000.0, 3_000.0]),
+    ]

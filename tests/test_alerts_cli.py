@@ -44,10 +44,21 @@ def test_run_list_and_ack(cli: CliRunner, fresh_database: str) -> None:
     alert_id = uuid.uuid4()
     engine = database.make_engine(fresh_database, app_role="renderledger_app")
     with connection(engine, transaction=True) as raw:
-        append(raw, alert_id, "acme", "ecommerce", "unit_cost", "opened", {"message": "acme up"})
+        append(
+            raw,
+            alert_id,
+            "acme",
+            "ecommerce",
+            "unit_cost",
+            "opened",
+            {"message": "acme up"},
+            currency="EUR",
+        )
     engine.dispose()
-    listed = cli.invoke(app, ["alerts", "list", "--status", "open"])
+    listed = cli.invoke(app, ["alerts", "list", "--status", "open"], env={"COLUMNS": "200"})
     assert str(alert_id) in listed.output
+    assert "currency" in listed.output
+    assert "EUR" in listed.output
     acked = cli.invoke(app, ["alerts", "ack", str(alert_id)])
     assert acked.exit_code == 0, acked.output
     assert "acknowledged" in acked.output

@@ -17,12 +17,17 @@ log = logging.getLogger(__name__)
 
 
 class AlertRule(BaseModel):
-    """Thresholds for one tenant and/or use case; unset fields keep the defaults."""
+    """Thresholds for one tenant and/or use case; unset fields keep the defaults.
+
+    A rule applies to each currency's series of its tenant × use case alike, and
+    ``absolute_usd`` (named when series were all USD; kept so settings keep working) is in
+    units of the judged series' currency: 0.001 is 0.001 EUR a render on an EUR series,
+    never converted."""
 
     tenant: str | None = None
     use_case: str | None = None
     relative: float | None = None  # 0.10: a 10 % change in cost per delivered render
-    absolute_usd: float | None = None  # and at least this much per render
+    absolute_usd: float | None = None  # and at least this much per render, series' currency
     z: float | None = None  # and this many spreads from the baseline
     min_renders: int | None = None  # delivered renders needed before judging
 

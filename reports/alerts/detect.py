@@ -1,5 +1,6 @@
 """The detector: each series' recent unit cost against a robust baseline of its own past.
 
+A series is one tenant × use case × currency, so no figure here adds two currencies.
 *Recent* is the last ``min_renders`` delivered renders (at most ``window_hours`` back);
 fewer than that and the series is not judged. *Baseline* is the median, over the last
 ``baseline_days`` days, of the hourly unit cost at the same hour of day and the hours on
@@ -31,10 +32,13 @@ CAPTION = STAGES.index(Stage.CAPTION_LLM)
 
 @dataclass(frozen=True)
 class Rule:
-    """Thresholds; per tenant and use case through ``AlertSettings.rules``."""
+    """Thresholds; per tenant and use case through ``AlertSettings.rules``.
+
+    ``absolute_nanos`` is in nano-units of the judged series' currency (a tenant whose book
+    is in EUR has EUR series): one figure for every currency, never converted."""
 
     relative: float = 0.10
-    absolute_nanos: float = 1_000.0  # $0.000001 a render
+    absolute_nanos: float = 1_000.0  # 0.000001 (of the series' currency) a render
     z: float = 4.5
     min_renders: int = 100
     window_hours: int = 6

@@ -22,6 +22,7 @@ from reports.alerts.series import HOUR, STAGES, F, Series, hourly_frame, to_hour
 from reports.alerts.tracker import Decision, OpenAlert, decide
 
 DAY = 24 * HOUR
+CURRENCY = "USD"  # of every generated series: a series is of one currency
 START = 1_780_000_000 // DAY * DAY  # a fixed midnight (2026-05-29 UTC): runs are reproducible
 # Mean cost of each stage of a delivered render, nanos, before caches.
 STAGE_MEANS: dict[str, int] = {
@@ -120,6 +121,7 @@ def _renders(
         {
             "tenant_id": tenant,
             "use_case": use_case,
+            "currency": CURRENCY,
             "rendered_at": pl.Series(at * 1_000_000).cast(pl.Datetime("us", "UTC")),
             "outcome": np.where(failed, "failed", "delivered"),
             **{
@@ -198,7 +200,7 @@ def evaluate(
             frame = _renders(rng, tenant, use_case, days, mine)
             sized += [Injection(**{**i.__dict__, "size": _size(frame, i)}) for i in mine]
             hourly = hourly_frame(frame.lazy()).collect()
-            series = Series(tenant, use_case, to_renders(frame), to_hourly(hourly))
+            series = Series(tenant, use_case, CURRENCY, to_renders(frame), to_hourly(hourly))
             m = measure(series, times, rule)
             open_alerts: dict[str, OpenAlert] = {}
             for i in range(len(times)):

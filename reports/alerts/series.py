@@ -1,7 +1,10 @@
-"""One tenant × use case as arrays: its recent renders and its hourly history.
+"""One tenant × use case × currency as arrays: its recent renders and its hourly history.
 
 Both the service (reading ``render_rollup`` and ``alert_hourly``) and the evaluation
 harness (generating renders) build these, so the detector sees the same shape from both.
+Every key carries the currency (``render_rollup`` has a row per render and currency): a
+series never adds the costs of two currencies, and a tenant whose book changed currency
+has one series in each, judged against its own past.
 """
 
 from __future__ import annotations
@@ -69,13 +72,14 @@ class Hourly:
 class Series:
     tenant: str
     use_case: str
+    currency: str  # of every amount in ``renders`` and ``hourly``
     renders: Renders
     hourly: Hourly
 
 
+KEYS = ["tenant_id", "use_case", "currency"]  # of a series, and of ``alert_hourly`` by hour
 RENDER_FRAME_COLUMNS = [
-    "tenant_id",
-    "use_case",
+    *KEYS,
     "rendered_at",
     "outcome",
     "total_nanos",
@@ -87,12 +91,13 @@ RENDER_FRAME_COLUMNS = [
 
 
 def hourly_frame(renders: pl.LazyFrame) -> pl.LazyFrame:
-    """Render rows (``render_rollup``'s columns) to hourly sums: ``alert_hourly``'s rows."""
+    """Render rows (``render_rollup``'s columns) to hourly sums: ``alert_hourly``'s rows,
+    one per hour, tenant, use case and currency."""
     delivered = pl.col("outcome") == "delivered"
     failed = pl.col("outcome").is_in(["failed", "cancelled"])
     return (
         renders.with_columns(pl.col("rendered_at").dt.truncate("1h").alias("hour"))
-        .group_by("hour", "tenant_id", "use_case")
+        .group_by("hour", *KEYS)
         .agg(
             delivered.sum().alias("delivered"),
             failed.sum().alias("failed"),
@@ -143,14 +148,13 @@ def to_hourly(frame: pl.DataFrame) -> Hourly:
 
 
 def build(renders: pl.DataFrame, hourly: pl.DataFrame) -> list[Series]:
-    """Series for every tenant × use case in either frame."""
-    keys = ["tenant_id", "use_case"]
-    r_parts = {k: g for k, g in renders.group_by(keys)} if renders.height else {}
-    h_parts = {k: g for k, g in hourly.group_by(keys)} if hourly.height else {}
+    """Series for every tenant × use case × currency in either frame."""
+    r_parts = {k: g for k, g in renders.group_by(KEYS)} if renders.height else {}
+    h_parts = {k: g for k, g in hourly.group_by(KEYS)} if hourly.height else {}
     out = []
     for key in sorted(set(r_parts) | set(h_parts), key=str):
-        tenant, use_case = str(key[0]), str(key[1])
+        tenant, use_case, currency = (str(k) for k in key)
         r = r_parts.get(key, renders.clear())
         h = h_parts.get(key, hourly.clear())
-        out.append(Series(tenant, use_case, to_renders(r), to_hourly(h)))
+        out.append(Series(tenant, use_case, currency, to_renders(r), to_hourly(h)))
     return out

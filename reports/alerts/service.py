@@ -2,7 +2,10 @@
 series at "now", append what opened and resolved to the alert log.
 
 Renders come from ``render_rollup`` (so detection is as fresh as the last rollup) and go
-through the same hourly aggregation, detector and tracker as the harness.
+through the same hourly aggregation, detector and tracker as the harness. A series is a
+tenant × use case × currency (``render_rollup`` and ``alert_hourly`` both carry it in their
+keys): a tenant whose price book moved from USD to EUR has a USD series that stops and an
+EUR series that starts, and neither is ever the sum of both.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from sqlalchemy import Engine
 from ledger.connections import job_lock
 from ledger.locks import ALERTS
 from ledger.tables import STAGE_COLUMNS
-from reports.alerts.detect import Rule, measure
-from reports.alerts.series import RENDER_FRAME_COLUMNS, build, hourly_frame
+from reports.alerts.detect import SIGNALS, Rule, measure
+from reports.alerts.series import KEYS, RENDER_FRAME_COLUMNS, Series, build, hourly_frame
 from reports.alerts.store import append, open_alerts
 from reports.alerts.tracker import Decision, OpenAlert, decide
 from reports.source import copy_out
@@ -31,6 +34,7 @@ from reports.source import copy_out
 _RENDER_SCHEMA: dict[str, Any] = {
     "tenant_id": pl.String,
     "use_case": pl.String,
+    "currency": pl.String,
     "rendered_at": pl.Datetime("us", "UTC"),
     "outcome": pl.String,
     # Sums of costs are NUMERIC in the rollups: wider than 64 bits when a tenant makes them so.
@@ -45,8 +49,7 @@ _RENDER_SCHEMA: dict[str, Any] = {
 }
 HOURLY_COLUMNS = [
     "hour",
-    "tenant_id",
-    "use_case",
+    *KEYS,
     "delivered",
     "failed",
     "delivered_nanos",
@@ -113,6 +116,7 @@ def _read_hourly(raw: psycopg.Connection[Any], now: datetime, rule: Rule) -> pl.
         "hour": pl.Datetime("us"),
         "tenant_id": pl.String,
         "use_case": pl.String,
+        "currency": pl.String,
     }
     return copy_out(raw, query, schema).with_columns(pl.col("hour").dt.replace_time_zone("UTC"))
 
@@ -122,14 +126,46 @@ def _judgeable(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Only series with enough delivered renders to be judged (most, at any moment, have
     not): the rest would be measured only to learn that."""
-    keys = ["tenant_id", "use_case"]
-    counts = recent.filter(pl.col("outcome") == "delivered").group_by(keys).len()
-    result.present = recent.select(keys).unique().height
-    judged = [(t, u) for t, u, n in counts.iter_rows() if n >= rule_for(t, u).min_renders]
-    enough = pl.DataFrame(
-        judged, schema={"tenant_id": pl.String, "use_case": pl.String}, orient="row"
-    )
-    return recent.join(enough, on=keys, how="semi"), hourly.join(enough, on=keys, how="semi")
+    counts = recent.filter(pl.col("outcome") == "delivered").group_by(KEYS).len()
+    result.present = recent.select(KEYS).unique().height
+    judged = [(t, u, c) for t, u, c, n in counts.iter_rows() if n >= rule_for(t, u).min_renders]
+    enough = pl.DataFrame(judged, schema=dict.fromkeys(KEYS, pl.String), orient="row")
+    return recent.join(enough, on=KEYS, how="semi"), hourly.join(enough, on=KEYS, how="semi")
+
+
+State = dict[tuple[str, str, str | None], dict[str, OpenAlert]]
+
+
+def _state(raw: psycopg.Connection[Any]) -> State:
+    """Open alerts by (tenant, use case, currency), then signal."""
+    state: State = {}
+    for alert in open_alerts(raw):
+        opened = datetime.fromisoformat(alert["opened_at"])
+        key = (alert["tenant"], alert["use_case"], alert["currency"])
+        state.setdefault(key, {})[alert["signal"]] = OpenAlert(
+            uuid.UUID(alert["alert_id"]),
+            alert["signal"],
+            int(opened.timestamp()),
+            float(alert["detail"].get("baseline", 0.0)),
+        )
+    return state
+
+
+def _adopt(state: State, judged: list[Series]) -> None:
+    """Alerts opened before series had a currency (migration 0013) have none: each goes to
+    the judged series of its tenant × use case with the most delivered renders in its window
+    (the currency the old, summed series mostly measured), which resolves it in time, so it
+    is neither left open for ever nor doubled by a new alert on the same signal."""
+    busiest: dict[tuple[str, str], Series] = {}
+    for series in judged:
+        best = busiest.get((series.tenant, series.use_case))
+        if best is None or series.renders.delivered.sum() > best.renders.delivered.sum():
+            busiest[(series.tenant, series.use_case)] = series
+    for (tenant, use_case), series in busiest.items():
+        legacy = state.get((tenant, use_case, None), {})
+        mine = state.setdefault((tenant, use_case, series.currency), {})
+        for signal in [s for s in legacy if s in SIGNALS and s not in mine]:
+            mine[signal] = legacy.pop(signal)
 
 
 def run_detection(
@@ -141,9 +177,10 @@ def run_detection(
 ) -> DetectionResult:
     """One pass; ``rules(tenant, use_case) -> Rule``. Skips if another process runs it.
 
-    The hourly series is refreshed for the last ``window_hours``; on the first run, or with
-    ``backfill`` (after a rollup rebuild, or renders that arrived more than hours late), for
-    the whole baseline period.
+    The hourly series is refreshed for the last ``window_hours``; on the first run (an empty
+    ``alert_hourly``, as migration 0013 leaves it), or with ``backfill`` (after a rollup
+    rebuild, or renders that arrived more than hours late), for the whole baseline period.
+    A rule is per tenant and use case and applies to each of its currencies' series alike.
     """
     started = time.perf_counter()
     now = now or datetime.now(UTC)
@@ -163,23 +200,15 @@ def run_detection(
             _refresh_hourly(raw, renders, since)
             hourly = _read_hourly(raw, now, default)
             recent = renders.filter(pl.col("rendered_at") >= window)
-            state: dict[tuple[str, str], dict[str, OpenAlert]] = {}
-            for alert in open_alerts(raw):
-                opened = datetime.fromisoformat(alert["opened_at"])
-                state.setdefault((alert["tenant"], alert["use_case"]), {})[alert["signal"]] = (
-                    OpenAlert(
-                        uuid.UUID(alert["alert_id"]),
-                        alert["signal"],
-                        int(opened.timestamp()),
-                        float(alert["detail"].get("baseline", 0.0)),
-                    )
-                )
+            state = _state(raw)
             times = np.array([int(now.timestamp())], dtype=np.int64)
             recent, hourly = _judgeable(recent, hourly, rule_for, result)
-            for series in build(recent, hourly):
+            judged = build(recent, hourly)
+            _adopt(state, judged)
+            for series in judged:
                 result.series += 1
                 rule = rule_for(series.tenant, series.use_case)
-                mine = state.setdefault((series.tenant, series.use_case), {})
+                mine = state.setdefault((series.tenant, series.use_case, series.currency), {})
                 m = measure(series, times, rule)
                 for d in decide(series, m, 0, rule, mine):
                     append(
@@ -190,6 +219,7 @@ def run_detection(
                         d.signal,
                         d.kind,
                         d.detail,
+                        currency=series.currency,
                     )
                     (result.opened if d.kind == "opened" else result.resolved).append(d)
     result.seconds = time.perf_counter() - started

@@ -1,4 +1,9 @@
-"""The alert log: opened, acknowledged and resolved events, folded into alerts on read."""
+"""The alert log: opened, acknowledged and resolved events, folded into alerts on read.
+
+An alert's ``currency`` is that of the series it was opened on (migration 0013): the
+currency of every amount in its detail and message. Alerts opened before it have none
+(``null``), and so do alerts that are not of one series' money (a pool's utilisation).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ class AlertDetail(BaseModel):
     model_config = ConfigDict(extra="allow")  # a key logged by another version stays shown
 
     message: str | None = None
+    currency: str | None = None  # of value, baseline, spread, waste and stage changes
     value: float | None = None
     baseline: float | None = None
     spread: float | None = None
@@ -66,6 +72,7 @@ class Alert(BaseModel):
     alert_id: str
     tenant: str
     use_case: str
+    currency: str | None  # of the series it opened on; null for alerts logged before 0013
     signal: str
     status: Status
     message: str
@@ -88,7 +95,8 @@ SELECT alert_id, min(tenant_id), min(use_case), min(signal),
        min(at) FILTER (WHERE kind = 'resolved') AS resolved_at,
        (array_agg(detail ORDER BY event_id) FILTER (WHERE kind = 'opened'))[1] AS opened,
        (array_agg(detail ORDER BY event_id) FILTER (WHERE kind = 'resolved'))[1] AS resolved,
-       (array_agg(actor ORDER BY event_id) FILTER (WHERE kind = 'acknowledged'))[1] AS ack_by
+       (array_agg(actor ORDER BY event_id) FILTER (WHERE kind = 'acknowledged'))[1] AS ack_by,
+       min(currency) FILTER (WHERE kind = 'opened') AS currency
 FROM alert_events {where}
 GROUP BY alert_id
 """
@@ -104,6 +112,7 @@ def _alert(row: tuple[Any, ...]) -> dict[str, Any]:
         "alert_id": str(row[0]),
         "tenant": row[1],
         "use_case": row[2],
+        "currency": row[10],
         "signal": row[3],
         "status": _status(row),
         "message": opened.get("message", ""),
@@ -157,14 +166,19 @@ def append(
     kind: str,
     detail: dict[str, Any],
     actor: str = "detector",
+    *,
+    currency: str | None = None,
 ) -> int:
+    """Log one event of an alert; ``currency`` is its series' (``None``: not of one)."""
     row = raw.execute(
-        "INSERT INTO alert_events (alert_id, tenant_id, use_case, signal, kind, actor, detail) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING event_id",
+        "INSERT INTO alert_events "
+        "(alert_id, tenant_id, use_case, currency, signal, kind, actor, detail) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING event_id",
         (
             alert_id,
             tenant,
             use_case,
+            currency,
             signal,
             kind,
             actor,
@@ -193,7 +207,8 @@ def acknowledge(raw: psycopg.Connection[Any], alert_id: uuid.UUID, actor: str) -
                 alert["use_case"],
                 alert["signal"],
                 "acknowledged",
-                {},
+                {"currency": alert["currency"]} if alert["currency"] else {},  # for webhooks
                 actor,
+                currency=alert["currency"],
             )
     return alerts(raw, alert_id=alert_id)[0]

@@ -1,5 +1,10 @@
 """Opening and resolving alerts from measures: one open alert per series and signal.
 
+A series is a tenant × use case × currency, so the open alerts of a tenant are keyed by
+(tenant, use case, currency, signal); every amount an alert logs (value, baseline, spread,
+``change_nanos``, ``waste_nanos``) is in its series' currency, which its detail names
+(``currency``) and its message spells after the figures.
+
 An alert opens against the baseline of that moment and keeps it: a regression that lasts
 longer than the baseline window does not become the new normal and resolve itself.
 """
@@ -40,8 +45,8 @@ class Decision:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _usd(nanos: float) -> str:
-    return f"${nanos / 1e9:.3g}" if abs(nanos) >= 1 else "$0"
+def _amount(nanos: float) -> str:
+    return f"{nanos / 1e9:.3g}" if abs(nanos) >= 1 else "0"
 
 
 def _clock(epoch: int) -> str:
@@ -57,7 +62,8 @@ def message(
     else:
         change = (now - base) / base if base else 0.0
         pct = f"{change:+.0%}".replace("-", "−")
-        text = f"{head} {pct} ({_usd(base)} → {_usd(now)}) since {_clock(since)}"
+        money = f"{_amount(base)} → {_amount(now)} {series.currency} per render"
+        text = f"{head} {pct} ({money}) since {_clock(since)}"
     stages = [s for s in why.get("stages", []) if s["share"] > 0]
     if stages and signal in ("unit_cost", "caption_cost"):
         text += f"; {stages[0]['share']:.0%} of the increase is `{stages[0]['stage']}`"
@@ -83,7 +89,7 @@ def decide(
                         current.alert_id,
                         signal,
                         at,
-                        {"value": now, "baseline": current.base},
+                        {"value": now, "baseline": current.base, "currency": series.currency},
                     )
                 )
                 del open_alerts[signal]
@@ -93,6 +99,7 @@ def decide(
         since = int(series.renders.at[int(m.lo[i])])
         why = explain(series, m, i, rule) if signal in ("unit_cost", "caption_cost") else {}
         detail = {
+            "currency": series.currency,
             "value": now,
             "baseline": base,
             "spread": spread,
