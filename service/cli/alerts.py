@@ -133,12 +133,15 @@ def alerts_list(
     ledger = open_ledger(get_settings())
     with connection(ledger.engine) as raw:
         found = alerts(raw, tenant=tenant, status=status)
-    table = Table("status", "opened (UTC)", "currency", "message")
+    # The alert's currency under its status: a column of its own would leave the message no
+    # room in 80 columns.
+    table = Table("status", "opened (UTC)", "message")
     table.add_column("id", no_wrap=True, min_width=36)  # whole, so it can be pasted into `ack`
     for a in found:
         opened = (a["opened_at"] or "")[:16].replace("T", " ")
         currency = a["currency"] or "—"  # none: logged before series had one, or a pool's
-        table.add_row(a["status"], opened, currency, plain(a["message"]), a["alert_id"])
+        status = f"{a['status']}\n{currency}"
+        table.add_row(status, opened, plain(a["message"]), a["alert_id"])
     out.print(table if found else "no alerts")
 
 
