@@ -20,6 +20,8 @@ from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError
 from ledger.pools import PoolDefinition, PoolFile, Pools
 
 MAX_BATCH = 10_000
+FULL_REQUESTED = "allocation:full"
+"""A row of ``allocation_checkpoints`` that asks the next allocation run to re-do every hour."""
 _COLUMNS = (
     "event_id, kind, pool, account, allocate_by, shares, starts_at, ends_at, gpus, "
     "cost_nanos, currency, source, description, content_hash"
@@ -42,8 +44,9 @@ def read_pools(raw: psycopg.Connection[Any]) -> Pools:
 def load_pools(engine: Engine, pools: PoolFile | Sequence[PoolDefinition]) -> list[str]:
     """Store each definition as a version; the names of those that were new.
 
-    The same definition again is a no-op; another one at the same ``effective_from`` is an
-    error (history is not rewritten: give the change a later ``effective_from``)."""
+    The same definition again is a no-op; another one at the same ``effective_from``, or one
+    taking effect before capacity already recorded under the pool ends, is an error (history
+    is not rewritten). A new version makes the next allocation run re-allocate every hour."""
     definitions = pools.definitions if isinstance(pools, PoolFile) else tuple(pools)
     added = []
     with connection(engine, transaction=True) as raw:
@@ -62,12 +65,27 @@ def load_pools(engine: Engine, pools: PoolFile | Sequence[PoolDefinition]) -> li
                         "a later effective_from"
                     )
                 continue
+            held = raw.execute(
+                "SELECT max(ends_at) FROM actual_costs WHERE pool = %s", (d.name,)
+            ).fetchone()
+            if held is not None and held[0] is not None and held[0] > d.effective_from:
+                raise LedgerError(
+                    f"pool {d.name!r} has capacity recorded until {held[0].isoformat()}, priced "
+                    "and allocated by the terms then in force; a new version must take effect "
+                    "after it (history is corrected by new records, not new terms)"
+                )
             raw.execute(
                 "INSERT INTO pool_versions (pool, effective_from, definition, currency, "
                 "source_sha256) VALUES (%s, %s, %s, %s, %s)",
                 (d.name, d.effective_from, Jsonb(body), d.currency, _sha(body)),
             )
             added.append(d.name)
+        if added:  # usage already allocated may name these pools: the next run re-does all
+            raw.execute(
+                "INSERT INTO allocation_checkpoints (job, last_seq, last_actual_seq, updated_at) "
+                "VALUES (%s, 0, 0, now()) ON CONFLICT (job) DO NOTHING",
+                (FULL_REQUESTED,),
+            )
     return added
 
 

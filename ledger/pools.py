@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -101,6 +102,18 @@ class PoolDefinition(BaseModel):
             seconds = Decimal((hi - lo) // timedelta(microseconds=1)).scaleb(-6)
             exact += EXACT.multiply(seconds, self.per_gpu_second(lo))
         return EXACT.multiply(EXACT.multiply(exact, gpus), NANOS_PER_UNIT)
+
+    def rate_exact(self, at: datetime) -> Fraction:
+        """``per_gpu_second`` as an exact fraction: what weighs one month against another
+        where a decimal's last digit could tip a floor."""
+        p = self.payment
+        if isinstance(p, OnDemand):
+            return Fraction(p.per_gpu_hour) / 3600
+        month = monthrange(at.year, at.month)[1] * 86400
+        if isinstance(p, Reserved):
+            return Fraction(p.per_gpu_month) / month
+        amortised = Fraction(p.purchase_price) / p.amortise_months / month
+        return amortised + Fraction(p.power_per_gpu_hour) / 3600
 
     def per_gpu_second(self, at: datetime) -> Decimal:
         p = self.payment

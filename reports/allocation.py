@@ -95,15 +95,15 @@ def pool_variance(
     the pool's ``share`` policy, kept on the platform under ``keep``.
 
     ``pool_hours``: hour, pool, currency, paid_nanos, standard_nanos. ``usage``: hour, pool,
-    tenant_id, use_case, busy_us (any currency: busy micro-seconds are the weight). ``idle``: pool,
-    policy."""
+    tenant_id, use_case, busy_us (any currency: busy micro-seconds are the weight). ``idle``:
+    hour, pool, policy (the version in force at the hour)."""
     amounts = (
         pool_hours.with_columns(
             (pl.col("paid_nanos").cast(I128) - pl.col("standard_nanos").cast(I128)).alias("amount"),
             pl.concat_str(pl.lit("pool:"), pl.col("pool")).alias("source"),
         )
         .filter(pl.col("amount") != 0)
-        .join(idle, on="pool", how="left")
+        .join(idle, on=["hour", "pool"], how="left")
     )
     weights = usage.group_by("hour", "pool", "tenant_id", "use_case").agg(
         pl.col("busy_us").sum().alias("weight")

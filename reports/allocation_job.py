@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -21,32 +20,43 @@ import psycopg
 from sqlalchemy import Engine
 
 from ledger import locks
-from ledger.capacity import read_pools
+from ledger.capacity import FULL_REQUESTED, read_pools
 from ledger.connections import job_lock
 from ledger.journal import LOG
 from ledger.journal import head as ledger_head
-from ledger.money import round_nanos
-from ledger.pools import Pools, calendar_months
 from reports.allocation import ALLOCATION_KEYS, I128, hourly_parts, overhead_shares, pool_variance
+from reports.allocation_inputs import fixed_shares, hourly_pools, idle_policies, month_pieces
 from reports.allocation_store import append_difference, copy_in
 from reports.source import copy_out
 
 JOB = "allocation"
-_SIGN = "CASE WHEN reverses IS NULL THEN 1 ELSE -1 END"
 _GPU = "sku LIKE 'gpu.%'"
-# Usage past the checkpoint, aggregated into its hours. Labels are cut to 200 characters, so
-# a key always fits its index (ingest allows no longer, but rows from before it typed them).
+# Usage past the checkpoint, aggregated into its hours. A reversal lands where the event it
+# reverses did (its hour, pool and model), so taking back GPU time frees the pool-hour it
+# was used in, not another tenant's. Labels are cut to 200 characters, so a key always fits
+# its index (ingest allows no longer, but rows from before it typed them).
 _FOLD = f"""
 CREATE TEMP TABLE fold ON COMMIT DROP AS
-SELECT date_trunc('hour', occurred_at, 'UTC') AS hour, tenant_id, use_case,
+SELECT date_trunc('hour', at, 'UTC') AS hour, tenant_id, use_case,
        coalesce(left(attributes->>'pool', 200), '') AS pool,
        coalesce(left(attributes->>'model', 200), '') AS model, currency,
-       sum(CASE WHEN {_GPU} THEN {_SIGN} * quantity ELSE 0 END) AS busy_seconds,
+       sum(CASE WHEN {_GPU} THEN sign * quantity ELSE 0 END) AS busy_seconds,
        sum(CASE WHEN {_GPU} THEN cost_nanos ELSE 0 END) AS standard_nanos,
        sum(cost_nanos) AS cost_nanos,
-       sum(CASE WHEN stage = 'render' AND outcome = 'delivered' THEN {_SIGN} ELSE 0 END)
+       sum(CASE WHEN stage = 'render' AND outcome = 'delivered' THEN sign ELSE 0 END)
            AS renders
-FROM {LOG} WHERE seq > {{lo}} AND seq <= {{hi}} GROUP BY 1, 2, 3, 4, 5, 6
+FROM (
+    SELECT occurred_at AS at, tenant_id, use_case, attributes, sku, stage, outcome,
+           quantity, cost_nanos, currency, 1 AS sign
+    FROM {LOG} WHERE seq > {{lo}} AND seq <= {{hi}} AND reverses IS NULL
+    UNION ALL
+    SELECT coalesce(o.occurred_at, e.occurred_at), e.tenant_id, e.use_case,
+           coalesce(o.attributes, e.attributes), e.sku, e.stage, e.outcome, e.quantity,
+           e.cost_nanos, e.currency, -1
+    FROM {LOG} e LEFT JOIN {LOG} o ON o.tenant_id = e.tenant_id AND o.event_id = e.reverses
+    WHERE e.seq > {{lo}} AND e.seq <= {{hi}} AND e.reverses IS NOT NULL
+) AS usage
+GROUP BY 1, 2, 3, 4, 5, 6
 """
 _KEYS = "hour, tenant_id, use_case, pool, model, currency"
 _ADD = f"""
@@ -101,13 +111,18 @@ def _hours_literal(hours: list[datetime]) -> str:
 def run_allocation(engine: Engine, *, full: bool = False) -> AllocationResult:
     """Bring allocations up to both logs' heads; ``ran=False`` if another process runs it.
 
-    ``full`` rebuilds the hourly usage from the whole log and re-allocates every hour: what
-    ``pools load`` asks for, since a newly declared pool changes hours already allocated."""
+    ``full`` rebuilds the hourly usage from the whole log and re-allocates every hour; a new
+    pool version asks for it (``capacity.FULL_REQUESTED``), since usage already allocated
+    may name the pool."""
     started = time.perf_counter()
     with job_lock(engine, locks.ALLOCATION) as raw:
         if raw is None:
             return AllocationResult(False)
         with raw.transaction():
+            asked = raw.execute(
+                "DELETE FROM allocation_checkpoints WHERE job = %s RETURNING 1", (FULL_REQUESTED,)
+            ).fetchone()
+            full = full or asked is not None
             lo, actual_lo = (0, 0) if full else _checkpoint(raw)
             if full:  # digests too: a full run compares every group with what is stored
                 raw.execute("TRUNCATE usage_hourly, pool_hourly, allocation_digests")
@@ -184,22 +199,16 @@ def allocate_hours(
     wanted = pl.Series("hour", hours, dtype=pl.Datetime("us", "UTC")).to_frame().lazy()
     pools = read_pools(raw)
     parts = hourly_parts(month_pieces(spans, pools).lazy()).join(wanted, on="hour", how="semi")
-    declared = pl.LazyFrame(
-        {
-            "pool": pools.names,
-            "policy": [d.idle for d in (pools.latest(n) for n in pools.names) if d],
-        },
-        schema={"pool": pl.String, "policy": pl.String},
-    )
+    declared = pl.LazyFrame({"pool": pools.names}, schema={"pool": pl.String})
     pooled = usage.join(declared, on="pool", how="semi")
-    pool_hours = _pool_hours(parts, pooled).collect()
+    pool_hours = hourly_pools(parts, pooled).collect()
     raw.execute(f"DELETE FROM pool_hourly WHERE {in_hours}")
     copy_in(raw, "pool_hourly", pool_hours)
-    fixed = _fixed_shares(raw, spans)
+    fixed = fixed_shares(raw, spans)
     desired = (
         pl.concat(
             [
-                pool_variance(pool_hours.lazy(), pooled, declared),
+                pool_variance(pool_hours.lazy(), pooled, idle_policies(pool_hours, pools)),
                 overhead_shares(parts.filter(pl.col("kind") == "overhead"), usage, fixed),
             ]
         )
@@ -207,63 +216,3 @@ def allocate_hours(
         .agg(pl.col("amount_nanos").sum())
     )
     return append_difference(raw, in_hours, desired.collect(), through_seq, through_actual)
-
-
-def _pool_hours(parts: pl.LazyFrame, pooled: pl.LazyFrame) -> pl.LazyFrame:
-    keys = ["hour", "pool", "currency"]
-    paid = (
-        parts.filter(pl.col("kind") == "capacity")
-        .group_by(keys)
-        .agg(pl.col("held_seconds").sum(), pl.col("cost_nanos").sum().alias("paid_nanos"))
-    )
-    used = pooled.group_by(keys).agg(pl.col("busy_seconds").sum(), pl.col("standard_nanos").sum())
-    return (
-        paid.join(used, on=keys, how="full", coalesce=True)
-        .with_columns(
-            pl.col("held_seconds", "busy_seconds").fill_null(0.0),
-            pl.col("paid_nanos", "standard_nanos").fill_null(0).cast(I128),
-        )
-        .select(*keys, "held_seconds", "paid_nanos", "busy_seconds", "standard_nanos")
-    )
-
-
-def _fixed_shares(raw: psycopg.Connection[Any], spans: pl.DataFrame) -> pl.LazyFrame:
-    seqs = spans.filter(pl.col("allocate_by") == "fixed")["seq"].to_list()
-    rows = []
-    if seqs:
-        for seq, shares in raw.execute(
-            "SELECT seq, shares FROM actual_costs WHERE seq = ANY(%s)", (seqs,)
-        ):
-            for tenant, weight in shares.items():
-                rows.append((seq, tenant, int(Decimal(weight).scaleb(6))))
-    return pl.LazyFrame(
-        rows, schema={"seq": pl.Int64, "tenant_id": pl.String, "weight": pl.Int64}, orient="row"
-    )
-
-
-def month_pieces(spans: pl.DataFrame, pools: Pools) -> pl.DataFrame:
-    """Spans with a ``piece`` column; a capacity span that crosses a calendar month is cut at
-    each month's edge, each piece costing what its month's rate says (cumulative half-even
-    roundings of the exact figures, so the pieces sum to the stored cost exactly)."""
-    month = pl.col("starts_at").dt.truncate("1mo")
-    last = (pl.col("ends_at") - pl.duration(microseconds=1)).dt.truncate("1mo")
-    crossing = (pl.col("kind") == "capacity") & (month != last)
-    pieces = []
-    for row in spans.filter(crossing).iter_rows(named=True):
-        definition = pools.in_force(row["pool"], row["starts_at"])
-        if definition is None:
-            continue
-        gpus = Decimal(str(row["gpus"]))
-        running, before = Decimal(0), 0
-        for i, (lo, hi) in enumerate(calendar_months(row["starts_at"], row["ends_at"])):
-            running += definition.cost_exact(lo, hi, gpus)
-            upto = round_nanos(running)
-            pieces.append(
-                row | {"starts_at": lo, "ends_at": hi, "cost_nanos": upto - before, "piece": i}
-            )
-            before = upto
-    whole = spans.filter(~crossing).with_columns(pl.lit(0).alias("piece"))
-    if not pieces:
-        return whole
-    cut = pl.DataFrame(pieces, schema=whole.schema)
-    return pl.concat([whole, cut])

@@ -61,14 +61,17 @@ class BreakEven:
 
 
 def observed(
-    raw: psycopg.Connection[Any], pool: str, start: date, end: date
+    raw: psycopg.Connection[Any], pool: str, currency: str, start: date, end: date
 ) -> tuple[int, Decimal, Decimal, Decimal, Decimal]:
-    """Delivered renders, busy seconds, non-GPU cost (nanos), held seconds, and the hours."""
-    params = hour_range(start, end, pool=pool)
+    """Delivered renders, busy seconds, non-GPU cost (nanos), held seconds, and the hours,
+    of the usage on ``pool`` priced in ``currency`` (the pool's): nothing of two currencies
+    is added, so renders priced in another are left out (``other_currencies`` names them)."""
+    params = hour_range(start, end, pool=pool, currency=currency)
     renders, busy, other = raw.execute(
         "SELECT coalesce(sum(renders), 0), coalesce(sum(busy_seconds), 0), "
         "coalesce(sum(cost_nanos - standard_nanos), 0) FROM usage_hourly "
-        "WHERE hour >= %(start)s AND hour < %(end)s AND pool = %(pool)s",
+        "WHERE hour >= %(start)s AND hour < %(end)s AND pool = %(pool)s "
+        "AND currency = %(currency)s",
         params,
     ).fetchone() or (0, 0, 0)
     (held,) = raw.execute(
@@ -125,3 +128,15 @@ def analyse(
         self_hosting_pays=None if volume is None or now is None else now >= volume,
         scenarios=scenarios,
     )
+
+
+def other_currencies(
+    raw: psycopg.Connection[Any], pool: str, currency: str, start: date, end: date
+) -> list[str]:
+    """Currencies other than the pool's that usage on it was priced in, in the period."""
+    rows = raw.execute(
+        "SELECT DISTINCT currency FROM usage_hourly WHERE hour >= %(start)s AND hour < %(end)s "
+        "AND pool = %(pool)s AND currency <> %(currency)s ORDER BY 1",
+        hour_range(start, end, pool=pool, currency=currency),
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -50,8 +50,7 @@ def test_cost_per_render_converted_and_pool_utilisation(fresh_database: str) -> 
                 "acme",
                 render,
                 quantity=Decimal(seconds),
-                occurred_at=at,
-                attributes={"pool": "h100-a"},
+                occurred_at=at,  # on no pool: the pool's hour below is its own
             ),
             unet_event(
                 "acme",

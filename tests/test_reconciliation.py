@@ -38,6 +38,7 @@ examples before it, and then hypothesis reports it as flaky rather than shrinkin
 from __future__ import annotations
 
 import itertools
+import math
 import uuid
 from calendar import monthrange
 from collections import defaultdict
@@ -356,22 +357,28 @@ SPECS: dict[str, PoolSpec] = {}
 def capacity_cut(
     pool: str, starts: datetime, ends: datetime, gpus: Decimal, cost: int
 ) -> Iterator[tuple[datetime, int]]:
-    """A capacity span's cost over its UTC hours: cut first at each calendar month's edge,
-    each piece the cumulative half-even rounding of its exact cost at that month's rate (so
-    the pieces sum to the stored cost), then each piece by time (``hourly_cut``)."""
+    """A capacity span's stored cost over its UTC hours: cut first at each calendar month's
+    edge, in proportion to what each month's exact rate makes of its part (cumulative floors,
+    so the pieces sum to the stored cost), then each piece by time (``hourly_cut``)."""
     bounds = [starts]
     while bounds[-1] < ends:
         lo = bounds[-1]
-        bounds.append(
-            min(datetime(lo.year + lo.month // 12, lo.month % 12 + 1, 1, tzinfo=UTC), ends)
-        )
+        nxt = datetime(lo.year + lo.month // 12, lo.month % 12 + 1, 1, tzinfo=UTC)
+        bounds.append(min(nxt, ends))
     if len(bounds) == 2:
         yield from hourly_cut(starts, ends, cost)
         return
+    weights = [
+        _exact_capacity_cost(SPECS[pool], lo, hi, gpus) for lo, hi in itertools.pairwise(bounds)
+    ]
+    total = sum(weights, Fraction(0))
+    if total <= 0:  # a free pool: nothing to weigh months by, so time alone (as the job)
+        yield from hourly_cut(starts, ends, cost)
+        return
     running, before = Fraction(0), 0
-    for lo, hi in itertools.pairwise(bounds):
-        running += _exact_capacity_cost(SPECS[pool], lo, hi, gpus)
-        upto = round(running)
+    for (lo, hi), weight in zip(itertools.pairwise(bounds), weights, strict=True):
+        running += weight
+        upto = math.floor(cost * running / total)
         yield from hourly_cut(lo, hi, upto - before)
         before = upto
     assert before == cost, (pool, starts, ends, before, cost)
@@ -402,10 +409,13 @@ class Books:
     def read(cls, engine: Engine) -> Books:
         events = _rows(
             engine,
-            "SELECT date_trunc('hour', occurred_at, 'UTC'), tenant_id, use_case, sku, "
-            "cost_nanos, currency, coalesce(attributes->>'pool', ''), "
-            "coalesce(attributes->>'model', ''), stage, outcome, reverses IS NOT NULL, quantity "
-            "FROM cost_events",
+            # A reversal counts where the event it reverses did: its hour, pool and model.
+            "SELECT date_trunc('hour', coalesce(o.occurred_at, e.occurred_at), 'UTC'), "
+            "e.tenant_id, e.use_case, e.sku, e.cost_nanos, e.currency, "
+            "coalesce(coalesce(o.attributes, e.attributes)->>'pool', ''), "
+            "coalesce(coalesce(o.attributes, e.attributes)->>'model', ''), e.stage, e.outcome, "
+            "e.reverses IS NOT NULL, e.quantity FROM cost_events e LEFT JOIN cost_events o "
+            "ON o.tenant_id = e.tenant_id AND o.event_id = e.reverses",
         )
         actuals = _rows(
             engine,

@@ -39,6 +39,7 @@ from reports.billing.pricing import (
 )
 from reports.billing.usage import (
     allocation_head,
+    late_allocation_months,
     late_months,
     read_allocated,
     read_usage,
@@ -190,6 +191,9 @@ def compute(
                 late = late_months(raw, [tenant], last.through_seq, through_seq, window.start).get(
                     tenant, set()
                 )
+            if last.allocations_through and allocations:
+                moved = late_allocation_months(raw, tenant, last.allocations_through, window.start)
+                late = late | moved
             lines += _adjustments(raw, tenant, late, last, through_seq, allocations or 0)
     except UnbillableCurrency as exc:
         raise InvoiceError(str(exc)) from exc

@@ -171,3 +171,16 @@ def read_allocated(
             (tenant, window.start, window.end, through),
         )
     }
+
+
+def late_allocation_months(
+    raw: psycopg.Connection[Any], tenant: str, after: int, before: datetime
+) -> set[date]:
+    """UTC months before ``before`` whose allocations to ``tenant`` moved after allocation row
+    ``after`` (late capacity or overheads, with no late event to flag the month)."""
+    rows = raw.execute(
+        "SELECT DISTINCT date_trunc('month', hour AT TIME ZONE 'UTC')::date FROM allocations "
+        "WHERE tenant_id = %s AND alloc_id > %s AND hour < %s",
+        (tenant, after, before),
+    ).fetchall()
+    return {r[0] for r in rows}

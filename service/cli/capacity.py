@@ -18,7 +18,7 @@ from ledger.errors import LedgerError
 from ledger.money import format_nanos
 from ledger.pools import PoolError, parse_pool_file
 from reports.allocation_job import run_allocation
-from reports.break_even import analyse, observed
+from reports.break_even import analyse, observed, other_currencies
 from reports.capacity_report import pool_rows, tenant_rows, unallocated
 from service.cli.common import err, fail, open_ledger, out, plain
 from service.settings import get_settings
@@ -57,8 +57,8 @@ def pools_load(file: Annotated[Path, typer.Argument(help="A pools TOML file")]) 
         raise fail(str(exc)) from exc
     names = ", ".join(d.name for d in parsed.definitions)
     out.print(f"{len(added)} new of {len(parsed.definitions)} pool(s): {plain(names)}")
-    if added:  # hours already allocated may have used these pools' GPUs
-        result = run_allocation(ledger.engine, full=True)
+    if added:  # hours already allocated may have used these pools' GPUs: all again
+        result = run_allocation(ledger.engine)
         out.print(f"re-allocated {result.hours} hour(s) in {result.seconds:.2f}s")
 
 
@@ -158,7 +158,8 @@ def break_even(
     ledger = open_ledger(get_settings())
     with connection(ledger.engine) as raw:
         definition = read_pools(raw).latest(pool)
-        facts = observed(raw, pool, lo, hi)
+        facts = observed(raw, pool, definition.currency, lo, hi) if definition else None
+        others = other_currencies(raw, pool, definition.currency, lo, hi) if definition else []
     if definition is None:
         raise fail(f"no pool named {pool!r}: `renderledger pools list`")
     book = ledger.price_version(api_book)
@@ -166,7 +167,10 @@ def break_even(
         raise fail(f"no price book {api_book!r} with a {api_sku!r} price")
     if book.currency != definition.currency:
         raise fail(f"{api_book} prices in {book.currency}, {pool} is paid in {definition.currency}")
+    assert facts is not None
     r = analyse(definition, book.prices[api_sku].unit_price_nanos / Decimal(10**9), *facts)
+    if others:
+        err.print(f"left out: renders on {plain(pool)} priced in {', '.join(others)}")
     cur = r.currency
     volume = r.break_even_renders_per_month
     out.print(

@@ -20,7 +20,7 @@ from ledger.events import TENANT_PATTERN
 from ledger.money import format_nanos
 from ledger.pools import POOL_PATTERN, PoolDefinition
 from reports.allocation_job import run_allocation
-from reports.break_even import analyse, observed
+from reports.break_even import analyse, observed, other_currencies
 from reports.capacity_report import pool_rows, tenant_rows, unallocated
 from service.http.deps import AdminKey, LedgerDep, ReadKey, SettingsDep, ensure_tenant
 from service.http.errors import http_error, responses
@@ -80,7 +80,12 @@ def put_pool(
         added = load_pools(ledger.engine, [definition])
     except LedgerError as exc:
         raise http_error(str(exc), 409) from exc
-    return {"pool": definition.model_dump(mode="json"), "added": bool(added)}
+    # A new version makes the next scheduled allocation run re-allocate every hour.
+    return {
+        "pool": definition.model_dump(mode="json"),
+        "added": bool(added),
+        "reallocation": "at the next allocation run" if added else None,
+    }
 
 
 def _record(ledger: Any, body: bytes) -> Recorded:
@@ -190,7 +195,8 @@ def get_break_even(
         definition = read_pools(raw).latest(pool)
         if definition is None:
             raise http_error(f"pool: no pool named {pool!r}", 404)
-        facts = observed(raw, pool, start, end)
+        facts = observed(raw, pool, definition.currency, start, end)
+        others = other_currencies(raw, pool, definition.currency, start, end)
     book = ledger.price_version(api_book)
     if book is None or api_sku not in book.prices:
         raise http_error(f"api_book: no price book {api_book!r} with a {api_sku!r} price", 404)
@@ -201,7 +207,8 @@ def get_break_even(
         )
     price = book.prices[api_sku].unit_price_nanos / Decimal(10**9)
     result = analyse(definition, price, *facts)
-    return {"from": start, "to": end, **_decimals(asdict(result))}
+    # Renders on the pool priced in another currency are left out, and named.
+    return {"from": start, "to": end, **_decimals(asdict(result)), "left_out_currencies": others}
 
 
 def _decimals(value: Any) -> Any:
