@@ -305,6 +305,7 @@ def test_a_rise_in_the_eur_series_is_caught_names_eur_and_is_pushed_with_it(
     pushed = orjson.loads(body)
     assert pushed["alert_id"] == str(alert_id)
     assert pushed["detail"]["currency"] == "EUR"
+    assert pushed["currency"] == "EUR"  # a field of its own, as receivers filter on it
     assert " EUR per render" in pushed["message"]
 
 

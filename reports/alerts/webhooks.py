@@ -36,7 +36,7 @@ from ledger.locks import WEBHOOKS
 
 _PENDING = """
 SELECT e.event_id, e.alert_id, e.tenant_id, e.use_case, e.signal, e.kind, e.at, e.detail,
-       count(a.attempt_id) AS attempts, max(a.at) AS last_at
+       count(a.attempt_id) AS attempts, max(a.at) AS last_at, e.currency
 FROM alert_events e LEFT JOIN webhook_attempts a ON a.event_id = e.event_id
 WHERE e.at >= %(oldest)s
 GROUP BY e.event_id
@@ -64,6 +64,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def payload(row: tuple[Any, ...]) -> bytes:
     event_id, alert_id, tenant, use_case, signal, kind, at, detail = row[:8]
+    currency = row[10] if len(row) > 10 else detail.get("currency")
     return orjson.dumps(
         {
             "event_id": event_id,
@@ -71,6 +72,7 @@ def payload(row: tuple[Any, ...]) -> bytes:
             "kind": kind,
             "tenant": tenant,
             "use_case": use_case,
+            "currency": currency,  # of the money figures; null for pool and older alerts
             "signal": signal,
             "at": at.isoformat(),
             "message": detail.get("message"),
