@@ -68,9 +68,10 @@ def transient(status: int) -> bool:
 
 
 @dataclass
-class HttpTransport:
-    """Over HTTP to ``POST /v1/events`` as NDJSON, on one client (one pooled connection)
-    for every batch: a flush of many batches does not pay a handshake per batch."""
+class HttpPoster:
+    """POSTs bodies to the ledger on one client (one pooled connection) for every batch, so
+    a flush of many does not pay a handshake per batch; a transient answer raises
+    ``DeliveryFailed`` (retry), any other refusal ``Rejected`` (set aside)."""
 
     base_url: str
     timeout_s: float = 10.0
@@ -79,18 +80,15 @@ class HttpTransport:
 
     def _http(self) -> httpx.Client:
         if self._client is None or self._client.is_closed:
-            headers = {"content-type": "application/x-ndjson"}
-            if self.api_key:
-                headers["authorization"] = f"Bearer {self.api_key}"
+            headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             self._client = httpx.Client(
                 base_url=self.base_url.rstrip("/"), headers=headers, timeout=self.timeout_s
             )
         return self._client
 
-    def send(self, events: Sequence[CostEvent]) -> None:
-        body = b"".join(orjson.dumps(e.model_dump(mode="json")) + b"\n" for e in events)
+    def post(self, path: str, body: bytes, content_type: str) -> None:
         try:
-            r = self._http().post("/v1/events", content=body)
+            r = self._http().post(path, content=body, headers={"content-type": content_type})
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         if r.is_success:
@@ -103,6 +101,15 @@ class HttpTransport:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+@dataclass
+class HttpTransport(HttpPoster):
+    """Over HTTP to ``POST /v1/events`` as NDJSON."""
+
+    def send(self, events: Sequence[CostEvent]) -> None:
+        body = b"".join(orjson.dumps(e.model_dump(mode="json")) + b"\n" for e in events)
+        self.post("/v1/events", body, "application/x-ndjson")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -24,18 +24,17 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID, uuid4, uuid5
 
-import httpx
 import orjson
 from sqlalchemy import Engine
 
-from ingest.client import DeliveryFailed, Rejected, transient
+from ingest.client import DeliveryFailed, HttpPoster, Rejected
 from ledger import capacity
 from ledger.actual_costs import MAX_SPAN, CapacityHeld
 from ledger.errors import LedgerError
@@ -81,40 +80,12 @@ class LedgerCapacitySink:
 
 
 @dataclass
-class HttpCapacitySink:
+class HttpCapacitySink(HttpPoster):
     """Over HTTP to ``POST /v1/capacity`` (a JSON array), with an admin key."""
-
-    base_url: str
-    api_key: str | None = None
-    timeout_s: float = 10.0
-    _client: httpx.Client | None = field(default=None, init=False, repr=False)
-
-    def _http(self) -> httpx.Client:
-        if self._client is None or self._client.is_closed:
-            headers = {"content-type": "application/json"}
-            if self.api_key:
-                headers["authorization"] = f"Bearer {self.api_key}"
-            self._client = httpx.Client(
-                base_url=self.base_url.rstrip("/"), headers=headers, timeout=self.timeout_s
-            )
-        return self._client
 
     def send(self, records: Sequence[CapacityHeld]) -> None:
         body = orjson.dumps([r.model_dump(mode="json") for r in records])
-        try:
-            r = self._http().post("/v1/capacity", content=body)
-        except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
-        if r.is_success:
-            return
-        if transient(r.status_code):
-            raise DeliveryFailed(f"HTTP {r.status_code}")
-        raise Rejected(f"HTTP {r.status_code}: {r.text[:500]}")
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.post("/v1/capacity", body, "application/json")
 
 
 def steady_clock() -> Callable[[], datetime]:
