@@ -255,8 +255,10 @@ def test_seed_case_half_busy_h100s_double_the_cost_per_render_in_the_report(
     direct = row["cost_per_delivered_render"]["nanos"]
     loaded = row["fully_loaded"]["cost_per_delivered_render"]["nanos"]
     gpu = 12 * 1_100_000
-    # The H100 seconds double; the image's own price (render.image) does not.
+    # The H100 seconds double; the image's own price (render.image) would not, but is 0 in
+    # the default book, so the whole cost per render doubles.
     assert loaded - direct == gpu
+    assert loaded == 2 * direct
     assert row["fully_loaded"]["idle"]["nanos"] == 2400 * gpu
     csv = api.get(
         "/v1/tenants/acme/report",
