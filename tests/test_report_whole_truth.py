@@ -110,7 +110,9 @@ def _report(http: httpx.Client, tenant: str, **params: str) -> httpx.Response:
 
 
 def test_failed_rate_wall_shares_and_the_period_before(http: httpx.Client, two_months: str) -> None:
-    (row,) = _report(http, two_months, group_by="").json()["rows"]
+    (plain,) = _report(http, two_months, group_by="").json()["rows"]
+    assert "previous" not in plain  # opt-in: the period before is a second pass
+    (row,) = _report(http, two_months, group_by="", compare="previous").json()["rows"]
     assert row["currency"] == "USD"
     assert row["failed_rate"] == 0.25
     assert row["stage_wall_share"]["unet"] == 0.75
@@ -123,7 +125,7 @@ def test_failed_rate_wall_shares_and_the_period_before(http: httpx.Client, two_m
     assert before["cost_per_delivered_render"]["nanos"] == 1_100_000
     assert before["cost_change"] == 3.0
     assert before["cost_per_delivered_render_change"] == round(2_933_333 / 1_100_000 - 1, 6)
-    stages = _report(http, two_months, group_by="stage").json()["rows"]
+    stages = _report(http, two_months, group_by="stage", compare="previous").json()["rows"]
     unet = next(r for r in stages if r["stage"] == "unet")
     assert unet["wall_share"] == 0.75
     assert unet["previous"]["cost"]["nanos"] == 2_200_000
