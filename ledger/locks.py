@@ -52,3 +52,7 @@ positions commit in order, so the allocation job's checkpoint never skips one.""
 
 ALLOCATION: Final = 0x414C4C4F  # "ALLO"
 """Session lock of the allocation job (reports/allocation_job.py): one process allocates."""
+
+NUMBERS: Final = 0x4E554D53  # "NUMS"
+"""Transaction lock of taking the next document number (reports/billing/numbers.py): one
+series for every tenant's invoices and credit notes, consecutive in commit order."""

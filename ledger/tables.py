@@ -485,3 +485,18 @@ allocation_checkpoints = Table(
     Column("last_actual_seq", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# One gapless number series for final invoices and credit notes (migration 0014).
+document_numbers = Table(
+    "document_numbers",
+    metadata,
+    Column("series_no", BigInteger, primary_key=True, autoincrement=False),
+    Column("number", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("period", Date, nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind IN ('invoice', 'credit_note')", name="document_numbers_kind"),
+    CheckConstraint("series_no > 0", name="document_numbers_positive"),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -35,6 +36,12 @@ def _store(engine: Engine, *items: Plan | CreditGrant) -> None:
                 store_plan(raw, item)
             else:
                 store_grant(raw, item)
+
+
+def _series(number: str | None) -> int:
+    """The position of a document in the issuer's one series (``RL-<year>-<n>``)."""
+    assert number is not None
+    return int(number.rsplit("-", 1)[1])
 
 
 def _sum_of_events(engine: Engine, tenant: str, start: datetime, end: datetime) -> int:
@@ -130,7 +137,7 @@ def test_finalize_is_idempotent_and_immutable(ledger: Ledger, tenant: str) -> No
     assert created
     assert not created_again
     assert first == again
-    assert first.number == "RL-2026-10-0001"
+    assert re.fullmatch(r"RL-\d{4}-\d{6}", first.number or ""), first.number
     assert first.status == "finalized"
     add_renders(ledger, tenant, datetime(2026, 10, 20, tzinfo=UTC), 3)  # late
     assert _doc(ledger.engine, tenant, OCT) == first
@@ -150,7 +157,7 @@ def test_late_event_is_a_prior_period_adjustment(ledger: Ledger, tenant: str) ->
     assert [ln.period for ln in adjustments] == ["2026-09"]
     one_render = Decimal(sep.subtotal) / 2
     assert abs(Decimal(oct_doc.adjustments) - one_render) <= Decimal("0.01")
-    assert oct_doc.number == "RL-2026-10-0002"
+    assert _series(oct_doc.number) > _series(sep.number)
     assert oct_doc.positions.adjustments_after_seq == sep.positions.through_seq
     # Nothing late since October's finalization: November carries no adjustment.
     with connection(ledger.engine) as raw:
@@ -175,7 +182,7 @@ def test_credit_notes_never_exceed_the_invoice(ledger: Ledger, tenant: str) -> N
         doc, _ = finalize(raw, tenant, OCT)
         total = Decimal(doc.total)
         note = issue_credit_note(raw, tenant, OCT, total - Decimal("0.01"), "outage")
-        assert note.number == "RL-2026-10-0001-CN01"
+        assert _series(note.number) > _series(doc.number)  # the same one series
         with pytest.raises(InvoiceError, match="exceed"):
             issue_credit_note(raw, tenant, OCT, Decimal("0.02"), "more")
         listed = list_invoices(raw, tenant)
@@ -287,3 +294,31 @@ def test_a_document_stored_before_it_had_a_type_loads_and_seals_the_same() -> No
     assert doc.stored() == STORED
     assert doc.sealed().content_sha256 == STORED["content_sha256"]
     assert doc.credit_notes == []
+
+
+def test_one_gapless_series_across_tenants_even_at_once(ledger: Ledger) -> None:
+    """Concurrent finalizes of different tenants get distinct, consecutive numbers."""
+    import threading
+    import uuid
+
+    tenants = [f"t-{uuid.uuid4().hex[:12]}" for _ in range(6)]
+    for t in tenants:
+        add_renders(ledger, t, datetime(2026, 10, 9, tzinfo=UTC), 1)
+    numbers: list[str] = []
+
+    def one(tenant: str) -> None:
+        with connection(ledger.engine) as raw:
+            doc, _ = finalize(raw, tenant, OCT)
+        assert doc.number is not None
+        numbers.append(doc.number)
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in tenants]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    positions = sorted(_series(n) for n in numbers)
+    assert len(positions) == len(tenants)
+    assert positions == list(range(positions[0], positions[0] + len(tenants)))
+    with connection(ledger.engine) as raw, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        raw.execute("DELETE FROM document_numbers")

@@ -29,6 +29,7 @@ from reports.billing.months import (
     previous_month,
     utc_window,
 )
+from reports.billing.numbers import take_number
 from reports.billing.plans import MINOR_DIGITS, plan_for, plans_for
 from reports.billing.pricing import Usage, to_minor
 from reports.billing.usage import (
@@ -199,7 +200,7 @@ def finalize(
                 )
         if doc is None:
             doc = compute(raw, tenant, period, through, plan=plan, window=window)
-        number = f"RL-{period:%Y-%m}-{int(latest[1]) + 1:04d}"
+        number = take_number(raw, "invoice", tenant, period, now.year)
         final = {"status": "finalized", "number": number, "issued_on": now.date()}
         doc = doc.model_copy(update=final).sealed()
         raw.execute(
@@ -262,7 +263,7 @@ def issue_credit_note(
                 f"{tenant} {month(period)}: no finalized invoice; a draft is corrected by "
                 "recomputing it"
             )
-        number, currency, total, _ = row
+        _, currency, total, _ = row
         digits = MINOR_DIGITS.get(currency, 2)
         minor = to_minor(amount, digits)
         if minor <= 0 or minor != amount.scaleb(digits):
@@ -274,7 +275,7 @@ def issue_credit_note(
                 f"amount: {money(issued + minor, digits)} {currency} in credit notes would "
                 f"exceed the invoice total of {money(total, digits)}"
             )
-        note_number = f"{number}-CN{len(notes) + 1:02d}"
+        note_number = take_number(raw, "credit_note", tenant, period, datetime.now(UTC).year)
         raw.execute(
             "INSERT INTO credit_notes (number, tenant_id, period, amount_minor, currency, reason) "
             "VALUES (%s, %s, %s, %s, %s, %s)",
