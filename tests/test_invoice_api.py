@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,25 @@ def test_put_plan_validates_and_refuses_rewriting_history(
 
 
 def test_export_all_tenants_to_s3_with_presigned_links(
-    cli: CliRunner, billed: dict[str, Any], s3: Any, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner,
+    billed: dict[str, Any],
+    s3: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    ledger: Ledger,
 ) -> None:
+    from decimal import Decimal
+
+    from ledger.connections import connection
+    from reports.billing.plans import Plan, store_plan
+
+    eur = Plan(
+        tenant=billed["b"],
+        effective_from=date(2026, 10, 1),
+        currency="EUR",
+        usd_rate=Decimal("0.9"),
+    )
+    with connection(ledger.engine, transaction=True) as raw:
+        store_plan(raw, eur)
     monkeypatch.setenv("S3_ENDPOINT_URL", s3.meta.endpoint_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
@@ -171,6 +188,9 @@ def test_export_all_tenants_to_s3_with_presigned_links(
         ],
     )
     assert result.exit_code == 0, result.output
+    (totals,) = [line for line in result.output.splitlines() if "totals:" in line]
+    assert " EUR" in totals, totals  # a total per currency, never one sum across them
+    assert " USD" in totals, totals
     links = [line for line in result.stdout.splitlines() if line.startswith("http")]
     assert len(links) == 6
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="billing", Prefix="2026-10/")["Contents"]}

@@ -172,8 +172,12 @@ def invoice_export(
             raise fail(f"export to {to} failed: {exc}") from exc
     for item in written:
         out.print(item.link or item.location, highlight=False, soft_wrap=True)
-    total = sum(Decimal(d.total) for d in docs)
-    err.print(f"{len(docs)} invoice(s), {len(written)} file(s); totals sum to {total}")
+    # Per currency: one sum across currencies would mean nothing.
+    totals: dict[str, Decimal] = {}
+    for d in docs:
+        totals[d.currency] = totals.get(d.currency, Decimal(0)) + Decimal(d.total)
+    by_currency = ", ".join(f"{t} {c}" for c, t in sorted(totals.items())) or "nothing"
+    err.print(f"{len(docs)} invoice(s), {len(written)} file(s); totals: {by_currency}")
 
 
 @invoice_app.command("credit-note")
