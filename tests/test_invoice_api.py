@@ -255,3 +255,32 @@ def test_monthly_job_drafts_last_month_for_every_tenant(
             "draft-2026-10.json",
             "draft-2026-10.pdf",
         ]
+
+
+def test_admin_lists_finalized_invoices_across_tenants(
+    http: httpx.Client, billed: dict[str, Any], ledger: Ledger, api_base: str
+) -> None:
+    from decimal import Decimal
+
+    from ledger.connections import connection
+    from reports.billing.lifecycle import finalize, issue_credit_note
+
+    a, b = billed["a"], billed["b"]
+    with connection(ledger.engine) as raw:
+        doc_a, _ = finalize(raw, a, date(2026, 10, 1))
+        doc_b, _ = finalize(raw, b, date(2026, 10, 1))
+        issue_credit_note(raw, b, date(2026, 10, 1), Decimal("0.01"), "goodwill")
+    listed = http.get("/v1/invoices", params={"from": "2026-10", "to": "2026-11"})
+    assert listed.status_code == 200, listed.text
+    mine = {i["tenant"]: i for i in listed.json() if i["tenant"] in (a, b)}
+    assert (mine[a]["number"], mine[b]["number"]) == (doc_a.number, doc_b.number)
+    assert [n["amount_minor"] for n in mine[b]["credit_notes"]] == [1]
+    assert mine[a]["credit_notes"] == []
+    later = http.get("/v1/invoices", params={"from": "2026-11"}).json()
+    assert not [i for i in later if i["tenant"] in (a, b)]
+    assert http.get("/v1/invoices", params={"status": "draft"}).status_code == 422
+    bad = http.get("/v1/invoices", params={"from": "October"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"]["errors"][0]["field"] == "query.from"
+    with _as(api_base, billed["a_read"]) as tenant_client:
+        assert tenant_client.get("/v1/invoices").status_code == 403

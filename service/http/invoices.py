@@ -17,6 +17,7 @@ from reports.billing.document import CreditNote, Invoice, InvoiceSummary
 from reports.billing.exports import MEDIA_TYPES, RENDERERS, file_stem
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import finalize, invoice, issue_credit_note, list_invoices
+from reports.billing.listing import ListedInvoice, list_all
 from reports.billing.months import MonthError, check_month, parse_period
 from reports.billing.plans import Plan, PlanError, PlanTerms, parse_plan, plans_of, store_plan
 from service.http.deps import AdminKey, LedgerDep, ReadKey, ensure_tenant
@@ -103,6 +104,39 @@ def get_invoice(
         name = file_stem(doc).replace("/", "-")
         headers["content-disposition"] = f'inline; filename="{name}.{fmt}"'
     return Response(RENDERERS[fmt](doc), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+@router.get(
+    "/invoices",
+    response_model=list[ListedInvoice],
+    summary="Finalized invoices of every tenant, in finalize order (admin)",
+)
+def get_all_invoices(
+    ledger: LedgerDep,
+    _key: AdminKey,
+    start: Annotated[str | None, Query(alias="from", description="First month, YYYY-MM")] = None,
+    end: Annotated[
+        str | None, Query(alias="to", description="Month after the last, YYYY-MM")
+    ] = None,
+    status: Annotated[str, Query(description="finalized (drafts are never stored)")] = "finalized",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Any:
+    if status != "finalized":
+        raise _invalid(
+            "query.status",
+            "only finalized invoices are stored; a draft is computed per tenant on request",
+        )
+    first = None if start is None else _month_param("query.from", start)
+    after = None if end is None else _month_param("query.to", end)
+    with connection(ledger.engine) as raw:
+        return list_all(raw, first, after, limit)
+
+
+def _month_param(field: str, text: str) -> date:
+    try:
+        return parse_period(text)
+    except MonthError as exc:
+        raise _invalid(field, str(exc)) from None
 
 
 @router.get(
