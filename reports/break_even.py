@@ -20,8 +20,10 @@ from typing import Any
 
 import psycopg
 
+from ledger.capacity import read_pools
 from ledger.money import EXACT, NANOS_PER_UNIT
 from ledger.pools import HOURS_PER_MONTH, PoolDefinition
+from ledger.prices import PriceVersion
 from reports.capacity_report import hour_range
 
 UTILISATIONS = (Decimal("0.25"), Decimal("0.5"), Decimal("0.75"), Decimal(1))
@@ -140,3 +142,43 @@ def other_currencies(
         hour_range(start, end, pool=pool, currency=currency),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+class BreakEvenRefused(LookupError):
+    """No assessment: an unknown pool or book (``missing``), or two currencies compared."""
+
+    def __init__(self, field: str, message: str, *, missing: bool) -> None:
+        super().__init__(message)
+        self.field = field
+        self.missing = missing
+
+
+def assess(
+    raw: psycopg.Connection[Any],
+    book: PriceVersion | None,
+    pool: str,
+    api_book: str,
+    api_sku: str,
+    start: date,
+    end: date,
+) -> tuple[BreakEven, list[str]]:
+    """The break-even of ``pool`` against ``book``'s ``api_sku`` price over the period, and
+    the currencies of renders on the pool it left out; what the API and the CLI both answer."""
+    definition = read_pools(raw).latest(pool)
+    if definition is None:
+        raise BreakEvenRefused("pool", f"no pool named {pool!r}", missing=True)
+    if book is None or api_sku not in book.prices:
+        raise BreakEvenRefused(
+            "api_book", f"no price book {api_book!r} with a {api_sku!r} price", missing=True
+        )
+    if book.currency != definition.currency:
+        raise BreakEvenRefused(
+            "api_book",
+            f"prices in {book.currency}, the pool is paid in {definition.currency}; nothing "
+            "of two currencies is compared",
+            missing=False,
+        )
+    facts = observed(raw, pool, definition.currency, start, end)
+    others = other_currencies(raw, pool, definition.currency, start, end)
+    price = book.prices[api_sku].unit_price_nanos / Decimal(NANOS_PER_UNIT)
+    return analyse(definition, price, *facts), others

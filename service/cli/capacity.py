@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,7 @@ from ledger.errors import LedgerError
 from ledger.money import format_nanos
 from ledger.pools import PoolError, parse_pool_file
 from reports.allocation_job import run_allocation
-from reports.break_even import analyse, observed, other_currencies
+from reports.break_even import BreakEvenRefused, assess
 from reports.capacity_report import pool_rows, tenant_rows, unallocated
 from service.cli.common import err, fail, open_ledger, out, plain
 from service.settings import get_settings
@@ -156,19 +155,13 @@ def break_even(
     throughput, and how it moves with utilisation."""
     lo, hi = _days(start, end)
     ledger = open_ledger(get_settings())
-    with connection(ledger.engine) as raw:
-        definition = read_pools(raw).latest(pool)
-        facts = observed(raw, pool, definition.currency, lo, hi) if definition else None
-        others = other_currencies(raw, pool, definition.currency, lo, hi) if definition else []
-    if definition is None:
-        raise fail(f"no pool named {pool!r}: `renderledger pools list`")
     book = ledger.price_version(api_book)
-    if book is None or api_sku not in book.prices:
-        raise fail(f"no price book {api_book!r} with a {api_sku!r} price")
-    if book.currency != definition.currency:
-        raise fail(f"{api_book} prices in {book.currency}, {pool} is paid in {definition.currency}")
-    assert facts is not None
-    r = analyse(definition, book.prices[api_sku].unit_price_nanos / Decimal(10**9), *facts)
+    try:
+        with connection(ledger.engine) as raw:
+            r, others = assess(raw, book, pool, api_book, api_sku, lo, hi)
+    except BreakEvenRefused as exc:
+        hint = ": `renderledger pools list`" if exc.field == "pool" else ""
+        raise fail(f"{exc}{hint}") from exc
     if others:
         err.print(f"left out: renders on {plain(pool)} priced in {', '.join(others)}")
     cur = r.currency

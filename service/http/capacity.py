@@ -20,7 +20,7 @@ from ledger.events import TENANT_PATTERN
 from ledger.money import format_nanos
 from ledger.pools import POOL_PATTERN, PoolDefinition
 from reports.allocation_job import run_allocation
-from reports.break_even import analyse, observed, other_currencies
+from reports.break_even import BreakEvenRefused, assess
 from reports.capacity_report import pool_rows, tenant_rows, unallocated
 from service.http.deps import AdminKey, LedgerDep, ReadKey, SettingsDep, ensure_tenant
 from service.http.errors import http_error, responses
@@ -191,22 +191,12 @@ def get_break_even(
     api_sku: Annotated[str, Query(description="The SKU the API bills per image")] = "render.image",
 ) -> dict[str, Any]:
     _check_range(start, end)
-    with connection(ledger.engine) as raw:
-        definition = read_pools(raw).latest(pool)
-        if definition is None:
-            raise http_error(f"pool: no pool named {pool!r}", 404)
-        facts = observed(raw, pool, definition.currency, start, end)
-        others = other_currencies(raw, pool, definition.currency, start, end)
     book = ledger.price_version(api_book)
-    if book is None or api_sku not in book.prices:
-        raise http_error(f"api_book: no price book {api_book!r} with a {api_sku!r} price", 404)
-    if book.currency != definition.currency:
-        raise http_error(
-            f"api_book: prices in {book.currency}, the pool is paid in {definition.currency}; "
-            "nothing of two currencies is compared"
-        )
-    price = book.prices[api_sku].unit_price_nanos / Decimal(10**9)
-    result = analyse(definition, price, *facts)
+    try:
+        with connection(ledger.engine) as raw:
+            result, others = assess(raw, book, pool, api_book, api_sku, start, end)
+    except BreakEvenRefused as exc:
+        raise http_error(f"{exc.field}: {exc}", 404 if exc.missing else 422) from exc
     # Renders on the pool priced in another currency are left out, and named.
     return {"from": start, "to": end, **_decimals(asdict(result)), "left_out_currencies": others}
 
