@@ -11,24 +11,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
 from ledger.tables import STAGE_COLUMNS
+from reports.report_rows import Converter
 
 ATTRIBUTES = ("model", "precision", "gpu_type", "pipeline_version")
 _RANGE = "tenant_id = %(tenant)s AND day >= %(start)s AND day < %(end)s"
-
-
-class Amounts(Protocol):
-    target: str | None
-
-    def row_currency(self, currency: str) -> str: ...
-
-    def amount(self, nanos: Any, currency: str, day: Any) -> Decimal: ...
-
-    def day_column(self) -> str: ...
 
 
 class AttributeGroupingError(ValueError):
@@ -51,7 +42,7 @@ def check(group_by: tuple[str, ...], what_if: bool) -> None:
 
 
 def costs_by_render(
-    raw: psycopg.Connection[Any], params: dict[str, Any], outer: list[str], m: Amounts
+    raw: psycopg.Connection[Any], params: dict[str, Any], outer: list[str], m: Converter
 ) -> defaultdict[tuple[Any, ...], defaultdict[str, Decimal]]:
     """Cost by stage and savings per outer group and row currency, from render_rollup."""
     stages = ", ".join(f"sum({c})" for c in STAGE_COLUMNS.values())

@@ -9,29 +9,17 @@ overhead with no use case to spread it over is a row of use case ``""``.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, date, datetime, time
+from datetime import date
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
+from reports.capacity_report import hour_range
+from reports.report_rows import Converter
+
 _EXPRESSIONS = {"use_case": "{t}use_case", "day": "({t}hour AT TIME ZONE 'UTC')::date"}
 _RANGE = "tenant_id = %(tenant)s AND hour >= %(start)s AND hour < %(end)s"
-
-
-class Amounts(Protocol):
-    """How a report turns (nanos, currency, day) into its rows' money (``Converter``)."""
-
-    target: str | None
-
-    def row_currency(self, currency: str) -> str: ...
-
-    def amount(self, nanos: Any, currency: str, day: date | None) -> Decimal: ...
-
-
-def _params(tenant: str, start: date, end: date) -> dict[str, Any]:
-    at = [datetime.combine(d, time(), UTC) for d in (start, end)]
-    return {"tenant": tenant, "start": at[0], "end": at[1]}
 
 
 def _select(outer: list[str], table: str = "") -> tuple[str, str]:
@@ -45,7 +33,7 @@ def allocated(
     start: date,
     end: date,
     outer: list[str],
-    m: Amounts,
+    m: Converter,
 ) -> dict[tuple[Any, ...], dict[str, Decimal]]:
     """Idle and overhead allocated per outer group and row currency."""
     cols, group = _select(outer)
@@ -53,7 +41,7 @@ def allocated(
     rows = raw.execute(
         f"SELECT {cols} currency, {day} AS fx_day, kind, sum(amount_nanos) FROM allocations "
         f"WHERE {_RANGE} GROUP BY {group} currency, fx_day, kind",
-        _params(tenant, start, end),
+        hour_range(start, end, tenant=tenant),
     ).fetchall()
     out: dict[tuple[Any, ...], dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     n = len(outer)
@@ -76,7 +64,7 @@ def utilisation(
         "GROUP BY 1, 2 HAVING sum(held_seconds) > 0) p USING (hour, pool) "
         f"WHERE u.{_RANGE.replace('hour', 'u.hour')} AND u.busy_seconds > 0 "
         f"GROUP BY {group.rstrip(', ') or '()'}",
-        _params(tenant, start, end),
+        hour_range(start, end, tenant=tenant),
     ).fetchall()
     n = len(outer)
     return {tuple(r[:n]): round(float(r[n]), 6) for r in rows if r[n] is not None}

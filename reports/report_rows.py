@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ledger.fx import FxTable
 from ledger.money import EXACT, format_nanos, round_nanos
 
 
@@ -128,3 +130,25 @@ def shares(parts: dict[str, Decimal], names: list[str]) -> dict[str, float]:
     if not whole:
         return {}
     return {n: fraction(parts.get(n, Decimal(0)), whole) or 0.0 for n in names}
+
+
+class Converter:
+    """Amounts read per (group, currency, day), converted to the row's currency and summed
+    exactly; the row's currency is the target, or the amount's own."""
+
+    def __init__(self, target: str | None, fx: FxTable | None) -> None:
+        self.target, self.fx = target, fx
+
+    def row_currency(self, currency: str) -> str:
+        return self.target or currency
+
+    def amount(self, nanos: Any, currency: str, day: date | None) -> Decimal:
+        if self.target is None or currency == self.target:
+            return Decimal(nanos or 0)
+        assert self.fx is not None
+        assert day is not None
+        return self.fx.convert(Decimal(nanos or 0), currency, self.target, day)
+
+    def day_column(self) -> str:
+        """The day each amount is converted at: needed only when converting."""
+        return "day" if self.target else "NULL::date"

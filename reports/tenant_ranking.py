@@ -18,8 +18,7 @@ import psycopg
 from pydantic import BaseModel
 
 from ledger.fx import FxTable
-from reports.report_rows import Money, change, earlier, money, per
-from reports.tenant_report import Converter
+from reports.report_rows import Converter, Money, change, earlier, money, per
 
 _RANGE = "day >= %(start)s AND day < %(end)s"
 

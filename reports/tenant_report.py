@@ -26,6 +26,7 @@ from ledger.tables import STAGE_CACHE_COLUMNS, STAGE_COLUMNS
 from reports.report_attributes import ATTRIBUTES, check, costs_by_render
 from reports.report_loaded import allocated, utilisation
 from reports.report_rows import (
+    Converter,
     FullyLoaded,
     Previous,
     ReportRow,
@@ -66,28 +67,6 @@ class ReportQuery:
 class WhatIfBook:
     currency: str
     prices: dict[str, Decimal]  # nanos per unit, by SKU
-
-
-class Converter:
-    """Amounts read per (group, currency, day), converted to the row's currency and summed
-    exactly; the row's currency is the target, or the amount's own."""
-
-    def __init__(self, target: str | None, fx: FxTable | None) -> None:
-        self.target, self.fx = target, fx
-
-    def row_currency(self, currency: str) -> str:
-        return self.target or currency
-
-    def amount(self, nanos: Any, currency: str, day: date | None) -> Decimal:
-        if self.target is None or currency == self.target:
-            return Decimal(nanos or 0)
-        assert self.fx is not None
-        assert day is not None
-        return self.fx.convert(Decimal(nanos or 0), currency, self.target, day)
-
-    def day_column(self) -> str:
-        """The day each amount is converted at: needed only when converting."""
-        return "day" if self.target else "NULL::date"
 
 
 def _select(keys: list[str]) -> str:
