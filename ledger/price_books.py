@@ -10,6 +10,8 @@ from ledger.prices import Price, PriceBook, PriceVersion
 
 
 def read_version(raw: psycopg.Connection[Any], name: str) -> PriceVersion | None:
+    if "\x00" in name:  # no name stored can hold one, and PostgreSQL refuses to compare it
+        return None
     head = raw.execute(
         "SELECT version, name, effective_from, currency, source_sha256 FROM price_versions "
         "WHERE name = %s",

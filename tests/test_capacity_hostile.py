@@ -868,3 +868,16 @@ def test_a_hostile_schedule_file_is_refused_by_row(books: Ledger) -> None:
     assert record(books.engine, records).accepted == 1
     run_allocation(books.engine)
     books_balance(books.engine)
+
+
+def test_a_book_name_with_a_nul_is_unknown_not_a_500(
+    api: tuple[httpx.Client, Ledger, str],
+) -> None:
+    """Found by the schema fuzz: PostgreSQL refuses to compare a text with a NUL in it."""
+    client = api[0]
+    params = {"from": "2026-10-01", "to": "2026-11-01"}
+    even = client.get("/v1/break-even", params=params | {"pool": "a", "api_book": "x\x00y"})
+    assert even.status_code == 404, even.text
+    report = client.get("/v1/tenants/acme/report", params=params | {"what_if": "x\x00y"})
+    assert report.status_code == 404, report.text
+    assert report.json()["detail"]["message"].startswith("what_if:")

@@ -21,6 +21,7 @@ from ledger.journal import head as ledger_head
 from ledger.locks import INVOICE, scoped
 from reports.billing.document import CreditNote, Invoice, InvoiceSummary
 from reports.billing.invoices import InvoiceError, compute, draft, money
+from reports.billing.listing import list_all
 from reports.billing.months import (
     Window,
     latest_start,
@@ -285,23 +286,8 @@ def issue_credit_note(
 
 
 def list_invoices(raw: psycopg.Connection[Any], tenant: str) -> list[InvoiceSummary]:
-    rows = raw.execute(
-        "SELECT period, number, currency, total_minor, content_sha256, created_at FROM invoices "
-        "WHERE tenant_id = %s ORDER BY period",
-        (tenant,),
-    ).fetchall()
-    return [
-        InvoiceSummary(
-            period=month(p),
-            number=n,
-            currency=c,
-            total_minor=t,
-            content_sha256=h,
-            finalized_at=at.isoformat(),
-            credit_notes=credit_notes(raw, tenant, p),
-        )
-        for p, n, c, t, h, at in rows
-    ]
+    """A tenant's finalized invoices, in month order (months are finalized in order)."""
+    return list(list_all(raw, None, None, tenant=tenant))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,16 +19,21 @@ class ListedInvoice(InvoiceSummary):
 
 
 def list_all(
-    raw: psycopg.Connection[Any], start: date | None, end: date | None, limit: int = 1000
+    raw: psycopg.Connection[Any],
+    start: date | None,
+    end: date | None,
+    limit: int | None = None,
+    tenant: str | None = None,
 ) -> list[ListedInvoice]:
-    """Finalized invoices of the months in [start, end) (either end open), in the order they
-    were finalized, with their credit notes; two queries whatever the number of invoices."""
+    """Finalized invoices of the months in [start, end) (either end open), of every tenant or
+    one, in the order they were finalized, with their credit notes; two queries in all."""
     rows = raw.execute(
         "SELECT tenant_id, period, number, currency, total_minor, content_sha256, created_at "
         "FROM invoices WHERE (%(start)s::date IS NULL OR period >= %(start)s) "
-        "AND (%(end)s::date IS NULL OR period < %(end)s) ORDER BY created_at, tenant_id "
-        "LIMIT %(limit)s",
-        {"start": start, "end": end, "limit": limit},
+        "AND (%(end)s::date IS NULL OR period < %(end)s) "
+        "AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s) "
+        "ORDER BY created_at, tenant_id LIMIT %(limit)s",
+        {"start": start, "end": end, "limit": limit, "tenant": tenant},
     ).fetchall()
     notes: dict[tuple[str, date], list[CreditNote]] = defaultdict(list)
     if rows:

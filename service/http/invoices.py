@@ -49,11 +49,11 @@ def _invalid(field: str, message: str) -> HTTPException:
     return http_error(message, 422, errors=errors)
 
 
-def _period(text: str) -> date:
+def _period(text: str, field: str = "path.month") -> date:
     try:
         return parse_period(text)
     except MonthError as exc:
-        raise _invalid("path.month", str(exc)) from None
+        raise _invalid(field, str(exc)) from None
 
 
 def _read(ledger: LedgerDep, key: Principal, tenant: str, read: Callable[[Conn], T]) -> T:
@@ -126,17 +126,10 @@ def get_all_invoices(
             "query.status",
             "only finalized invoices are stored; a draft is computed per tenant on request",
         )
-    first = None if start is None else _month_param("query.from", start)
-    after = None if end is None else _month_param("query.to", end)
+    first = None if start is None else _period(start, "query.from")
+    after = None if end is None else _period(end, "query.to")
     with connection(ledger.engine) as raw:
         return list_all(raw, first, after, limit)
-
-
-def _month_param(field: str, text: str) -> date:
-    try:
-        return parse_period(text)
-    except MonthError as exc:
-        raise _invalid(field, str(exc)) from None
 
 
 @router.get(
