@@ -26,9 +26,10 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from ledger.money import EXACT, NANOS_PER_UNIT, round_nanos
+from ledger.money import EXACT, NANOS_PER_UNIT
 
 POOL_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_US = timedelta(microseconds=1)
 HOURS_PER_MONTH = Decimal(730)
 """The month break-even figures are quoted in: 8,760 hours a year over 12, as clouds bill."""
 
@@ -92,20 +93,20 @@ class PoolDefinition(BaseModel):
         return EXACT.multiply(per_gpu, self.gpus)
 
     def cost_nanos(self, starts: datetime, ends: datetime, gpus: Decimal) -> int:
-        """The actual cost of holding ``gpus`` GPUs over [starts, ends), rounded once."""
-        return round_nanos(self.cost_exact(starts, ends, gpus))
+        """The actual cost of holding ``gpus`` GPUs over [starts, ends): month by month, each
+        at its own rate, summed as exact fractions and rounded once, half-even."""
+        exact = sum(
+            (
+                Fraction((hi - lo) // _US, 10**6) * self.per_gpu_second(lo)
+                for lo, hi in calendar_months(starts, ends)
+            ),
+            Fraction(0),
+        )
+        return round(exact * Fraction(gpus) * NANOS_PER_UNIT)
 
-    def cost_exact(self, starts: datetime, ends: datetime, gpus: Decimal) -> Decimal:
-        """The same in exact (fractional) nanos: month by month, each at its own rate."""
-        exact = Decimal(0)
-        for lo, hi in calendar_months(starts, ends):
-            seconds = Decimal((hi - lo) // timedelta(microseconds=1)).scaleb(-6)
-            exact += EXACT.multiply(seconds, self.per_gpu_second(lo))
-        return EXACT.multiply(EXACT.multiply(exact, gpus), NANOS_PER_UNIT)
-
-    def rate_exact(self, at: datetime) -> Fraction:
-        """``per_gpu_second`` as an exact fraction: what weighs one month against another
-        where a decimal's last digit could tip a floor."""
+    def per_gpu_second(self, at: datetime) -> Fraction:
+        """What one GPU-second costs at ``at``, exactly: a decimal's last digit could tip a
+        rounding, or the floor that weighs one month's part of a span against another's."""
         p = self.payment
         if isinstance(p, OnDemand):
             return Fraction(p.per_gpu_hour) / 3600
@@ -114,16 +115,6 @@ class PoolDefinition(BaseModel):
             return Fraction(p.per_gpu_month) / month
         amortised = Fraction(p.purchase_price) / p.amortise_months / month
         return amortised + Fraction(p.power_per_gpu_hour) / 3600
-
-    def per_gpu_second(self, at: datetime) -> Decimal:
-        p = self.payment
-        if isinstance(p, OnDemand):
-            return EXACT.divide(p.per_gpu_hour, 3600)
-        month = Decimal(monthrange(at.year, at.month)[1] * 86400)
-        if isinstance(p, Reserved):
-            return EXACT.divide(p.per_gpu_month, month)
-        amortised = EXACT.divide(EXACT.divide(p.purchase_price, p.amortise_months), month)
-        return amortised + EXACT.divide(p.power_per_gpu_hour, 3600)
 
 
 def calendar_months(starts: datetime, ends: datetime) -> Iterator[tuple[datetime, datetime]]:

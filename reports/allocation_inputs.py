@@ -64,7 +64,7 @@ def month_pieces(spans: pl.DataFrame, pools: Pools) -> pl.DataFrame:
         months = list(calendar_months(row["starts_at"], row["ends_at"]))
         # Exact fractions: a weight computed in decimals could tip a floor by a nano.
         weights = (
-            [Fraction((hi - lo) // _US) * definition.rate_exact(lo) for lo, hi in months]
+            [Fraction((hi - lo) // _US) * definition.per_gpu_second(lo) for lo, hi in months]
             if definition
             else []
         )
