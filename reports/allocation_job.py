@@ -26,8 +26,8 @@ from ledger.journal import LOG
 from ledger.journal import head as ledger_head
 from reports.allocation import ALLOCATION_KEYS, I128, hourly_parts, overhead_shares, pool_variance
 from reports.allocation_inputs import fixed_shares, hourly_pools, idle_policies, month_pieces
-from reports.allocation_store import append_difference, copy_in
-from reports.source import copy_out
+from reports.allocation_store import append_difference
+from reports.source import copy_in, copy_out
 
 JOB = "allocation"
 _GPU = "sku LIKE 'gpu.%'"

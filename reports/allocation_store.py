@@ -10,14 +10,13 @@ differently) costs a read, never a wrong row, and ``allocate --full`` drops them
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import polars as pl
 import psycopg
 
 from reports.allocation import ALLOCATION_KEYS, I128
-from reports.source import copy_out
+from reports.source import copy_in, copy_out
 
 GROUP = ["hour", "source", "currency"]
 _STORED_SCHEMA: dict[str, Any] = {
@@ -35,7 +34,6 @@ _DIGEST_SCHEMA: dict[str, Any] = {
     "currency": pl.String,
     "digest": I128,
 }
-_CHUNK = 500_000
 
 
 def digests(rows: pl.DataFrame) -> pl.DataFrame:
@@ -121,13 +119,3 @@ def _keys_table(raw: psycopg.Connection[Any], name: str, keys: pl.DataFrame) -> 
     raw.execute(f"TRUNCATE {name}")
     copy_in(raw, name, keys)
     raw.execute(f"ANALYZE {name}")
-
-
-def copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
-    """COPY in chunks: a few million rows never sit in memory as one CSV buffer."""
-    cols = ", ".join(frame.columns)
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-        for chunk in frame.iter_slices(_CHUNK):
-            buffer = io.BytesIO()
-            chunk.write_csv(buffer, include_header=False, null_value="")
-            copy.write(buffer.getbuffer())

@@ -7,7 +7,6 @@ second process (another API replica, a CLI run) from running the job at the same
 
 from __future__ import annotations
 
-import io
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from reports.rollups import (
     looked_up,
     render_partials,
 )
-from reports.source import read_events, read_events_adbc
+from reports.source import copy_in, read_events, read_events_adbc
 
 JOB = "rollup"
 
@@ -56,19 +55,11 @@ def checkpoint(raw: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
-    buffer = io.BytesIO()
-    frame.write_csv(buffer, include_header=False, null_value="")
-    cols = ", ".join(frame.columns)
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(buffer.getvalue())
-
-
 def _load_then_index(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
     """COPY into the emptied table without its indexes, then build each once, sorted: about
     half the time of maintaining them row by row (migration 0007 has the functions)."""
     raw.execute(f"SELECT renderledger_{table}_unindex()")
-    _copy_in(raw, table, frame)
+    copy_in(raw, table, frame)
     raw.execute(f"SELECT renderledger_{table}_reindex()")
 
 
@@ -83,7 +74,7 @@ def _upsert(
     (``EXCLUDED``) rows column by column."""
     staging = f"staging_{table}"
     raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS")
-    _copy_in(raw, staging, frame)
+    copy_in(raw, staging, frame)
     cols = ", ".join(frame.columns)
     updates = ", ".join(f"{c} = {assign[c]}" for c in frame.columns if c not in keys)
     raw.execute(
@@ -182,7 +173,7 @@ def _rebuild(
         if ranges:
             days = pl.concat(day_parts).group_by(DAILY_KEYS).agg(pl.col(DAILY_SUMS).sum())
             days = days.sort(DAILY_KEYS)
-            _copy_in(raw, "daily_rollup", days)
+            copy_in(raw, "daily_rollup", days)
             # Written in (tenant, day) order: a tenant's month then sits on a few dozen pages,
             # which is what a report reads (a render_id order scattered it over thousands).
             merged = combine(pl.concat(render_parts).lazy())

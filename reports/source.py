@@ -158,3 +158,17 @@ def copy_out(raw: psycopg.Connection[Any], query: str, schema: dict[str, Any]) -
             buffer.write(chunk)
     buffer.seek(0)
     return pl.read_csv(buffer, schema=schema)
+
+
+_COPY_IN_ROWS = 500_000
+
+
+def copy_in(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
+    """``frame`` into ``table`` by COPY, in chunks: a few million rows never sit in memory as
+    one CSV buffer. Every job's write of derived rows goes through here."""
+    cols = ", ".join(frame.columns)
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+        for chunk in frame.iter_slices(_COPY_IN_ROWS):
+            buffer = io.BytesIO()
+            chunk.write_csv(buffer, include_header=False, null_value="")
+            copy.write(buffer.getbuffer())

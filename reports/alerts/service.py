@@ -10,7 +10,6 @@ EUR series that starts, and neither is ever the sum of both.
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from reports.alerts.detect import SIGNALS, Rule, measure
 from reports.alerts.series import KEYS, RENDER_FRAME_COLUMNS, Series, build, hourly_frame
 from reports.alerts.store import append, open_alerts
 from reports.alerts.tracker import Decision, OpenAlert, decide
-from reports.source import copy_out
+from reports.source import copy_in, copy_out
 
 _RENDER_SCHEMA: dict[str, Any] = {
     "tenant_id": pl.String,
@@ -88,15 +87,7 @@ def _refresh_hourly(raw: psycopg.Connection[Any], renders: pl.DataFrame, since: 
     """Replace the hours from ``since`` with sums of the renders read."""
     hours = hourly_frame(renders.lazy()).collect().select(HOURLY_COLUMNS)
     raw.execute("DELETE FROM alert_hourly WHERE hour >= %s", (since,))
-    buffer = io.BytesIO()
-    hours.write_csv(buffer, include_header=False)
-    with (
-        raw.cursor() as cur,
-        cur.copy(
-            f"COPY alert_hourly ({', '.join(HOURLY_COLUMNS)}) FROM STDIN (FORMAT csv)"
-        ) as copy,
-    ):
-        copy.write(buffer.getvalue())
+    copy_in(raw, "alert_hourly", hours)
 
 
 def _read_hourly(raw: psycopg.Connection[Any], now: datetime, rule: Rule) -> pl.DataFrame:
