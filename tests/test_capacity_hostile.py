@@ -36,12 +36,12 @@ from ledger.prices import load_price_book_file, parse_price_book
 from ledger.store import Ledger
 from reports.allocation_job import run_allocation
 from reports.billing.lifecycle import finalize, invoice
-from reports.billing.plans import Plan, Pricing, store_plan
 from reports.capacity_report import pool_rows, tenant_rows, unallocated
 from service.cli.main import DEFAULT_PRICES
 from service.http.app import create_app
 from service.keys import create_key
 from service.settings import Settings
+from tests.billing_helpers import store_fully_loaded_plans
 from tests.conftest import ledger_with_prices, serving
 
 HOUR = datetime(2026, 10, 15, 12, tzinfo=UTC)
@@ -409,15 +409,7 @@ def test_late_capacity_alone_is_billed_on_the_next_invoice(books: Ledger) -> Non
     prior-period adjustment; late months are found from the event log only."""
     load_pools(books.engine, [pool(gpus=2)])
     at = datetime(2026, 9, 15, 12, tzinfo=UTC)
-    for month in (SEP, OCT):
-        plan = Plan(
-            tenant="acme",
-            effective_from=month,
-            default=Pricing(markup=Decimal("0.2")),
-            cost_basis="fully_loaded",
-        )
-        with connection(books.engine, transaction=True) as raw:
-            store_plan(raw, plan)
+    store_fully_loaded_plans(books, "acme", [SEP, OCT], "0.2")
     record(books.engine, [hold(at, gpus="2")])
     books.append([gpu("acme", "3600", at + timedelta(minutes=5))])
     run_allocation(books.engine)
@@ -813,15 +805,7 @@ def test_capacity_appends_and_runs_in_parallel_skip_nothing(books: Ledger) -> No
 def test_a_late_reallocation_with_a_late_event_is_billed_once(books: Ledger) -> None:
     load_pools(books.engine, [pool(gpus=2)])
     at = datetime(2026, 9, 15, 12, tzinfo=UTC)
-    for month in (SEP, OCT, NOV):
-        plan = Plan(
-            tenant="acme",
-            effective_from=month,
-            default=Pricing(markup=Decimal("0")),
-            cost_basis="fully_loaded",
-        )
-        with connection(books.engine, transaction=True) as raw:
-            store_plan(raw, plan)
+    store_fully_loaded_plans(books, "acme", [SEP, OCT, NOV], "0")
     record(books.engine, [hold(at, gpus="2")])
     books.append([gpu("acme", "3600", at + timedelta(minutes=5))])
     run_allocation(books.engine)

@@ -15,6 +15,7 @@ from ledger.store import Ledger
 from reports.allocation_job import run_allocation
 from reports.billing.lifecycle import finalize, invoice
 from reports.billing.plans import Plan, Pricing, store_plan
+from tests.billing_helpers import store_fully_loaded_plans
 from tests.test_allocation import _render, books, h100_pool
 
 __all__ = ["books"]  # the fixture, used by name below
@@ -35,15 +36,7 @@ def _hold(ledger: Ledger, start: datetime, gpus: int = 2) -> None:
 
 def test_fully_loaded_plan_bills_the_allocated_share(books: Ledger) -> None:
     load_pools(books.engine, [h100_pool()])
-    for month in (SEP, OCT):
-        plan = Plan(
-            tenant="acme",
-            effective_from=month,
-            default=Pricing(markup=Decimal("0.2")),
-            cost_basis="fully_loaded",
-        )
-        with connection(books.engine, transaction=True) as raw:
-            store_plan(raw, plan)
+    store_fully_loaded_plans(books, "acme", [SEP, OCT], "0.2")
     _hold(books, AT)
     books.append(_render("acme", "3600", at=AT + timedelta(minutes=5)))  # 50 % of 2 GPUs
     run_allocation(books.engine)
