@@ -500,3 +500,46 @@ document_numbers = Table(
     CheckConstraint("kind IN ('invoice', 'credit_note')", name="document_numbers_kind"),
     CheckConstraint("series_no > 0", name="document_numbers_positive"),
 )
+
+
+# The customer party, versioned by the date it takes effect (migration 0015).
+billing_profiles = Table(
+    "billing_profiles",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("effective_from", Date, primary_key=True),
+    Column("profile", JSONB, nullable=False),
+    Column("source_sha256", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The outbox of invoice finalized / credit note issued, and its delivery log (migration 0015).
+billing_events = Table(
+    "billing_events",
+    metadata,
+    Column("event_id", BigInteger, Identity(), primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("period", Date, nullable=False),
+    Column("number", Text, nullable=False, unique=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("data", JSONB, nullable=False),
+    CheckConstraint(
+        "type IN ('invoice.finalized', 'credit_note.issued')", name="billing_events_type"
+    ),
+    Index("billing_events_at", "at"),
+)
+
+billing_webhook_attempts = Table(
+    "billing_webhook_attempts",
+    metadata,
+    Column("attempt_id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", BigInteger, ForeignKey("billing_events.event_id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("url", Text, nullable=False),
+    Column("status", Integer),
+    Column("error", Text),
+    Column("ms", Float, nullable=False),
+    Index("billing_webhook_attempts_event", "event_id"),
+)

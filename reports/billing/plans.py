@@ -31,6 +31,7 @@ from pydantic import (
 
 from ledger.events import TENANT_PATTERN, USE_CASE_PATTERN
 from reports.billing.months import check_month
+from reports.billing.versions import store_version, version_in_force, versions_of
 
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=30, decimal_places=9)]
 # Stored as JSONB (which refuses NUL) and printed on invoices: one line of printable text.
@@ -217,32 +218,16 @@ def read_file(path: Path) -> tuple[list[Plan], list[CreditGrant]]:
 
 def store_plan(raw: psycopg.Connection[Any], plan: Plan) -> bool:
     """Record a plan version; the same content again is a no-op, other content a conflict."""
-    digest = plan.digest()
-    row = raw.execute(
-        "INSERT INTO billing_plans (tenant_id, effective_from, plan, source_sha256) "
-        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (
-            plan.tenant,
-            plan.effective_from,
-            orjson.dumps(plan.model_dump(mode="json")).decode(),
-            digest,
-        ),
-    ).fetchone()
-    if row is not None:
-        raw.execute(
-            "INSERT INTO tenants (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING", (plan.tenant,)
-        )
-        return True
-    old = raw.execute(
-        "SELECT source_sha256 FROM billing_plans WHERE tenant_id = %s AND effective_from = %s",
-        (plan.tenant, plan.effective_from),
-    ).fetchone()
-    if old is not None and old[0] != digest:
+    body = orjson.dumps(plan.model_dump(mode="json")).decode()
+    stored = store_version(
+        raw, "billing_plans", plan.tenant, plan.effective_from, body, plan.digest()
+    )
+    if stored is None:
         raise PlanError(
             f"{plan.tenant}: a different plan already takes effect on {plan.effective_from}; "
             "plans are history — add one for a later month instead"
         )
-    return False
+    return stored
 
 
 def store_grant(raw: psycopg.Connection[Any], grant: CreditGrant) -> bool:
@@ -264,19 +249,12 @@ def store_grant(raw: psycopg.Connection[Any], grant: CreditGrant) -> bool:
 
 
 def plan_for(raw: psycopg.Connection[Any], tenant: str, period: date) -> Plan:
-    row = raw.execute(
-        "SELECT plan FROM billing_plans WHERE tenant_id = %s AND effective_from <= %s "
-        "ORDER BY effective_from DESC LIMIT 1",
-        (tenant, period),
-    ).fetchone()
-    return Plan.model_validate(row[0]) if row else default_plan(tenant, period)
+    found = version_in_force(raw, "billing_plans", tenant, period)
+    return default_plan(tenant, period) if found is None else Plan.model_validate(found)
 
 
 def plans_of(raw: psycopg.Connection[Any], tenant: str) -> list[Plan]:
-    rows = raw.execute(
-        "SELECT plan FROM billing_plans WHERE tenant_id = %s ORDER BY effective_from", (tenant,)
-    ).fetchall()
-    return [Plan.model_validate(r[0]) for r in rows]
+    return [Plan.model_validate(p) for p in versions_of(raw, "billing_plans", tenant)]
 
 
 def plans_for(raw: psycopg.Connection[Any], tenants: list[str], period: date) -> dict[str, Plan]:
