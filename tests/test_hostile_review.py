@@ -134,7 +134,8 @@ def test_a_month_past_64_bits_is_reported_invoiced_and_batched(
 
 def test_a_credit_note_on_a_euro_invoice(ledger: Ledger, tenant: str) -> None:
     """Credit notes took their minor digits from a throwaway USD-less plan and failed."""
-    from reports.billing.lifecycle import finalize, issue_credit_note
+    from reports.billing.credit_notes import issue_credit_note
+    from reports.billing.lifecycle import finalize
     from tests.billing_helpers import add_renders
 
     oct1 = datetime(2026, 10, 1, tzinfo=UTC).date()

@@ -59,7 +59,7 @@ def _as(api_base: str, key: str) -> httpx.Client:
 
 
 def test_plan_from_file_invoice_as_json_csv_pdf(
-    cli: CliRunner, billed: dict[str, Any], api_base: str, tmp_path: Path
+    cli: CliRunner, billed: dict[str, Any], api_base: str, tmp_path: Path, http: httpx.Client
 ) -> None:
     a = billed["a"]
     plans = tmp_path / "plans.toml"
@@ -72,10 +72,22 @@ def test_plan_from_file_invoice_as_json_csv_pdf(
         lines = {(ln["use_case"], ln["tier"]): ln for ln in doc["lines"]}
         assert lines["ecommerce", 0]["amount"] == "0.50"
         assert lines["ecommerce", 1]["amount"] == "0.08"
-        assert lines["social", None]["unit_price"] == "1.3"
-        assert doc["commitment_topup"] != "0.00"
+        # The customer's copy: images bought, never the cost under a markup.
+        social = lines["social", None]
+        assert (social["quantity"], social["unit"], social["unit_price"]) == ("3", "image", None)
+        assert doc["view"] == "customer"
+        assert not {"cost_basis", "positions", "content_sha256"} & set(doc)
+        assert doc["commitment"]["amount"] != "0.00"
         assert doc["credits_applied"] == "2.00"
-        assert doc["total"] == "3.00"
+        assert client.get(
+            f"/v1/tenants/{a}/invoices/2026-10", params={"view": "internal"}
+        ).status_code == 403
+        assert doc["total"] == "5.00"
+        assert doc["amount_due"] == "3.00"
+        internal = http.get(f"/v1/tenants/{a}/invoices/2026-10", params={"view": "internal"})
+        by = {(ln["use_case"], ln["tier"]): ln for ln in internal.json()["lines"]}
+        assert by["social", None]["unit_price"] == "1.3"
+        assert internal.json()["cost_basis"]["events"] > 0
         table = list(
             csv.reader(
                 io.StringIO(
@@ -263,7 +275,8 @@ def test_admin_lists_finalized_invoices_across_tenants(
     from decimal import Decimal
 
     from ledger.connections import connection
-    from reports.billing.lifecycle import finalize, issue_credit_note
+    from reports.billing.credit_notes import issue_credit_note
+    from reports.billing.lifecycle import finalize
 
     a, b = billed["a"], billed["b"]
     with connection(ledger.engine) as raw:

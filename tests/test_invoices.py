@@ -14,13 +14,8 @@ from ledger.connections import connection
 from ledger.store import Ledger
 from reports.billing.document import Invoice
 from reports.billing.invoices import InvoiceError
-from reports.billing.lifecycle import (
-    draft_all,
-    finalize,
-    invoice,
-    issue_credit_note,
-    list_invoices,
-)
+from reports.billing.credit_notes import issue_credit_note
+from reports.billing.lifecycle import draft_all, finalize, invoice, list_invoices
 from reports.billing.plans import CreditGrant, Plan, PlanError, parse_plan, store_grant, store_plan
 from tests.billing_helpers import add_renders
 
@@ -126,7 +121,9 @@ def test_per_image_tiers_commitment_and_credits(ledger: Ledger, tenant: str) -> 
     assert Decimal(doc.subtotal) == subtotal
     assert Decimal(doc.commitment_topup) == Decimal("1.00") - subtotal
     assert doc.credits_applied == "0.10"
-    assert doc.total == "0.90"
+    # Credits pay the invoice: the total is the month's charge, the amount due what is left.
+    assert doc.total == "1.00"
+    assert doc.amount_due == "0.90"
 
 
 def test_finalize_is_idempotent_and_immutable(ledger: Ledger, tenant: str) -> None:

@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
+from decimal import Decimal
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import encoding
+from reports.billing.parties import Party
 from reports.billing.plans import FailedRenders
 
 # A decimal as plain text, no exponent: what ``format(Decimal, "f")`` writes.
 DecimalText = Annotated[str, Field(pattern=r"^-?\d+(\.\d+)?$", examples=["12.50"])]
 LineKind = Literal["usage", "allocation", "commitment", "adjustment"]
+
+
+def money(minor: int, digits: int) -> str:
+    """Minor units as decimal text in the currency's digits: ``1250, 2 -> "12.50"``."""
+    return format(Decimal(minor).scaleb(-digits), "f")
+
+
+def _absent(value: object) -> bool:
+    """Fields added after documents were first stored are left out of the JSON when unset,
+    so a document stored before keeps its exact JSON, and so its content_sha256."""
+    return value is None
 
 
 class _Part(BaseModel):
@@ -41,6 +54,28 @@ class InvoiceLine(_Part):
     amount: DecimalText
     amount_minor: int
     rounding: DecimalText
+    images: int | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Images billed under a cost-plus line (what the customer document counts)",
+    )
+
+
+class TaxLine(_Part):
+    """One tax rate on the net amount, rounded once half-even to the minor unit."""
+
+    label: str
+    percent: DecimalText
+    base: DecimalText
+    amount: DecimalText
+    amount_minor: int
+
+
+class Customer(Party):
+    """The customer party as of the billing profile version the invoice was issued with."""
+
+    profile_from: date
+    profile_sha256: str
 
 
 class InvoiceWindow(_Part):
@@ -107,6 +142,11 @@ class CreditNote(_Part):
     currency: str
     reason: str
     created_at: str
+    invoice_number: str | None = Field(default=None, description="The invoice it corrects")
+    amount: DecimalText | None = Field(default=None, description="Tax included")
+    tax: DecimalText | None = Field(
+        default=None, description="The part of the amount that is tax, at the invoice's rate"
+    )
 
 
 class Invoice(_Part):
@@ -129,8 +169,29 @@ class Invoice(_Part):
     adjustments: DecimalText
     credits_applied: DecimalText
     credits_applied_minor: int
-    total: DecimalText
+    total: DecimalText = Field(
+        description="Net plus tax (before credits); in documents "
+        "without amount_due, the amount due after credits"
+    )
     total_minor: int
+    issuer: Party | None = Field(default=None, exclude_if=_absent)
+    payment_instructions: list[str] | None = Field(default=None, exclude_if=_absent)
+    customer: Customer | None = Field(
+        default=None, exclude_if=_absent, description="None: the tenant has no billing profile"
+    )
+    payment_terms_days: int | None = Field(default=None, exclude_if=_absent)
+    due_on: date | None = Field(default=None, exclude_if=_absent, description="Final only")
+    reverse_charge: bool | None = Field(default=None, exclude_if=_absent)
+    net: DecimalText | None = Field(
+        default=None, exclude_if=_absent, description="Subtotal + top-up + adjustments"
+    )
+    taxes: list[TaxLine] | None = Field(default=None, exclude_if=_absent)
+    tax: DecimalText | None = Field(default=None, exclude_if=_absent)
+    tax_minor: int | None = Field(default=None, exclude_if=_absent)
+    amount_due: DecimalText | None = Field(
+        default=None, exclude_if=_absent, description="Total less prepaid credits"
+    )
+    amount_due_minor: int | None = Field(default=None, exclude_if=_absent)
     content_sha256: str = Field(  # "" only while ``compute`` builds it, until ``sealed``
         description="SHA-256 of the other fields but credit_notes, as JSON with sorted keys"
     )
@@ -139,6 +200,11 @@ class Invoice(_Part):
         default_factory=list,
         description="A finalized invoice's credit notes; a draft's JSON has none",
     )
+
+    @property
+    def due_minor(self) -> int:
+        """What the customer pays; documents from before tax had it in ``total_minor``."""
+        return self.total_minor if self.amount_due_minor is None else self.amount_due_minor
 
     def stored(self) -> dict[str, object]:
         """The JSON kept in the ``invoices`` table: the sealed fields, without the notes."""

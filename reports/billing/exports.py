@@ -23,20 +23,23 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from ledger import encoding
 from reports.billing.document import Invoice
+from reports.billing.views import View, customer_view
 
 FORMATS = ("pdf", "csv", "json")
 MEDIA_TYPES = {"pdf": "application/pdf", "csv": "text/csv", "json": "application/json"}
 
 
-def to_json(doc: Invoice) -> bytes:
-    """A draft has no credit notes, and its JSON has never carried the key."""
+def to_json(doc: Invoice, view: View = "internal") -> bytes:
+    """A draft has no credit notes, and its internal JSON has never carried the key."""
+    if view == "customer":
+        return encoding.dumps(customer_view(doc).model_dump(mode="json"), indent=True)
     body = doc.model_dump(
         mode="json", exclude=None if doc.status == "finalized" else {"credit_notes"}
     )
     return encoding.dumps(body, sort_keys=True, indent=True)
 
 
-def to_csv(doc: Invoice) -> bytes:
+def to_csv(doc: Invoice, view: View = "internal") -> bytes:
     """The lines, then the totals as rows of their own, so a spreadsheet sums what we sum."""
     out = io.StringIO()
     columns = [
@@ -94,7 +97,7 @@ def _text(value: object) -> str:
     return escape(str(value))
 
 
-def to_pdf(doc: Invoice) -> bytes:
+def to_pdf(doc: Invoice, view: View = "customer") -> bytes:
     """Every value from the document goes through ``_text``; only our own tags are markup."""
     styles = getSampleStyleSheet()
     buffer = io.BytesIO()
@@ -186,7 +189,16 @@ def _short(value: str) -> str:
     return value if len(value) <= 14 else f"{Decimal(value):.8g}"
 
 
-RENDERERS: dict[str, Callable[[Invoice], bytes]] = {"pdf": to_pdf, "csv": to_csv, "json": to_json}
+RENDERERS: dict[str, Callable[[Invoice, View], bytes]] = {
+    "pdf": to_pdf,
+    "csv": to_csv,
+    "json": to_json,
+}
+
+
+def render(doc: Invoice, fmt: str, view: View = "customer") -> bytes:
+    """The document in ``fmt`` as ``view`` sees it: the customer's copy unless asked."""
+    return RENDERERS[fmt](doc, view)
 
 
 def file_stem(doc: Invoice) -> str:
@@ -205,6 +217,7 @@ def export(
     target: str,
     s3: Any = None,
     formats: Iterable[str] = FORMATS,
+    view: View = "customer",
     link_seconds: int = 7 * 24 * 3600,
     progress: Callable[[], None] | None = None,
 ) -> list[Exported]:
@@ -213,7 +226,7 @@ def export(
     out = []
     for doc in docs:
         for fmt in formats:
-            body = RENDERERS[fmt](doc)
+            body = render(doc, fmt, view)
             name = f"{file_stem(doc)}.{fmt}"
             if parsed.scheme == "s3":
                 if s3 is None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,12 +19,15 @@ from ledger.journal import head as ledger_head
 from ledger.money import format_nanos
 from reports.billing.document import (
     CostBasis,
+    Customer,
     Invoice,
     InvoicePlan,
     InvoiceWindow,
     Positions,
+    money,
 )
 from reports.billing.months import Window, month, next_month, previous_month
+from reports.billing.parties import BillingProfile, Issuer, profile_for
 from reports.billing.plans import Plan, plan_for
 from reports.billing.pricing import (
     Line,
@@ -37,6 +39,7 @@ from reports.billing.pricing import (
     commitment_topup,
     price_usage,
 )
+from reports.billing.tax import tax_lines
 from reports.billing.usage import (
     allocation_head,
     late_allocation_months,
@@ -56,10 +59,6 @@ class Finalized:
     period: date
     through_seq: int
     allocations_through: int = 0
-
-
-def money(minor: int, digits: int) -> str:
-    return format(Decimal(minor).scaleb(-digits), "f")
 
 
 Shares = dict[tuple[str, str], int]
@@ -169,13 +168,22 @@ def compute(
     usage: list[Usage] | None = None,
     late: set[date] | None = None,
     window: Window | None = None,
+    issuer: Issuer | None = None,
+    issued_on: date | None = None,
 ) -> Invoice:
     """The invoice of ``tenant`` for ``period`` over the log up to ``through_seq``.
 
     ``plan``, ``usage``, ``late`` and ``window`` may be handed in by a caller that read
-    them for many tenants at once; otherwise they are read here.
+    them for many tenants at once; otherwise they are read here. The billing profile is
+    the one in force on ``issued_on`` (today for a draft).
     """
     plan = plan or plan_for(raw, tenant, period)
+    profile = profile_for(raw, tenant, issued_on or datetime.now(UTC).date())
+    if profile is not None and profile.currency not in (None, plan.currency):
+        raise InvoiceError(
+            f"{tenant} {month(period)}: the billing profile invoices in {profile.currency} "
+            f"but the plan bills in {plan.currency}; add a plan or profile version that agree"
+        )
     window = window or window_of(raw, tenant, period, plan)
     if usage is None:
         usage = read_usage(raw, window, through_seq, tenants=[tenant]).get(tenant, [])
@@ -201,8 +209,12 @@ def compute(
     sums: dict[str, int] = defaultdict(int)
     for line in lines:
         sums[line.kind] += line.amount_minor
-    due = sums["usage"] + sums["allocation"] + sums["commitment"] + sums["adjustment"]
-    credits = max(0, min(_credit_balance(raw, plan, window), due))
+    net = sums["usage"] + sums["allocation"] + sums["commitment"] + sums["adjustment"]
+    taxes = []
+    if profile is not None and not profile.reverse_charge:
+        taxes = tax_lines(net, profile.tax_rates, digits)
+    total = net + sum(t.amount_minor for t in taxes)
+    credits = max(0, min(_credit_balance(raw, plan, window), total))
     renders: dict[str, int] = defaultdict(int)
     for u in usage:
         renders[u.outcome or "no_outcome"] += u.renders
@@ -257,10 +269,28 @@ def compute(
         adjustments=money(sums["adjustment"], digits),
         credits_applied=money(credits, digits),
         credits_applied_minor=credits,
-        total=money(due - credits, digits),
-        total_minor=due - credits,
+        total=money(total, digits),
+        total_minor=total,
+        issuer=issuer.party() if issuer else None,
+        payment_instructions=list(issuer.payment_instructions) if issuer else None,
+        customer=_customer(profile),
+        payment_terms_days=profile.payment_terms_days if profile else 0,
+        reverse_charge=bool(profile and profile.reverse_charge),
+        net=money(net, digits),
+        taxes=taxes,
+        tax=money(total - net, digits),
+        tax_minor=total - net,
+        amount_due=money(total - credits, digits),
+        amount_due_minor=total - credits,
         content_sha256="",
     ).sealed()
+
+
+def _customer(profile: BillingProfile | None) -> Customer | None:
+    if profile is None:
+        return None
+    party = profile.party().model_dump()
+    return Customer(**party, profile_from=profile.effective_from, profile_sha256=profile.digest())
 
 
 def _by_use_case(usage: list[Usage]) -> dict[str, int]:
@@ -270,5 +300,7 @@ def _by_use_case(usage: list[Usage]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def draft(raw: psycopg.Connection[Any], tenant: str, period: date) -> Invoice:
-    return compute(raw, tenant, period, ledger_head(raw))
+def draft(
+    raw: psycopg.Connection[Any], tenant: str, period: date, issuer: Issuer | None = None
+) -> Invoice:
+    return compute(raw, tenant, period, ledger_head(raw), issuer=issuer)

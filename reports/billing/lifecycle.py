@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -19,8 +18,10 @@ from ledger import encoding
 from ledger.connections import connection
 from ledger.journal import head as ledger_head
 from ledger.locks import INVOICE, scoped
-from reports.billing.document import CreditNote, Invoice, InvoiceSummary
-from reports.billing.invoices import InvoiceError, compute, draft, money
+from reports.billing import notices
+from reports.billing.credit_notes import credit_notes
+from reports.billing.document import Invoice, InvoiceSummary
+from reports.billing.invoices import InvoiceError, compute, draft
 from reports.billing.listing import list_all
 from reports.billing.months import (
     Window,
@@ -31,8 +32,9 @@ from reports.billing.months import (
     utc_window,
 )
 from reports.billing.numbers import take_number
-from reports.billing.plans import MINOR_DIGITS, plan_for, plans_for
-from reports.billing.pricing import Usage, to_minor
+from reports.billing.parties import Issuer
+from reports.billing.plans import plan_for, plans_for
+from reports.billing.pricing import Usage
 from reports.billing.usage import (
     first_usage_before,
     late_months,
@@ -43,13 +45,15 @@ from reports.billing.usage import (
 )
 
 
-def invoice(raw: psycopg.Connection[Any], tenant: str, period: date) -> Invoice:
+def invoice(
+    raw: psycopg.Connection[Any], tenant: str, period: date, issuer: Issuer | None = None
+) -> Invoice:
     """The finalized invoice with its credit notes if there is one, else a fresh draft."""
     row = raw.execute(
         "SELECT document FROM invoices WHERE tenant_id = %s AND period = %s", (tenant, period)
     ).fetchone()
     if row is None:
-        return draft(raw, tenant, period)
+        return draft(raw, tenant, period, issuer)
     notes = credit_notes(raw, tenant, period)
     return Invoice.model_validate(row[0]).model_copy(update={"credit_notes": notes})
 
@@ -59,9 +63,17 @@ def draft_all(
     period: date,
     tenants: list[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    issuer: Issuer | None = None,
+    issued_on: date | None = None,
+    refused: dict[str, str] | None = None,
 ) -> list[Invoice]:
     """Every tenant's invoice for ``period`` (finalized ones as they are): one read of the
-    month per time zone in use, not one per tenant."""
+    month per time zone in use, not one per tenant.
+
+    With ``refused``, a tenant whose draft cannot be priced (say, a currency without a
+    rate) is left out and its reason kept there, so one tenant never stops the batch.
+    """
     through = ledger_head(raw)
     if tenants is None:
         tenants = [
@@ -109,21 +121,28 @@ def draft_all(
         late = late_months(raw, list(lasts), min(lasts.values()), through, latest_start(period))
     docs = []
     for i, t in enumerate(tenants, 1):
-        if t in finalized:
-            docs.append(invoice(raw, t, period))
-        else:
-            docs.append(
-                compute(
-                    raw,
-                    t,
-                    period,
-                    through,
-                    plan=plans[t],
-                    usage=usage.get(t, []),
-                    late=late.get(t, set()),
-                    window=windows[t],
+        try:
+            if t in finalized:
+                docs.append(invoice(raw, t, period))
+            else:
+                docs.append(
+                    compute(
+                        raw,
+                        t,
+                        period,
+                        through,
+                        plan=plans[t],
+                        usage=usage.get(t, []),
+                        late=late.get(t, set()),
+                        window=windows[t],
+                        issuer=issuer,
+                        issued_on=issued_on,
+                    )
                 )
-            )
+        except InvoiceError as exc:
+            if refused is None:
+                raise
+            refused[t] = str(exc)
         if progress:
             progress(i, len(tenants))
     return docs
@@ -144,6 +163,7 @@ def finalize(
     period: date,
     now: datetime | None = None,
     prepared: Prepared | None = None,
+    issuer: Issuer | None = None,
 ) -> tuple[Invoice, bool]:
     """Make the invoice immutable; (document, True) the first time, (document, False) after.
 
@@ -186,7 +206,7 @@ def finalize(
             raise InvoiceError(
                 f"{tenant} {month(period)}: finalize {month(next_month(latest[0]))} first"
             )
-        doc = _still_valid(prepared, window, latest[2])
+        doc = _still_valid(prepared, window, latest[2], issuer)
         through = doc.positions.through_seq if doc else ledger_head(raw)
         if latest[0] is None:
             if doc is not None and prepared is not None:
@@ -200,9 +220,20 @@ def finalize(
                     f"finalize {unbilled} first"
                 )
         if doc is None:
-            doc = compute(raw, tenant, period, through, plan=plan, window=window)
+            doc = compute(
+                raw,
+                tenant,
+                period,
+                through,
+                plan=plan,
+                window=window,
+                issuer=issuer,
+                issued_on=now.date(),
+            )
         number = take_number(raw, "invoice", tenant, period, now.year)
-        final = {"status": "finalized", "number": number, "issued_on": now.date()}
+        final: dict[str, Any] = {"status": "finalized", "number": number, "issued_on": now.date()}
+        if doc.payment_terms_days is not None:
+            final["due_on"] = now.date() + timedelta(days=doc.payment_terms_days)
         doc = doc.model_copy(update=final).sealed()
         raw.execute(
             "INSERT INTO invoices (tenant_id, period, number, currency, through_seq, total_minor, "
@@ -220,69 +251,37 @@ def finalize(
                 doc.content_sha256,
             ),
         )
+        notices.record(raw, "invoice.finalized", tenant, period, number, _finalized_data(doc))
         return doc, True
 
 
-def _still_valid(prepared: Prepared | None, window: Window, last_seq: int | None) -> Invoice | None:
-    """The prepared draft, unless a finalization since moved its window or its adjustments."""
+def _finalized_data(doc: Invoice) -> dict[str, Any]:
+    return {
+        "tenant": doc.tenant,
+        "period": doc.period,
+        "number": doc.number,
+        "currency": doc.currency,
+        "issued_on": doc.issued_on and doc.issued_on.isoformat(),
+        "due_on": doc.due_on and doc.due_on.isoformat(),
+        "total": doc.total,
+        "amount_due": doc.amount_due or doc.total,
+    }
+
+
+def _still_valid(
+    prepared: Prepared | None, window: Window, last_seq: int | None, issuer: Issuer | None
+) -> Invoice | None:
+    """The prepared draft, unless a finalization since moved its window or its adjustments,
+    or it was drafted for another issuer."""
     if prepared is None or prepared.document.status != "draft":
         return None
     doc = prepared.document
+    if doc.issuer != (issuer.party() if issuer else None):
+        return None
     bounds = (window.start.isoformat(), window.end.isoformat())
     if (doc.window.start, doc.window.end) != bounds:
         return None
     return doc if doc.positions.adjustments_after_seq == last_seq else None
-
-
-def credit_notes(raw: psycopg.Connection[Any], tenant: str, period: date) -> list[CreditNote]:
-    rows = raw.execute(
-        "SELECT number, amount_minor, currency, reason, created_at FROM credit_notes "
-        "WHERE tenant_id = %s AND period = %s ORDER BY number",
-        (tenant, period),
-    ).fetchall()
-    return [
-        CreditNote(number=n, amount_minor=a, currency=c, reason=r, created_at=t.isoformat())
-        for n, a, c, r, t in rows
-    ]
-
-
-def issue_credit_note(
-    raw: psycopg.Connection[Any], tenant: str, period: date, amount: Decimal, reason: str
-) -> CreditNote:
-    """A correction to a finalized invoice; all notes together never exceed its total."""
-    if not reason.strip():
-        raise InvoiceError("reason: say why the credit is given")
-    with raw.transaction():
-        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (scoped(INVOICE, tenant),))
-        row = raw.execute(
-            "SELECT number, currency, total_minor, document->'window' FROM invoices "
-            "WHERE tenant_id = %s AND period = %s",
-            (tenant, period),
-        ).fetchone()
-        if row is None:
-            raise InvoiceError(
-                f"{tenant} {month(period)}: no finalized invoice; a draft is corrected by "
-                "recomputing it"
-            )
-        _, currency, total, _ = row
-        digits = MINOR_DIGITS.get(currency, 2)
-        minor = to_minor(amount, digits)
-        if minor <= 0 or minor != amount.scaleb(digits):
-            raise InvoiceError(f"amount: a positive amount in whole minor units, got {amount}")
-        notes = credit_notes(raw, tenant, period)
-        issued = sum(n.amount_minor for n in notes)
-        if issued + minor > max(total, 0):
-            raise InvoiceError(
-                f"amount: {money(issued + minor, digits)} {currency} in credit notes would "
-                f"exceed the invoice total of {money(total, digits)}"
-            )
-        note_number = take_number(raw, "credit_note", tenant, period, datetime.now(UTC).year)
-        raw.execute(
-            "INSERT INTO credit_notes (number, tenant_id, period, amount_minor, currency, reason) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            (note_number, tenant, period, minor, currency, reason.strip()),
-        )
-    return credit_notes(raw, tenant, period)[-1]
 
 
 def list_invoices(raw: psycopg.Connection[Any], tenant: str) -> list[InvoiceSummary]:
@@ -304,11 +303,16 @@ def finalize_all(
     tenants: list[str] | None = None,
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    issuer: Issuer | None = None,
 ) -> list[Finalization]:
     """Finalize many tenants' invoices from one batch of drafts; each tenant's in its own
     transaction, so one refusal (a month out of order) stops no other."""
     with connection(engine) as raw:
-        drafts = draft_all(raw, period, tenants)
+        now = now or datetime.now(UTC)
+        refused: dict[str, str] = {}
+        drafts = draft_all(
+            raw, period, tenants, issuer=issuer, issued_on=now.date(), refused=refused
+        )
         open_drafts = [d for d in drafts if d.status == "draft"]
         earliest: dict[str, datetime] = {}
         if open_drafts:
@@ -322,13 +326,15 @@ def finalize_all(
             first = [d.tenant for d in open_drafts if d.tenant not in invoiced]
             through = open_drafts[0].positions.through_seq
             earliest = first_usage_before(raw, first, latest_start(period), through)
-    out = []
+    out = [Finalization(t, None, False, why) for t, why in refused.items()]
     for i, doc in enumerate(drafts, 1):
         tenant = doc.tenant
         try:
             with connection(engine, transaction=True) as raw:
                 prepared = Prepared(doc, earliest.get(tenant))
-                final, created = finalize(raw, tenant, period, now, prepared=prepared)
+                final, created = finalize(
+                    raw, tenant, period, now, prepared=prepared, issuer=issuer
+                )
             out.append(Finalization(tenant, final, created))
         except InvoiceError as exc:
             out.append(Finalization(tenant, None, False, str(exc)))

@@ -154,3 +154,17 @@ def profile_for(raw: psycopg.Connection[Any], tenant: str, on: date) -> BillingP
 
 def profiles_of(raw: psycopg.Connection[Any], tenant: str) -> list[BillingProfile]:
     return [BillingProfile.model_validate(p) for p in versions_of(raw, "billing_profiles", tenant)]
+
+
+class NoIssuer(ProfileError):
+    """Finalizing needs the issuer's legal name: an invoice without it cannot be sent."""
+
+
+def require_issuer(issuer: Issuer | None) -> Issuer:
+    if issuer is None:
+        raise NoIssuer(
+            "no issuer: a final invoice must say who it is from; set "
+            "RENDERLEDGER_BILLING__ISSUER__LEGAL_NAME (and __ADDRESS, __COUNTRY, __TAX_ID, "
+            "__PAYMENT_INSTRUCTIONS) and restart"
+        )
+    return issuer

@@ -71,6 +71,7 @@ class Line:
     exact: Decimal
     amount_minor: int
     period: str | None = None
+    images: int | None = None  # a cost-plus line's billed images, for the customer's copy
 
     @property
     def key(self) -> tuple[str, str, int | None, str]:
@@ -157,6 +158,7 @@ def price_usage(
                         unit_price,
                         exact,
                         to_minor(exact, digits),
+                        images=images[use_case],
                     )
                 )
             continue
@@ -252,6 +254,9 @@ def adjustment_lines(period: str, now: list[Line], before: list[Line]) -> list[L
         assert ref is not None
         quantity = (a.quantity if a else Decimal(0)) - (b.quantity if b else Decimal(0))
         exact = (a.exact if a else Decimal(0)) - (b.exact if b else Decimal(0))
+        images = None
+        if ref.images is not None:
+            images = (a.images or 0 if a else 0) - (b.images or 0 if b else 0)
         out.append(
             Line(
                 "adjustment",
@@ -264,6 +269,7 @@ def adjustment_lines(period: str, now: list[Line], before: list[Line]) -> list[L
                 exact,
                 amount,
                 period,
+                images,
             )
         )
     return out

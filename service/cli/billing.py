@@ -12,11 +12,14 @@ import typer
 from rich.table import Table
 
 from ledger.connections import connection
-from reports.billing.exports import FORMATS, RENDERERS, export
+from reports.billing.credit_notes import issue_credit_note
+from reports.billing.exports import FORMATS, export, render
 from reports.billing.invoices import InvoiceError
-from reports.billing.lifecycle import draft_all, finalize_all, invoice, issue_credit_note
+from reports.billing.lifecycle import draft_all, finalize_all, invoice
 from reports.billing.months import parse_period
+from reports.billing.parties import Issuer, NoIssuer, require_issuer
 from reports.billing.plans import PlanError, plans_of, read_file, store_grant, store_plan
+from reports.billing.views import View
 from service.cli.common import err, fail, open_ledger, out, plain, progress_bar, s3_client
 from service.settings import get_settings
 
@@ -30,6 +33,26 @@ TenantsOpt = Annotated[
     list[str] | None, typer.Option("--tenant", help="A tenant (repeatable)", show_default=False)
 ]
 AllOpt = Annotated[bool, typer.Option("--all-tenants", help="Every tenant")]
+ViewOpt = Annotated[
+    str,
+    typer.Option(
+        "--view",
+        help="customer: the document sent (no cost or audit fields); internal: all of it",
+    ),
+]
+
+
+def _view(text: str) -> View:
+    if text not in ("customer", "internal"):
+        raise fail("--view: customer or internal", 2)
+    return "customer" if text == "customer" else "internal"
+
+
+def _issuer() -> Issuer:
+    try:
+        return require_issuer(get_settings().billing.issuer)
+    except NoIssuer as exc:
+        raise fail(str(exc)) from None
 
 
 def _period(text: str) -> date:
@@ -94,15 +117,22 @@ def invoice_show(
     month: MonthOpt,
     fmt: Annotated[str, typer.Option("--format", help="json, csv or pdf")] = "json",
     output: Annotated[Path | None, typer.Option("--out", help="Write here, not to stdout")] = None,
+    view: ViewOpt = "customer",
 ) -> None:
     """Print a month's invoice: the finalized one, or a draft computed from the log now."""
+    chosen = _view(view)
     if fmt not in FORMATS:
         raise fail(f"--format: one of {', '.join(FORMATS)}", 2)
     if fmt == "pdf" and output is None:
         raise fail("--format pdf needs --out FILE", 2)
-    ledger = open_ledger(get_settings())
-    with connection(ledger.engine) as raw:
-        body = RENDERERS[fmt](invoice(raw, tenant, _period(month)))
+    settings = get_settings()
+    ledger = open_ledger(settings)
+    try:
+        with connection(ledger.engine) as raw:
+            doc = invoice(raw, tenant, _period(month), settings.billing.issuer)
+    except InvoiceError as exc:
+        raise fail(str(exc)) from None
+    body = render(doc, fmt, chosen)
     if output:
         output.write_bytes(body)
         err.print(f"wrote {output}")
@@ -117,6 +147,7 @@ def invoice_finalize(
     """Make invoices immutable and number them; finalizing again changes nothing."""
     period = _period(month)
     chosen = _tenants(tenant, all_tenants)
+    issuer = _issuer()
     ledger = open_ledger(get_settings())
     with progress_bar() as progress:
         task = progress.add_task("finalizing invoices", total=None)
@@ -125,6 +156,7 @@ def invoice_finalize(
             period,
             chosen,
             progress=lambda d, n: progress.update(task, completed=d, total=n),
+            issuer=issuer,
         )
     failed = 0
     for o in outcomes:
@@ -134,7 +166,11 @@ def invoice_finalize(
             continue
         verb = "finalized" if o.created else "already final"
         doc = o.document
-        out.print(f"{o.tenant}: {verb} {doc.number} total {doc.total} {doc.currency}")
+        due = f"due {doc.due_on}" if doc.due_on else ""
+        out.print(
+            f"{o.tenant}: {verb} {doc.number} total {doc.total} {doc.currency}, "
+            f"amount due {doc.amount_due or doc.total} {due}".rstrip()
+        )
     if failed:
         raise fail(f"{failed} of {len(outcomes)} invoice(s) not finalized")
 
@@ -146,6 +182,7 @@ def invoice_export(
     tenant: TenantsOpt = None,
     all_tenants: AllOpt = False,
     formats: Annotated[str, typer.Option("--formats", help="Any of pdf,csv,json")] = "pdf,csv,json",
+    view: ViewOpt = "customer",
 ) -> None:
     """Write each invoice as PDF, CSV and JSON; for S3, print a presigned link to each file.
 
@@ -153,6 +190,7 @@ def invoice_export(
     """
     period = _period(month)
     chosen = _tenants(tenant, all_tenants)
+    shown = _view(view)
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
     if not wanted or any(f not in FORMATS for f in wanted):
         raise fail(f"--formats: any of {', '.join(FORMATS)}", 2)
@@ -161,13 +199,19 @@ def invoice_export(
     s3 = s3_client(settings) if to.startswith("s3://") else None
     with progress_bar() as progress:
         task = progress.add_task("drafting invoices", total=None)
+        refused: dict[str, str] = {}
         with connection(ledger.engine) as raw:
             docs = draft_all(
-                raw, period, chosen, lambda d, n: progress.update(task, completed=d, total=n)
+                raw,
+                period,
+                chosen,
+                lambda d, n: progress.update(task, completed=d, total=n),
+                issuer=settings.billing.issuer,
+                refused=refused,
             )
         task = progress.add_task("writing documents", total=len(docs))
         try:
-            written = export(docs, to, s3, wanted, progress=lambda: progress.advance(task))
+            written = export(docs, to, s3, wanted, shown, progress=lambda: progress.advance(task))
         except Exception as exc:  # boto3's and the file system's errors alike: say which
             raise fail(f"export to {to} failed: {exc}") from exc
     for item in written:
@@ -178,6 +222,10 @@ def invoice_export(
         totals[d.currency] = totals.get(d.currency, Decimal(0)) + Decimal(d.total)
     by_currency = ", ".join(f"{t} {c}" for c, t in sorted(totals.items())) or "nothing"
     err.print(f"{len(docs)} invoice(s), {len(written)} file(s); totals: {by_currency}")
+    for t, why in sorted(refused.items()):
+        err.print(f"[red]{t}[/]: not exported: {plain(why)}", highlight=False)
+    if refused:
+        raise fail(f"{len(refused)} invoice(s) could not be drafted")
 
 
 @invoice_app.command("credit-note")
@@ -198,4 +246,7 @@ def invoice_credit_note(
             note = issue_credit_note(raw, tenant, _period(month), value, reason)
     except InvoiceError as exc:
         raise fail(str(exc)) from None
-    out.print(f"{note.number}: {value} {note.currency} — {plain(note.reason)}")
+    out.print(
+        f"{note.number} (credits {note.invoice_number}): {note.amount} {note.currency}, "
+        f"of which tax {note.tax} — {plain(note.reason)}"
+    )

@@ -13,14 +13,17 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from ledger.connections import connection
 from ledger.events import TENANT_PATTERN as TENANT
+from reports.billing.credit_notes import issue_credit_note
 from reports.billing.document import CreditNote, Invoice, InvoiceSummary
-from reports.billing.exports import MEDIA_TYPES, RENDERERS, file_stem
+from reports.billing.exports import MEDIA_TYPES, file_stem, render
 from reports.billing.invoices import InvoiceError
-from reports.billing.lifecycle import finalize, invoice, issue_credit_note, list_invoices
+from reports.billing.lifecycle import finalize, invoice, list_invoices
 from reports.billing.listing import ListedInvoice, list_all
 from reports.billing.months import MonthError, check_month, parse_period
+from reports.billing.parties import NoIssuer, require_issuer
 from reports.billing.plans import Plan, PlanError, PlanTerms, parse_plan, plans_of, store_plan
-from service.http.deps import AdminKey, LedgerDep, ReadKey, ensure_tenant
+from reports.billing.views import CustomerInvoice, View
+from service.http.deps import AdminKey, LedgerDep, ReadKey, SettingsDep, ensure_tenant
 from service.http.errors import http_error, responses
 from service.keys import Principal
 
@@ -86,7 +89,7 @@ _DOCUMENT: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/tenants/{tenant}/invoices/{month}",
-    response_model=Invoice,
+    response_model=CustomerInvoice | Invoice,
     responses=_DOCUMENT,
     summary="A month's invoice: finalized if it is, else a draft computed now",
 )
@@ -95,15 +98,26 @@ def get_invoice(
     key: ReadKey,
     tenant: Tenant,
     month: Month,
+    settings: SettingsDep,
     fmt: Annotated[str, Query(alias="format", pattern="^(json|csv|pdf)$")] = "json",
+    view: Annotated[
+        View,
+        Query(
+            description="customer: the document sent (no cost, margin, positions or hashes); "
+            "internal (admin only): the stored document with its cost basis and audit fields"
+        ),
+    ] = "customer",
 ) -> Response:
     period = _period(month)
-    doc = _read(ledger, key, tenant, lambda raw: invoice(raw, tenant, period))
+    if view == "internal" and not key.is_admin:
+        raise http_error("view=internal: the internal view needs an admin key", 403)
+    issuer = settings.billing.issuer
+    doc = _read(ledger, key, tenant, lambda raw: invoice(raw, tenant, period, issuer))
     headers = {}
     if fmt != "json":
         name = file_stem(doc).replace("/", "-")
         headers["content-disposition"] = f'inline; filename="{name}.{fmt}"'
-    return Response(RENDERERS[fmt](doc), media_type=MEDIA_TYPES[fmt], headers=headers)
+    return Response(render(doc, fmt, view), media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
 @router.get(
@@ -148,9 +162,20 @@ def get_invoices(ledger: LedgerDep, key: ReadKey, tenant: Tenant) -> Any:
     summary="Finalize a month's invoice (admin); finalizing again returns the same invoice",
 )
 def post_finalize(
-    ledger: LedgerDep, _key: AdminKey, tenant: Tenant, month: Month, response: Response
+    ledger: LedgerDep,
+    _key: AdminKey,
+    settings: SettingsDep,
+    tenant: Tenant,
+    month: Month,
+    response: Response,
 ) -> Any:
-    doc, created = _write(ledger, _key, tenant, month, lambda raw, p: finalize(raw, tenant, p))
+    try:
+        issuer = require_issuer(settings.billing.issuer)
+    except NoIssuer as exc:
+        raise http_error(str(exc), 409) from None
+    doc, created = _write(
+        ledger, _key, tenant, month, lambda raw, p: finalize(raw, tenant, p, issuer=issuer)
+    )
     response.status_code = 201 if created else 200
     return doc
 
