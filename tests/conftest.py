@@ -33,9 +33,13 @@ from ledger import database
 from ledger.events import CostEvent
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
+from reports.billing.parties import Issuer
 from service.cli.main import DEFAULT_PRICES
 from service.http.app import create_app
 from service.settings import Settings, get_settings
+
+# Finalizing needs an issuer; the test app and CLI have this one.
+TEST_ISSUER = Issuer(legal_name="Test Issuer Ltd", address=("1 Test Road",), country="GB")
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +156,7 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
     """The real app under uvicorn on a loopback port, for real HTTP."""
     settings = Settings(database_url=db_url)
     settings.ingest.max_body_bytes = 4 * 1024 * 1024
+    settings.billing.issuer = TEST_ISSUER
     with serving(create_app(settings, ledger, schedule=False)) as base:
         yield base
 
@@ -160,6 +165,7 @@ def api_base(ledger: Ledger, db_url: str) -> Iterator[str]:
 def cli(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CliRunner]:
     """The ``renderledger`` command on the session's database (no stray .env is read)."""
     monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("RENDERLEDGER_BILLING__ISSUER__LEGAL_NAME", TEST_ISSUER.legal_name)
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
     yield CliRunner()

@@ -17,6 +17,7 @@ from service.settings import Settings
 BOOKS = Path(__file__).parent.parent / "books"
 DEFAULT_PRICES = BOOKS / "default_prices.toml"
 EXAMPLE_PLANS = BOOKS / "example_plans.toml"
+EXAMPLE_PROFILES = BOOKS / "example_profiles.toml"
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

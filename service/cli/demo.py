@@ -19,9 +19,11 @@ from ledger.errors import EventConflict
 from ledger.events import CostEvent
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
+from reports.billing.parties import Issuer
 from service.cli.common import (
     DEFAULT_PRICES,
     EXAMPLE_PLANS,
+    EXAMPLE_PROFILES,
     database_url,
     err,
     out,
@@ -31,6 +33,14 @@ from service.cli.common import (
 from service.cli.render import render_demo
 from service.settings import Settings, get_settings
 
+DEMO_ISSUER = Issuer(
+    legal_name="Renderledger Demo Ltd",
+    address=("1 Demo Street", "London EC1A 1AA"),
+    country="GB",
+    tax_id="GB123456789",
+    email="billing@renderledger.example",
+    payment_instructions=("Bank transfer to IBAN GB33 BUKB 2020 1555 5555 55",),
+)
 DEMO_SEED = 7  # `renderledger sample` defaults to another seed, so its events are new
 
 
@@ -170,6 +180,7 @@ def demo(
     out.print(f"[bold]verify[/] {verdict}: {result.events_checked} events")
     for whatif in sorted((DEFAULT_PRICES.parent / "whatif").glob("*.toml")):
         ledger.load_prices(load_price_book_file(whatif))
+    from reports.billing.parties import read_profiles, store_profile
     from reports.billing.plans import read_file as read_plans
     from reports.billing.plans import store_grant, store_plan
     from reports.jobs import run_rollup
@@ -179,9 +190,17 @@ def demo(
     out.print(f"[bold]rollup[/] {rolled.events} new events rolled up")
     _alerts(ledger, settings)
     plans, grants = read_plans(EXAMPLE_PLANS)
+    profiles = read_profiles(EXAMPLE_PROFILES)
     with connection(ledger.engine, transaction=True) as raw:
         added = sum(store_plan(raw, p) for p in plans) + sum(store_grant(raw, g) for g in grants)
-    out.print(f"[bold]billing[/] example plans {'loaded' if added else 'present'}")
+        added += sum(store_profile(raw, p) for p in profiles)
+    out.print(f"[bold]billing[/] example plans and profiles {'loaded' if added else 'present'}")
+    if settings.billing.issuer is None:
+        settings.billing.issuer = DEMO_ISSUER
+        out.print(
+            "[bold]billing[/] issuer: a demo one; set RENDERLEDGER_BILLING__ISSUER__LEGAL_NAME "
+            "and its address before sending invoices"
+        )
     if no_serve:
         return
     _serve(settings, ledger, host, port, rendered[0] if rendered else first_render)
@@ -207,7 +226,8 @@ In the API docs, "Authorize" takes the same key.
   vs an API    {base}/v1/tenants/acme/report?group_by=use_case&what_if=openai-dalle3-standard
   as CSV       {base}/v1/tenants/acme/report?group_by=day&format=csv
   invoice      {base}/v1/tenants/acme/invoices/2026-10  (a draft; add ?format=pdf or csv)
-  in EUR       {base}/v1/tenants/globex/invoices/2026-10?format=pdf
+  in EUR       {base}/v1/tenants/globex/invoices/2026-10?format=pdf  (VAT 19 %)
+  internal     {base}/v1/tenants/globex/invoices/2026-10?view=internal  (cost basis, admin)
   alerts       {base}/v1/alerts?status=open  (`renderledger alerts list` shows the same)
   pools        {base}/v1/pools/report?{october}
   fully loaded {base}/v1/tenants/acme/fully-loaded?{october}

@@ -35,6 +35,7 @@ from service.cli.common import (
 )
 from service.cli.demo import DEMO_SEED, demo
 from service.cli.fx import fx_app, report_app
+from service.cli.profiles import profiles_app
 from service.cli.render import ingest_capacity, render, spool_app
 from service.settings import get_settings
 
@@ -54,6 +55,7 @@ keys_app = typer.Typer(help="API keys (printed once, stored as a hash).", no_arg
 app.add_typer(keys_app, name="keys")
 app.add_typer(plans_app, name="plans")
 app.add_typer(invoice_app, name="invoice")
+app.add_typer(profiles_app, name="profiles")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(fx_app, name="fx")
 app.add_typer(report_app, name="report")
