@@ -28,6 +28,7 @@ from service.http.deps import AdminKey, LedgerDep
 from service.http.errors import UNAVAILABLE, database_unavailable, responses, validation_error
 from service.http.events import router as events_router
 from service.http.invoices import router as billing_router
+from service.http.profiles import router as profiles_router
 from service.http.reports import router as reports_router
 from service.settings import Settings, get_settings
 
@@ -106,6 +107,7 @@ def create_app(
     app.include_router(reports_router)
     app.include_router(admin_router)
     app.include_router(billing_router)
+    app.include_router(profiles_router)
     app.include_router(alerts_router)
     app.include_router(capacity_router)
 
