@@ -79,9 +79,10 @@ def test_plan_from_file_invoice_as_json_csv_pdf(
         assert not {"cost_basis", "positions", "content_sha256"} & set(doc)
         assert doc["commitment"]["amount"] != "0.00"
         assert doc["credits_applied"] == "2.00"
-        assert client.get(
-            f"/v1/tenants/{a}/invoices/2026-10", params={"view": "internal"}
-        ).status_code == 403
+        assert (
+            client.get(f"/v1/tenants/{a}/invoices/2026-10", params={"view": "internal"}).status_code
+            == 403
+        )
         assert doc["total"] == "5.00"
         assert doc["amount_due"] == "3.00"
         internal = http.get(f"/v1/tenants/{a}/invoices/2026-10", params={"view": "internal"})
@@ -228,11 +229,11 @@ def test_cli_refuses_bad_input_with_a_message(cli: CliRunner, tmp_path: Path) ->
 
 
 def test_cli_finalizes_from_one_batch_and_again_changes_nothing(
-    cli: CliRunner, billed: dict[str, Any], api_base: str
+    cli: CliRunner, billed: dict[str, Any], api_base: str, http: httpx.Client
 ) -> None:
     a, b = billed["a"], billed["b"]
-    with _as(api_base, billed["a_read"]) as client:
-        draft = client.get(f"/v1/tenants/{a}/invoices/2026-10").json()
+    internal = {"view": "internal"}
+    draft = http.get(f"/v1/tenants/{a}/invoices/2026-10", params=internal).json()
     args = ["invoice", "finalize", "--month", "2026-10", "--tenant", a, "--tenant", b]
     first = cli.invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -241,10 +242,14 @@ def test_cli_finalizes_from_one_batch_and_again_changes_nothing(
     assert f"total {draft['total']} USD" in first.output
     again = cli.invoke(app, args)
     assert f"{a}: already final {number[1]}" in again.output
-    with _as(api_base, billed["a_read"]) as client:
-        final = client.get(f"/v1/tenants/{a}/invoices/2026-10").json()
+    final = http.get(f"/v1/tenants/{a}/invoices/2026-10", params=internal).json()
     assert final["status"] == "finalized"
     assert final["lines"] == draft["lines"]
+    assert final["issuer"]["legal_name"] == "Test Issuer Ltd"
+    with _as(api_base, billed["a_read"]) as client:
+        sent = client.get(f"/v1/tenants/{a}/invoices/2026-10").json()
+    assert sent["number"] == number[1]
+    assert sent["due_on"] is not None
     assert final["positions"]["through_seq"] >= draft["positions"]["through_seq"]
     early = cli.invoke(app, ["invoice", "finalize", "--month", "2099-01", "--tenant", a])
     assert early.exit_code == 1
