@@ -16,6 +16,7 @@ from reports.billing.credit_notes import issue_credit_note
 from reports.billing.document import Invoice
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import finalize, invoice
+from reports.billing.listing import list_all
 from reports.billing.parties import (
     BillingProfile,
     Issuer,
@@ -105,6 +106,13 @@ def test_invoice_carries_parties_tax_terms_and_amount_due(ledger: Ledger, tenant
         "0.70",
     )
     assert doc.due_on == date(2026, 12, 3)
+    with connection(ledger.engine) as raw:
+        [listed] = list_all(raw, OCT, None, tenant=tenant)
+    assert (listed.customer, listed.amount_due_minor, listed.due_on) == (
+        "Customer One SA",
+        70,
+        date(2026, 12, 3),
+    )
     assert doc.payment_terms_days == 30
     with connection(ledger.engine) as raw:
         assert raw.execute(

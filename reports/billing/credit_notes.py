@@ -20,21 +20,28 @@ from reports.billing.pricing import to_minor
 from reports.billing.tax import share
 
 
-def credit_notes(raw: psycopg.Connection[Any], tenant: str, period: date) -> list[CreditNote]:
-    """A finalized invoice's notes; each names the invoice, and the part of it that is tax
-    (the note's amount at the invoice's tax-to-total ratio, rounded once half-even)."""
+def notes_of(
+    raw: psycopg.Connection[Any], invoices: list[tuple[str, date]]
+) -> dict[tuple[str, date], list[CreditNote]]:
+    """The notes of these (tenant, month) invoices, in issue order; each names its invoice
+    and the part of it that is tax (the note's amount at the invoice's tax-to-total ratio,
+    rounded once half-even)."""
+    out: dict[tuple[str, date], list[CreditNote]] = {}
+    if not invoices:
+        return out
     rows = raw.execute(
-        "SELECT c.number, c.amount_minor, c.currency, c.reason, c.created_at, i.number, "
-        "i.total_minor, coalesce((i.document->>'tax_minor')::bigint, 0) "
+        "SELECT c.tenant_id, c.period, c.number, c.amount_minor, c.currency, c.reason, "
+        "c.created_at, i.number, i.total_minor, "
+        "coalesce((i.document->>'tax_minor')::bigint, 0) "
         "FROM credit_notes c JOIN invoices i USING (tenant_id, period) "
-        "WHERE c.tenant_id = %s AND c.period = %s ORDER BY c.created_at, c.number",
-        (tenant, period),
+        "WHERE (c.tenant_id, c.period) IN (SELECT unnest(%s::text[]), unnest(%s::date[])) "
+        "ORDER BY c.created_at, c.number",
+        ([t for t, _ in invoices], [p for _, p in invoices]),
     ).fetchall()
-    out = []
-    for n, a, c, r, t, invoice_number, total, tax in rows:
+    for tenant, period, n, a, c, r, t, invoice_number, total, tax in rows:
         digits = MINOR_DIGITS.get(c, 2)
         part = share(a, tax, total) if tax and total else 0
-        out.append(
+        out.setdefault((tenant, period), []).append(
             CreditNote(
                 number=n,
                 amount_minor=a,
@@ -47,6 +54,10 @@ def credit_notes(raw: psycopg.Connection[Any], tenant: str, period: date) -> lis
             )
         )
     return out
+
+
+def credit_notes(raw: psycopg.Connection[Any], tenant: str, period: date) -> list[CreditNote]:
+    return notes_of(raw, [(tenant, period)]).get((tenant, period), [])
 
 
 def issue_credit_note(

@@ -227,3 +227,6 @@ class InvoiceSummary(_Part):
     content_sha256: str
     finalized_at: str
     credit_notes: list[CreditNote]
+    amount_due_minor: int | None = Field(default=None, description="Total less credits")
+    due_on: date | None = None
+    customer: str | None = Field(default=None, description="The customer's legal name")
