@@ -56,3 +56,7 @@ ALLOCATION: Final = 0x414C4C4F  # "ALLO"
 NUMBERS: Final = 0x4E554D53  # "NUMS"
 """Transaction lock of taking the next document number (reports/billing/numbers.py): one
 series for every tenant's invoices and credit notes, consecutive in commit order."""
+
+BUDGETS: Final = 0x42554447  # "BUDG"
+"""Session lock of budget judging (reports/budgets.py): one process opens a threshold's
+alert, not one per API process."""

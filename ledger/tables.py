@@ -543,3 +543,15 @@ billing_webhook_attempts = Table(
     Column("ms", Float, nullable=False),
     Index("billing_webhook_attempts_event", "event_id"),
 )
+
+# A tenant's monthly budgets, a version per change (migration 0016).
+budget_versions = Table(
+    "budget_versions",
+    metadata,
+    Column("version", BigInteger, Identity(), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("set_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("set_by", Text, nullable=False),
+    Column("budgets", JSONB, nullable=False),
+    Index("budget_versions_tenant", "tenant_id", "version"),
+)

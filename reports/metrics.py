@@ -20,6 +20,7 @@ from ledger.connections import connection
 from ledger.fx import FxError, MissingRate, fx_table
 from ledger.journal import recorded_at
 from ledger.money import EXACT
+from reports.budgets import current, status
 from reports.source import UNREADABLE
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class LedgerCollector(Collector):
             open_alerts = raw.execute(_OPEN_ALERTS_SQL).fetchall()
             converted = self._converted(raw) if self.currency else []
             pools = raw.execute(_UTILISATION_SQL).fetchall()
+            now = datetime.now(UTC)
+            budgets = [
+                (t, status(raw, t, b, now)) for t, (_, bs) in current(raw).items() for b in bs
+            ]
         yield GaugeMetricFamily("renderledger_events", "Events in the ledger (last seq)", head)
         yield GaugeMetricFamily(
             "renderledger_rollup_lag_events", "Events not yet in the rollups", head - done
@@ -109,6 +114,24 @@ class LedgerCollector(Collector):
         for pool, share in pools:
             utilisation.add_metric([pool], float(share))
         yield utilisation
+        used = GaugeMetricFamily(
+            "renderledger_budget_used_ratio",
+            "This month's (UTC) spend over its budget; 1 is the whole budget",
+            labels=["tenant", "use_case", "currency"],
+        )
+        ahead = GaugeMetricFamily(
+            "renderledger_budget_forecast_ratio",
+            "This month's spend forecast at its end, over its budget",
+            labels=["tenant", "use_case", "currency"],
+        )
+        for tenant, st in budgets:
+            labels = [tenant, st.budget.use_case or "*", st.budget.currency]
+            if st.used is not None:
+                used.add_metric(labels, st.used)
+            if st.forecast_ratio is not None:
+                ahead.add_metric(labels, st.forecast_ratio)
+        yield used
+        yield ahead
         alerts = GaugeMetricFamily(
             "renderledger_open_alerts",
             "Alerts opened and not resolved (acknowledged ones included)",

@@ -21,6 +21,7 @@ from ledger.money import canonical_decimal
 from ledger.prices import PriceBookError, load_price_book_file
 from service.cli.alerts import alerts_app
 from service.cli.billing import invoice_app, plans_app
+from service.cli.budgets import budgets_app
 from service.cli.capacity import allocate, break_even, pools_app
 from service.cli.common import DEFAULT_PRICES as DEFAULT_PRICES  # tests and scripts use it here
 from service.cli.common import (
@@ -56,6 +57,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(plans_app, name="plans")
 app.add_typer(invoice_app, name="invoice")
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(budgets_app, name="budgets")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(fx_app, name="fx")
 app.add_typer(report_app, name="report")

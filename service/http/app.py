@@ -23,6 +23,7 @@ from reports.scheduler import start as start_scheduler
 from service.cli.common import s3_client
 from service.http.admin import router as admin_router
 from service.http.alerts import router as alerts_router
+from service.http.budgets import router as budgets_router
 from service.http.capacity import router as capacity_router
 from service.http.deps import AdminKey, LedgerDep
 from service.http.errors import UNAVAILABLE, database_unavailable, responses, validation_error
@@ -108,6 +109,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(billing_router)
     app.include_router(profiles_router)
+    app.include_router(budgets_router)
     app.include_router(alerts_router)
     app.include_router(capacity_router)
 
