@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) -m bench.invoices --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.alerts --seeds 5 --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.allocation --events 10000000 --tenants 1000 --days 30 --write BENCHMARKS.md
+	$(PY) -m bench.budgets --histories 2000 --write BENCHMARKS.md
 	$(PY) -m bench.sdxl_stages
 
 # kill -9 the API 20 times and the postmaster 10 times under 3 producers, then a 3-minute
