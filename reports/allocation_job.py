@@ -28,6 +28,7 @@ from reports.allocation import ALLOCATION_KEYS, I128, hourly_parts, overhead_sha
 from reports.allocation_inputs import fixed_shares, hourly_pools, idle_policies, month_pieces
 from reports.allocation_store import append_difference
 from reports.source import copy_in, copy_out
+from reports.tracing import traced
 
 JOB = "allocation"
 _GPU = "sku LIKE 'gpu.%'"
@@ -108,6 +109,7 @@ def _hours_literal(hours: list[datetime]) -> str:
     return "ARRAY[" + ", ".join(f"'{h.isoformat()}'" for h in hours) + "]::timestamptz[]"
 
 
+@traced("allocation")
 def run_allocation(engine: Engine, *, full: bool = False) -> AllocationResult:
     """Bring allocations up to both logs' heads; ``ran=False`` if another process runs it.
 

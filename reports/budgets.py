@@ -28,6 +28,7 @@ from ledger.locks import BUDGETS
 from ledger.money import EXACT
 from reports.alerts.store import append, open_alerts
 from reports.budget_forecast import WEEKS, forecast
+from reports.tracing import traced
 
 ALL = "*"  # the use case of a tenant-wide budget's alerts: no use case can be named so
 SIGNAL_PREFIX = "budget_"
@@ -213,6 +214,7 @@ def _crossed(s: Status) -> list[tuple[str, str]]:
     return out
 
 
+@traced("budgets.judge")
 def judge(engine: Engine, now: datetime | None = None) -> Judged:
     """One pass over every tenant's budgets: open what is crossed, resolve what no longer
     is (the month ended, or the budget changed). Skips while another process runs it."""

@@ -37,6 +37,7 @@ from reports.rollups import (
     render_partials,
 )
 from reports.source import copy_in, read_events, read_events_adbc
+from reports.tracing import traced
 
 JOB = "rollup"
 
@@ -117,6 +118,7 @@ def apply_chunk(raw: psycopg.Connection[Any], events: pl.DataFrame) -> None:
     _upsert(raw, "render_rollup", renders, RENDER_KEYS, _RENDER_MERGE)
 
 
+@traced("rollup")
 def run_rollup(
     engine: Engine,
     *,

@@ -4,6 +4,7 @@ process's ingest counters."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
@@ -183,11 +184,18 @@ class LedgerCollector(Collector):
 
 
 class Metrics:
-    """One registry per app, so tests and several apps in a process do not collide."""
+    """One registry per app, so tests and several apps in a process do not collide.
+
+    Under ``serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set before any worker starts),
+    each worker's counters and histograms live in files there, and a scrape answered by any
+    worker sums every worker's (prometheus_client's multiprocess mode); the ledger's own
+    figures are read from the database, the same whichever worker answers.
+    """
 
     def __init__(self, engine: Engine, currency: str | None = None) -> None:
+        self.ledger = LedgerCollector(engine, currency)
         self.registry = CollectorRegistry()
-        self.registry.register(LedgerCollector(engine, currency))
+        self.registry.register(self.ledger)
         self.ingested = Counter(
             "renderledger_ingested_events",
             "Events accepted by this process",
@@ -200,6 +208,14 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+
+    def scrape(self) -> bytes:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+        registry.register(self.ledger)
+        return generate_latest(registry)
 
     def observe_ingest(self, started: float, status: int) -> None:
         self.ingest_seconds.labels(str(status)).observe(time.perf_counter() - started)

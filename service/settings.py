@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "s3_endpoint_url")
     )
+    # "json": structured log lines with the request id (what `serve` and `make run` use).
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
     db: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
     s3: S3Settings = S3Settings()

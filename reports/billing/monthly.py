@@ -18,10 +18,12 @@ from ledger.locks import MONTHLY
 from reports.billing.exports import Exported, export
 from reports.billing.lifecycle import draft_all
 from reports.billing.months import month, previous_month
+from reports.tracing import traced
 
 log = logging.getLogger(__name__)
 
 
+@traced("invoices.draft_last_month")
 def draft_last_month(
     engine: Engine, target: str, s3: Any = None, now: datetime | None = None
 ) -> list[Exported] | None:
@@ -30,7 +32,10 @@ def draft_last_month(
     with job_lock(engine, MONTHLY) as raw:
         if raw is None:
             return None
-        docs = draft_all(raw, period)
+        refused: dict[str, str] = {}
+        docs = draft_all(raw, period, refused=refused)
         written = export(docs, f"{target.rstrip('/')}/{month(period)}", s3)
     log.info("drafted %d invoices for %s into %s", len(docs), month(period), target)
+    for tenant, why in sorted(refused.items()):  # one tenant never stops the others
+        log.warning("no draft for %s %s: %s", tenant, month(period), why)
     return written

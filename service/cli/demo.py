@@ -239,8 +239,11 @@ In the API docs, "Authorize" takes the same key.
     import uvicorn
 
     from service.http.app import create_app
+    from service.observability import uvicorn_log_config
 
-    uvicorn.run(create_app(settings, ledger), host=host, port=port, log_level="warning")
+    settings.log_format, settings.log_level = "json", "WARNING"  # JSON lines; warnings up
+    app = create_app(settings, ledger)
+    uvicorn.run(app, host=host, port=port, log_level="warning", log_config=uvicorn_log_config())
 
 
 def _demo_key(settings: Settings, ledger: Ledger) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +22,7 @@ from ledger.money import canonical_decimal
 from ledger.prices import PriceBookError, load_price_book_file
 from service.cli.alerts import alerts_app
 from service.cli.billing import invoice_app, plans_app
+from service.cli.billing_events import invoice_events
 from service.cli.budgets import budgets_app
 from service.cli.capacity import allocate, break_even, pools_app
 from service.cli.common import DEFAULT_PRICES as DEFAULT_PRICES  # tests and scripts use it here
@@ -38,6 +40,7 @@ from service.cli.demo import DEMO_SEED, demo
 from service.cli.fx import fx_app, report_app
 from service.cli.profiles import profiles_app
 from service.cli.render import ingest_capacity, render, spool_app
+from service.observability import uvicorn_log_config
 from service.settings import get_settings
 
 app = typer.Typer(
@@ -64,6 +67,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(pools_app, name="pools")
 app.command()(allocate)
 app.command("break-even")(break_even)
+invoice_app.command("events")(invoice_events)
 app.command()(render)
 app.command()(demo)
 SHOWN_REFUSED = 20  # refused rows printed; the rest are counted (and all go to --rejects)
@@ -390,13 +394,21 @@ def serve(
     if workers > 1 and not settings.database_url:
         # Workers re-read the settings from the environment: hand them the resolved URL.
         os.environ["DATABASE_URL"] = database_url(settings)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker counts in files here; /metrics from any worker sums them all. Emptied
+        # first: counts of a previous run would be added to this one's.
+        shared = settings.data_dir / "prometheus"
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared.resolve())
+    os.environ.setdefault("RENDERLEDGER_LOG_FORMAT", "json")  # the workers read it too
     uvicorn.run(
         "service.http.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        log_config=uvicorn_log_config(),
     )
 
 
