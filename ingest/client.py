@@ -21,14 +21,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 import orjson
 
 from ledger.errors import LedgerError
 from ledger.events import CostEvent
-from ledger.store import Ledger
+
+if TYPE_CHECKING:  # the store needs the server's libraries; a sender over HTTP does not
+    from ledger.store import Ledger
 
 log = logging.getLogger(__name__)
 
