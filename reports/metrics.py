@@ -73,7 +73,8 @@ class LedgerCollector(Collector):
             budgets = [
                 (t, status(raw, t, b, now)) for t, (_, bs) in current(raw).items() for b in bs
             ]
-        yield GaugeMetricFamily("renderledger_events", "Events in the ledger (last seq)", head)
+        # A count that only grows is a counter (``rate()`` works on it): the log's last seq.
+        yield CounterMetricFamily("renderledger_events", "Events in the ledger (last seq)", head)
         yield GaugeMetricFamily(
             "renderledger_rollup_lag_events", "Events not yet in the rollups", head - done
         )
