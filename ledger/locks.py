@@ -60,3 +60,7 @@ series for every tenant's invoices and credit notes, consecutive in commit order
 BUDGETS: Final = 0x42554447  # "BUDG"
 """Session lock of budget judging (reports/budgets.py): one process opens a threshold's
 alert, not one per API process."""
+
+BILLING_WEBHOOKS: Final = 0x42484F4B  # "BHOK"
+"""Session lock of billing webhook delivery (reports/billing/notices.py): one deliverer over
+all API processes, so a receiver is not sent the same invoice event twice at once."""

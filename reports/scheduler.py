@@ -1,6 +1,6 @@
 """APScheduler inside the API process: the rollup and the allocation every N seconds, one
-run at a time each, alert webhooks every few seconds as a job of their own, and last
-month's draft invoices on the 1st.
+run at a time each, alert and billing webhooks every few seconds as jobs of their own, and
+last month's draft invoices on the 1st.
 
 Each job takes its PostgreSQL advisory lock (ledger/locks.py), so any number of API
 processes may schedule it and only one runs it; the others skip that tick.
@@ -61,11 +61,11 @@ def _allocation(engine: Engine, floor: float | None) -> None:
         )
 
 
-def _webhooks(deliver: Callable[[], None]) -> None:
+def _webhooks(job_id: str, deliver: Callable[[], None]) -> None:
     try:
         deliver()
     except Exception:  # the outbox keeps the events; the next tick tries again
-        log.exception("webhook delivery failed")
+        log.exception("%s: delivery failed", job_id)
 
 
 def _invoices(engine: Engine, target: str, s3: Any) -> None:
@@ -85,10 +85,12 @@ def start(
     webhooks: Callable[[], None] | None = None,
     webhook_interval_s: float = 5.0,
     utilisation_floor: float | None = None,
+    billing_webhooks: Callable[[], None] | None = None,
 ) -> BackgroundScheduler:
     """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection);
-    ``webhooks`` every ``webhook_interval_s`` on a thread of its own (one run at a time, late
-    ticks coalesced), so a slow receiver delays only later webhooks; with ``invoices_to``,
+    ``webhooks`` (alerts) and ``billing_webhooks`` every ``webhook_interval_s``, each a job of
+    its own on a thread of its own (one run at a time, late ticks coalesced), so a slow
+    receiver delays only later webhooks to it; with ``invoices_to``,
     last month's draft invoices at 00:30 UTC on the 1st. After each allocation run, pools
     under ``utilisation_floor`` for the last hour are judged (reports/alerts/utilisation.py)."""
     scheduler = BackgroundScheduler(
@@ -111,16 +113,17 @@ def start(
             id="allocation",
             args=(engine, utilisation_floor),
         )
-    if webhooks is not None:
-        scheduler.add_job(
-            _webhooks,
-            "interval",
-            seconds=webhook_interval_s,
-            id="webhooks",
-            args=(webhooks,),
-            max_instances=1,
-            coalesce=True,
-        )
+    for job_id, deliver in (("webhooks", webhooks), ("billing-webhooks", billing_webhooks)):
+        if deliver is not None:
+            scheduler.add_job(
+                _webhooks,
+                "interval",
+                seconds=webhook_interval_s,
+                id=job_id,
+                args=(job_id, deliver),
+                max_instances=1,
+                coalesce=True,
+            )
     if invoices_to:
         scheduler.add_job(
             _invoices,

@@ -18,11 +18,13 @@ from ingest.parsing import EVENT
 from ledger.database import make_engine, resolve_url
 from ledger.store import Ledger
 from reports.alerts.config import after_rollup, deliver_webhooks
+from reports.billing.notices import deliver_billing_webhooks
 from reports.metrics import Metrics
 from reports.scheduler import start as start_scheduler
 from service.cli.common import s3_client
 from service.http.admin import router as admin_router
 from service.http.alerts import router as alerts_router
+from service.http.billing_events import router as billing_events_router
 from service.http.budgets import router as budgets_router
 from service.http.capacity import router as capacity_router
 from service.http.deps import AdminKey, LedgerDep
@@ -83,6 +85,9 @@ def create_app(
                 utilisation_floor=(
                     settings.alerts.utilisation_floor if settings.alerts.enabled else None
                 ),
+                billing_webhooks=deliver_billing_webhooks(
+                    app.state.ledger.engine, settings.billing
+                ),
             )
         try:
             yield
@@ -108,6 +113,7 @@ def create_app(
     app.include_router(reports_router)
     app.include_router(admin_router)
     app.include_router(billing_router)
+    app.include_router(billing_events_router)
     app.include_router(profiles_router)
     app.include_router(budgets_router)
     app.include_router(alerts_router)
