@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,6 +27,8 @@ from ledger import database
 from ledger.connections import connection
 from ledger.store import Ledger
 from reports import scheduler
+from reports.billing.credit_notes import issue_credit_note
+from reports.billing.lifecycle import finalize
 from reports.billing.notices import (
     BillingWebhook,
     attempts,
@@ -33,12 +36,15 @@ from reports.billing.notices import (
     deliver_pending,
     record,
 )
+from reports.billing.plans import Plan, Pricing, Tier, store_plan
 from reports.settings import BillingSettings
 from service.cli.main import app
 from service.keys import create_key
-from tests.conftest import free_port
+from tests.billing_helpers import add_renders
+from tests.conftest import TEST_ISSUER, free_port, ledger_with_prices
 
 PUBLIC = "https://billing.example.com/rl/"
+NOW = datetime(2026, 11, 3, 9, tzinfo=UTC)
 
 
 def _secret(size: int = 32) -> str:
@@ -174,6 +180,46 @@ def test_deliveries_verify_with_either_secret_while_rotating(
     Webhook(current).verify(body, headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(previous).verify(body, headers)
+
+
+def test_a_finalized_invoice_and_its_credit_note_reach_the_receiver(
+    own: Engine, receiver: Receiver
+) -> None:
+    """From the real lifecycle: what finalize and issue_credit_note record is what is sent."""
+    ledger = ledger_with_prices(own)
+    plan = Plan(
+        tenant="globex",
+        effective_from=date(2026, 10, 1),
+        currency="EUR",
+        minimum_commitment=Decimal("10.00"),
+        default=Pricing(tiers=(Tier(unit_price=Decimal("0.05")),)),
+    )
+    with connection(own, transaction=True) as raw:
+        store_plan(raw, plan)
+    add_renders(ledger, "globex", datetime(2026, 10, 7, tzinfo=UTC), 2)
+    with connection(own) as raw:
+        doc, _ = finalize(raw, "globex", date(2026, 10, 1), now=NOW, issuer=TEST_ISSUER)
+        note = issue_credit_note(raw, "globex", date(2026, 10, 1), Decimal("2.50"), "outage")
+    secret = _secret()
+    assert deliver_pending(own, BillingWebhook(receiver.url, secret, public_url=PUBLIC)) == 2
+    finalized, credited = (Webhook(secret).verify(b, h) for h, b in receiver.received)
+    assert finalized["type"] == "invoice.finalized"
+    assert {k: finalized["data"][k] for k in ("tenant", "period", "number", "currency")} == {
+        "tenant": "globex",
+        "period": "2026-10",
+        "number": doc.number,
+        "currency": "EUR",
+    }
+    assert (finalized["data"]["total"], finalized["data"]["amount_due"]) == ("10.00", "10.00")
+    assert credited["type"] == "credit_note.issued"
+    assert credited["data"]["number"] == note.number
+    assert (credited["data"]["invoice_number"], credited["data"]["amount"]) == (
+        doc.number,
+        "2.50",
+    )
+    doc_url = "https://billing.example.com/rl/v1/tenants/globex/invoices/2026-10"
+    assert finalized["data"]["links"]["json"] == doc_url
+    assert credited["data"]["links"]["credit_note"] == f"{doc_url}/credit-notes/{note.number}"
 
 
 def test_a_retry_after_a_500_keeps_the_webhook_id_and_backs_off(
