@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, RedirectResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from ingest.parsing import EVENT
@@ -33,6 +33,7 @@ from service.http.events import router as events_router
 from service.http.invoices import router as billing_router
 from service.http.profiles import router as profiles_router
 from service.http.reports import router as reports_router
+from service.observability import RequestIds, configure_logging, instrument
 from service.settings import Settings, get_settings
 
 
@@ -45,6 +46,8 @@ def create_app(
     process on an interval.
     """
     settings = settings or get_settings()
+    if settings.log_format == "json":
+        configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,6 +97,8 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=True)
+            if app.state.tracer_provider is not None:
+                app.state.tracer_provider.force_flush()
             if own:
                 app.state.ledger.engine.dispose()
 
@@ -106,6 +111,8 @@ def create_app(
         lifespan=lifespan,
         responses=responses(503),
     )
+    app.add_middleware(RequestIds)
+    app.state.tracer_provider = instrument(app)
     app.add_exception_handler(RequestValidationError, validation_error)
     for unavailable in UNAVAILABLE:
         app.add_exception_handler(unavailable, database_unavailable)
@@ -139,8 +146,7 @@ def create_app(
         response_class=PlainTextResponse,
     )
     def metrics(request: Request, _key: AdminKey) -> Response:
-        registry = request.app.state.metrics.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(request.app.state.metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
