@@ -18,8 +18,10 @@ What is sent (body, headers, signature) is each webhook's own.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 import httpx
 import psycopg
 from sqlalchemy import Engine
+from standardwebhooks.webhooks import Webhook
 
 from ledger.connections import connection, job_lock
 
@@ -51,6 +54,39 @@ class Policy(Protocol):
     def max_per_tick(self) -> int: ...
     @property
     def max_age_s(self) -> float: ...
+
+
+def check_secret(secret: str | None, name: str) -> str:
+    """``secret`` if it is a Standard Webhooks secret (``whsec_`` and 24-64 bytes in base64),
+    else a ValueError naming ``name`` (never the secret)."""
+    expected = "expected whsec_ followed by 24 to 64 bytes in base64"
+    if not secret:
+        raise ValueError(f"{name}: a webhook needs a signing secret ({expected})")
+    if not secret.startswith("whsec_"):
+        raise ValueError(f"{name}: not a webhook secret ({expected})")
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError(f"{name}: not valid base64 after whsec_ ({expected})") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"{name}: the key is {len(key)} bytes ({expected})")
+    return secret
+
+
+def signed(secrets: Sequence[str], msg_id: str, body: bytes) -> dict[str, str]:
+    """Standard Webhooks headers: ``webhook-id`` (the same on every retry, for
+    de-duplication), ``webhook-timestamp``, and ``webhook-signature`` (``v1,<base64>`` of
+    HMAC-SHA256 over ``id.timestamp.body``) by each secret, space-separated: while one is
+    rotated, a receiver holding either verifies."""
+    sent = datetime.now(UTC)
+    text = body.decode()
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(sent.timestamp())),
+        "webhook-signature": " ".join(Webhook(s).sign(msg_id, sent, text) for s in secrets),
+    }
 
 
 def backoff(attempts: int, backoff_s: float) -> float:

@@ -163,3 +163,51 @@ def test_a_rollup_does_not_wait_on_a_slow_delivery(own_ledger: Ledger, slow: str
     assert _Slow.paths[0] == "/hook"
     assert "/rollup" not in _Slow.paths
     assert len(attempts(engine, event_id)) == 1
+
+
+def test_alerts_go_out_as_standard_webhooks_verified_with_either_secret(
+    own_ledger: Ledger,
+) -> None:
+    """A whsec_ secret: the standardwebhooks library verifies the delivery with the new
+    secret and with the previous one while rotating; a stranger's secret does not."""
+    import base64
+    import os
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from standardwebhooks.webhooks import Webhook as Verifier
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    got: list[tuple[bytes, dict[str, str]]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            got.append((body, dict(self.headers.items())))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    def secret() -> str:
+        return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+    new, old = secret(), secret()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        event_id = _alert(own_ledger.engine)
+        hook = Webhook(f"http://127.0.0.1:{server.server_port}/hook", new, previous_secret=old)
+        assert deliver_pending(own_ledger.engine, hook) == 1
+    finally:
+        server.shutdown()
+    [(body, headers)] = got
+    for key in (new, old):
+        message = Verifier(key).verify(body, headers)
+        assert message["type"] == "alert.opened"
+        assert message["data"]["event_id"] == event_id
+        assert message["data"]["message"] == "+38%"
+    assert headers["webhook-id"] == f"aev_{event_id}"
+    with pytest.raises(WebhookVerificationError):
+        Verifier(secret()).verify(body, headers)
+    assert "x-renderledger-signature" not in {k.lower() for k in headers}

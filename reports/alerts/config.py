@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from reports.alerts.detect import Rule
 from reports.alerts.service import run_detection
 from reports.alerts.webhooks import Webhook, deliver_pending
+from reports.outbox import check_secret
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,10 @@ class AlertSettings(BaseModel):
     enabled: bool = True  # run detection after every rollup in the API process
     rules: list[AlertRule] = []  # JSON in RENDERLEDGER_ALERTS__RULES
     webhook_url: str | None = None
-    webhook_secret: str | None = None  # HMAC-SHA256 key; required with a webhook_url
+    # whsec_<base64> (Standard Webhooks; `previous` signs beside it while rotating), or
+    # any other string for the legacy X-Renderledger-Signature HMAC; required with a URL.
+    webhook_secret: str | None = None
+    webhook_previous_secret: str | None = None
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0  # doubled after every failed attempt
     # A pool busy less than this share of an hour it held is a finding (None: not judged).
@@ -72,13 +76,23 @@ def rules(settings: AlertSettings) -> Callable[[str, str], Rule]:
 def webhook(settings: AlertSettings) -> Webhook | None:
     if not settings.webhook_url:
         return None
-    if not settings.webhook_secret:
-        raise ValueError("RENDERLEDGER_ALERTS__WEBHOOK_SECRET: a webhook needs a signing secret")
+    variable = "RENDERLEDGER_ALERTS__WEBHOOK_"
+    secret = settings.webhook_secret
+    if not secret:
+        raise ValueError(f"{variable}SECRET: a webhook needs a signing secret")
+    previous = settings.webhook_previous_secret or None
+    if secret.startswith("whsec_"):
+        check_secret(secret, f"{variable}SECRET")
+        if previous is not None:
+            check_secret(previous, f"{variable}PREVIOUS_SECRET")
+    elif previous is not None:
+        raise ValueError(f"{variable}PREVIOUS_SECRET: rotation needs whsec_ secrets")
     return Webhook(
         settings.webhook_url,
-        settings.webhook_secret,
+        secret,
         settings.webhook_max_attempts,
         settings.webhook_backoff_s,
+        previous_secret=previous,
     )
 
 

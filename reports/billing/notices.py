@@ -12,8 +12,6 @@ too, space-separated, so a receiver holding either verifies.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -24,11 +22,10 @@ import orjson
 import psycopg
 from pydantic import BaseModel
 from sqlalchemy import Engine
-from standardwebhooks.webhooks import Webhook
 
 from ledger.locks import BILLING_WEBHOOKS
 from reports.billing.months import month
-from reports.outbox import Outbox, Request
+from reports.outbox import Outbox, Request, check_secret, signed
 from reports.settings import BillingSettings
 
 EventType = Literal["invoice.finalized", "credit_note.issued"]
@@ -55,24 +52,6 @@ def record(
         "VALUES (%s, %s, %s, %s, %s)",
         (type_, tenant, period, number, orjson.dumps(data).decode()),
     )
-
-
-def check_secret(secret: str | None, name: str) -> str:
-    """``secret`` if it is a Standard Webhooks secret (``whsec_`` and 24-64 bytes in base64),
-    else a ValueError naming ``name`` (never the secret)."""
-    expected = "expected whsec_ followed by 24 to 64 bytes in base64"
-    if not secret:
-        raise ValueError(f"{name}: a billing webhook needs a signing secret ({expected})")
-    if not secret.startswith("whsec_"):
-        raise ValueError(f"{name}: not a webhook secret ({expected})")
-    encoded = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except binascii.Error:
-        raise ValueError(f"{name}: not valid base64 after whsec_ ({expected})") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"{name}: the key is {len(key)} bytes ({expected})")
-    return secret
 
 
 @dataclass(frozen=True)
@@ -135,16 +114,7 @@ def payload(hook: BillingWebhook, row: tuple[Any, ...]) -> bytes:
 
 def _request(hook: BillingWebhook, row: tuple[Any, ...]) -> Request:
     body = payload(hook, row)
-    msg_id = f"bev_{row[0]}"
-    sent = datetime.now(UTC)
-    text = body.decode()
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(sent.timestamp())),
-        "webhook-signature": " ".join(Webhook(s).sign(msg_id, sent, text) for s in hook.secrets),
-    }
-    return body, headers
+    return body, signed(hook.secrets, f"bev_{row[0]}", body)
 
 
 def deliver_pending(engine: Engine, hook: BillingWebhook, now: datetime | None = None) -> int:
