@@ -26,7 +26,10 @@ from reports.jobs import run_rollup
 log = logging.getLogger(__name__)
 
 
-def _rollup(engine: Engine, chunk_events: int, after: Callable[[], None] | None) -> None:
+Step = tuple[str, Callable[[], object]]
+
+
+def _rollup(engine: Engine, chunk_events: int, after: tuple[Step, ...]) -> None:
     try:
         result = run_rollup(engine, chunk_events=chunk_events)
     except Exception:  # a failed tick must not kill the scheduler; the next one retries
@@ -34,11 +37,13 @@ def _rollup(engine: Engine, chunk_events: int, after: Callable[[], None] | None)
         return
     if result.ran and result.events:
         log.info("rollup: %d events in %.2fs", result.events, result.seconds)
-    if after is not None and result.ran:
+    if not result.ran:
+        return
+    for name, step in after:  # each on its own: a failed detection still judges budgets
         try:
-            after()
-        except Exception:  # the same: alerts are retried at the next tick
-            log.exception("after-rollup step failed")
+            step()
+        except Exception:  # the same: retried at the next tick
+            log.exception("after the rollup, %s failed", name)
 
 
 def _allocation(engine: Engine, floor: float | None) -> None:
@@ -81,13 +86,15 @@ def start(
     chunk_events: int = 1_000_000,
     invoices_to: str | None = None,
     s3: Any = None,
-    after_rollup: Callable[[], None] | None = None,
+    after_rollup: Callable[[], object] | None = None,
     webhooks: Callable[[], None] | None = None,
     webhook_interval_s: float = 5.0,
     utilisation_floor: float | None = None,
     billing_webhooks: Callable[[], None] | None = None,
+    budgets: Callable[[], object] | None = None,
 ) -> BackgroundScheduler:
-    """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection);
+    """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection)
+    and ``budgets`` (budget judging), so both see the spend just rolled up;
     ``webhooks`` (alerts) and ``billing_webhooks`` every ``webhook_interval_s``, each a job of
     its own on a thread of its own (one run at a time, late ticks coalesced), so a slow
     receiver delays only later webhooks to it; with ``invoices_to``,
@@ -96,13 +103,18 @@ def start(
     scheduler = BackgroundScheduler(
         daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
     )
+    steps = tuple(
+        (name, step)
+        for name, step in (("alert detection", after_rollup), ("budgets", budgets))
+        if step is not None
+    )
     if interval_s > 0:
         scheduler.add_job(
             _rollup,
             "interval",
             seconds=interval_s,
             id="rollup",
-            args=(engine, chunk_events, after_rollup),
+            args=(engine, chunk_events, steps),
             next_run_time=datetime.now(UTC),
         )
         # Its own job: capacity and overheads arrive without any event to roll up.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -182,3 +183,28 @@ def test_budgets_over_http_cli_and_metrics(
     ran = cli.invoke(app, ["budgets", "run"])
     assert ran.exit_code == 0, ran.output
     assert "budget(s) judged" in ran.output
+
+
+def test_the_scheduler_judges_budgets_after_each_rollup(ledger: Ledger, tenant: str) -> None:
+    from reports import scheduler
+
+    add_renders(ledger, tenant, datetime(2026, 10, 6, 10, tzinfo=UTC), 2)
+    with connection(ledger.engine, transaction=True) as raw:
+        set_budgets(raw, tenant, [Budget(amount=Decimal("0.000001"), currency="USD")], "test")
+
+    def failing() -> None:
+        raise RuntimeError("detection down")
+
+    jobs = scheduler.start(
+        ledger.engine, 1, after_rollup=failing, budgets=lambda: judge(ledger.engine, NOW)
+    )
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        found: list[dict[str, object]] = []
+        while not found and datetime.now(UTC) < deadline:
+            with connection(ledger.engine) as raw:
+                found = alerts(raw, tenant)
+            time.sleep(0.2)
+    finally:
+        jobs.shutdown(wait=True)
+    assert {a["signal"] for a in found} >= {"budget_100"}  # a failed detection stops nothing

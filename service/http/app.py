@@ -6,6 +6,7 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -19,6 +20,7 @@ from ledger.database import make_engine, resolve_url
 from ledger.store import Ledger
 from reports.alerts.config import after_rollup, deliver_webhooks
 from reports.billing.notices import deliver_billing_webhooks
+from reports.budgets import judge as judge_budgets
 from reports.metrics import Metrics
 from reports.scheduler import start as start_scheduler
 from service.cli.common import s3_client
@@ -90,6 +92,11 @@ def create_app(
                 ),
                 billing_webhooks=deliver_billing_webhooks(
                     app.state.ledger.engine, settings.billing
+                ),
+                budgets=(
+                    partial(judge_budgets, app.state.ledger.engine)
+                    if settings.alerts.enabled
+                    else None
                 ),
             )
         try:
