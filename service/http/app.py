@@ -29,6 +29,8 @@ from service.http.alerts import router as alerts_router
 from service.http.billing_events import router as billing_events_router
 from service.http.budgets import router as budgets_router
 from service.http.capacity import router as capacity_router
+from service.http.dashboard import install_dashboard
+from service.http.dashboard_docs import install_docs
 from service.http.deps import AdminKey, LedgerDep
 from service.http.errors import UNAVAILABLE, database_unavailable, responses, validation_error
 from service.http.events import router as events_router
@@ -117,6 +119,8 @@ def create_app(
         summary="Cost ledger for diffusion image generation: priced, append-only, verifiable.",
         lifespan=lifespan,
         responses=responses(503),
+        docs_url=None,  # served from the package's files by install_docs: no CDN
+        redoc_url=None,
     )
     app.add_middleware(RequestIds)
     app.state.tracer_provider = instrument(app)
@@ -132,6 +136,8 @@ def create_app(
     app.include_router(budgets_router)
     app.include_router(alerts_router)
     app.include_router(capacity_router)
+    install_docs(app)
+    install_dashboard(app)
 
     @app.middleware("http")
     async def time_ingest(request: Request, call_next: Any) -> Any:
