@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ingest.parsing import MalformedBody, parse_body
-from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict
-from ledger.events import TENANT_PATTERN, Stage, duration
+from ingest import cloudevents
+from ingest.fast_json import parse
+from ingest.parsing import EVENT, MalformedBody
+from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError
+from ledger.events import TENANT_ID, TENANT_PATTERN, Stage, duration
 from ledger.journal import StoredEvent, read_after, read_render
 from ledger.money import format_nanos
 from ledger.store import Ledger, Receipt
@@ -44,13 +46,23 @@ class ForeignTenant(Exception):
         self.errors = errors
 
 
+def _media(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def _ingest(ledger: Ledger, body: bytes, content_type: str | None, key: Principal) -> Receipt:
-    events = parse_body(body, content_type, ledger.max_batch_events)
+    media = _media(content_type)
+    if media in cloudevents.MEDIA_TYPES:
+        events = cloudevents.parse_cloudevents(body, media, ledger.max_batch_events)
+        tenant_field = "source"
+    else:
+        events = parse(body, content_type, ledger.max_batch_events)
+        tenant_field = "tenant_id"
     if not key.is_admin:
         foreign = [
             {
                 "index": i,
-                "field": "tenant_id",
+                "field": tenant_field,
                 "message": f"this key writes for {key.tenant_id!r} only",
             }
             for i, e in enumerate(events)
@@ -58,14 +70,56 @@ def _ingest(ledger: Ledger, body: bytes, content_type: str | None, key: Principa
         ]
         if foreign:
             raise ForeignTenant(foreign)
-    return ledger.append(events)
+    try:
+        return ledger.append(events)
+    except BatchInvalid as exc:
+        if tenant_field == "tenant_id":
+            raise
+        # The ledger names cost event fields; a CloudEvents sender reads attributes.
+        named = [
+            FieldError(e.index, cloudevents.attribute_of(e.field), e.message) for e in exc.errors
+        ]
+        raise BatchInvalid(named, total=exc.total) from exc
+
+
+def _cloudevent_schema() -> dict[str, Any]:
+    """A CloudEvent carrying a cost event, for the OpenAPI document: ``data`` is the cost
+    event's schema without the four fields the envelope carries."""
+    data = EVENT.json_schema(ref_template="#/components/schemas/{model}")
+    data.pop("$defs", None)
+    carried = set(cloudevents.ENVELOPE.values())
+    data["title"] = "CostEventData"
+    data["properties"] = {k: v for k, v in data["properties"].items() if k not in carried}
+    data["required"] = [k for k in data.get("required", []) if k not in carried]
+    return {
+        "title": "CostCloudEvent",
+        "type": "object",
+        "required": ["specversion", "id", "source", "subject", "type", "time", "data"],
+        "properties": {
+            "specversion": {"const": cloudevents.SPECVERSION},
+            "id": {"type": "string", "format": "uuid", "description": "the event_id"},
+            "source": {
+                "type": "string",
+                "description": "ends in /<tenant id>, e.g. /tenants/acme",
+                "pattern": f"/{TENANT_ID}$",
+            },
+            "subject": {"type": "string", "format": "uuid", "description": "the render_id"},
+            "type": {"const": cloudevents.TYPE},
+            "time": {"type": "string", "format": "date-time", "description": "occurred_at"},
+            "datacontenttype": {"const": "application/json"},
+            "data": data,
+        },
+    }
+
+
+_CLOUDEVENT = _cloudevent_schema()
 
 
 @router.post(
     "/events",
     response_model=ReceiptOut,
     responses=_ERRORS,
-    summary="Append a batch of cost events (JSON array or NDJSON), all or nothing",
+    summary="Append a batch of cost events (JSON array, NDJSON or CloudEvents), all or nothing",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -74,6 +128,8 @@ def _ingest(ledger: Ledger, body: bytes, content_type: str | None, key: Principa
                     "schema": {"type": "array", "items": {"$ref": "#/components/schemas/CostEvent"}}
                 },
                 "application/x-ndjson": {"schema": {"type": "string"}},
+                cloudevents.STRUCTURED: {"schema": _CLOUDEVENT},
+                cloudevents.BATCH: {"schema": {"type": "array", "items": _CLOUDEVENT}},
             },
         }
     },
@@ -82,10 +138,9 @@ async def post_events(
     request: Request, ledger: LedgerDep, settings: SettingsDep, key: IngestKey
 ) -> Response:
     body = await read_capped(request, settings.ingest.max_body_bytes)
+    content_type = request.headers.get("content-type")
     try:
-        receipt = await run_in_threadpool(
-            _ingest, ledger, body, request.headers.get("content-type"), key
-        )
+        receipt = await run_in_threadpool(_ingest, ledger, body, content_type, key)
     except ForeignTenant as exc:
         raise http_error("events for another tenant", 403, errors=exc.errors) from exc
     except MalformedBody as exc:
