@@ -96,12 +96,30 @@ def test_plan_from_file_invoice_as_json_csv_pdf(
                 )
             )
         )
-        assert table[-1][-1] == "3.00"
+        assert table[0][:4] == ["invoice", "DRAFT", "2026-10", "USD"]
+        totals = [(row[1], row[-1]) for row in table if row[0] == "total"]
+        assert [name for name, _ in totals] == [
+            "subtotal",
+            "commitment_topup",
+            "adjustments_total",
+            "total",
+            "credits_applied",
+            "amount_due",
+        ]
+        assert dict(totals)["total"] == "5.00"
+        assert table[-1][1:] == ["amount_due", *[""] * 6, "3.00"]
+        cents = [int(row[-1].replace(".", "")) for row in table if row[0] == "line"]
+        assert sum(cents) == int(dict(totals)["subtotal"].replace(".", ""))
+        assert not {"exact", "rounding"} & set(table[1])
         pdf = client.get(f"/v1/tenants/{a}/invoices/2026-10", params={"format": "pdf"})
     assert pdf.headers["content-type"] == "application/pdf"
-    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
-    assert "DRAFT" in text
-    assert "3.00 USD" in text
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "DRAFT invoice (not final)" in text
+    assert re.search(r"Total\s+5\.00", text)
+    assert re.search(r"Prepaid credits applied\s+-2\.00", text)
+    assert re.search(r"Amount due\s+3\.00 USD", text)
+    assert "Commitment top-up" in text
+    assert "Metered cost" not in text
     assert a in text
 
 

@@ -11,19 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-from xml.sax.saxutils import escape
-
-from reportlab.graphics.charts.barcharts import HorizontalBarChart
-from reportlab.graphics.shapes import Drawing
-from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import getSampleStyleSheet
-from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from ledger import encoding
-from reports.billing.document import Invoice
-from reports.billing.views import View, customer_view
+from reports.billing.document import Invoice, money
+from reports.billing.pdf import credit_note_pdf, to_pdf
+from reports.billing.plans import MINOR_DIGITS
+from reports.billing.views import CustomerInvoice, View, customer_view
 
 FORMATS = ("pdf", "csv", "json")
 MEDIA_TYPES = {"pdf": "application/pdf", "csv": "text/csv", "json": "application/json"}
@@ -39,154 +32,83 @@ def to_json(doc: Invoice, view: View = "internal") -> bytes:
     return encoding.dumps(body, sort_keys=True, indent=True)
 
 
-def to_csv(doc: Invoice, view: View = "internal") -> bytes:
-    """The lines, then the totals as rows of their own, so a spreadsheet sums what we sum."""
+def to_csv(doc: Invoice, view: View = "customer") -> bytes:
+    """The lines, then the totals as rows of their own, each once and in the document's
+    order (the last row is the amount due), so a spreadsheet sums what we sum.
+
+    The customer's copy has the customer's lines (no cost, no rounding, no hash); the
+    internal one every priced line with its exact amount and rounding, and the content hash.
+    """
     out = io.StringIO()
-    columns = [
-        "kind",
-        "period",
-        "use_case",
-        "tier",
-        "description",
-        "quantity",
-        "unit",
-        "unit_price",
-        "exact",
-        "rounding",
-        "amount",
-    ]
     writer = csv.writer(out)
-    writer.writerow(
-        [
-            "invoice",
-            doc.number or "DRAFT",
-            doc.tenant,
-            doc.period,
-            doc.currency,
-            doc.content_sha256,
-        ]
-    )
+    cv = customer_view(doc)
+    if view == "customer":
+        issued = cv.issued_on.isoformat() if cv.issued_on else ""
+        due = cv.due_on.isoformat() if cv.due_on else ""
+        writer.writerow(["invoice", cv.number or "DRAFT", cv.period, cv.currency, issued, due])
+        columns = ["kind", *CUSTOMER_COLUMNS]
+        shown = [("line", ln) for ln in cv.lines] + [("adjustment", ln) for ln in cv.adjustments]
+        rows = [{"kind": kind} | ln.model_dump() for kind, ln in shown]
+    else:
+        header = [doc.number or "DRAFT", doc.tenant, doc.period, doc.currency, doc.content_sha256]
+        writer.writerow(["invoice", *header])
+        columns = list(INTERNAL_COLUMNS)
+        rows = [ln.model_dump() for ln in doc.lines]
     writer.writerow(columns)
-    for line in doc.lines:
-        values = line.model_dump()
-        writer.writerow([values[c] if values[c] is not None else "" for c in columns])
-    for name in ("subtotal", "commitment_topup", "adjustments", "credits_applied", "total"):
-        writer.writerow(["total", "", "", "", name, "", "", "", "", "", getattr(doc, name)])
+    for values in rows:
+        writer.writerow(["" if values[c] is None else values[c] for c in columns])
+    for name, amount in totals(cv):  # the name in the description column, the amount last
+        cells = {"kind": "total", "description": name}
+        writer.writerow([cells.get(c, "") for c in columns[:-1]] + [amount])
     return out.getvalue().encode()
 
 
-def _chart(by_use_case: dict[str, int]) -> Drawing:
-    names = list(by_use_case)[:8]
-    values = [by_use_case[n] / 1e9 for n in names]  # drawing only: floats are fine here
-    drawing = Drawing(170 * mm, (18 + 9 * len(names)) * mm)
-    chart = HorizontalBarChart()
-    chart.x, chart.y = 35 * mm, 8 * mm
-    chart.width, chart.height = 125 * mm, 9 * mm * len(names)
-    chart.data = [values]
-    chart.categoryAxis.categoryNames = names
-    chart.valueAxis.valueMin = 0
-    chart.valueAxis.labelTextFormat = "$%.2f"
-    chart.bars[0].fillColor = colors.HexColor("#4a6fa5")
-    drawing.add(chart)
-    return drawing
+CUSTOMER_COLUMNS = (  # after "kind": line, adjustment or total
+    "description",
+    "use_case",
+    "period",
+    "tier",
+    "quantity",
+    "unit",
+    "unit_price",
+    "amount",
+)
+INTERNAL_COLUMNS = (
+    "kind",
+    "period",
+    "use_case",
+    "tier",
+    "description",
+    "quantity",
+    "unit",
+    "unit_price",
+    "exact",
+    "rounding",
+    "amount",
+)
 
 
-def _text(value: object) -> str:
-    """Any value as Paragraph text: reportlab parses Paragraphs as markup, and a plan name
-    like ``<img src="/etc/passwd"/>`` must print as itself, not embed a server file."""
-    return escape(str(value))
-
-
-def to_pdf(doc: Invoice, view: View = "customer") -> bytes:
-    """Every value from the document goes through ``_text``; only our own tags are markup."""
-    styles = getSampleStyleSheet()
-    buffer = io.BytesIO()
-    title = f"Invoice {doc.number}" if doc.number else "DRAFT invoice (not final)"
-    pdf = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        title=title,
-        author="renderledger",
-        leftMargin=18 * mm,
-        rightMargin=18 * mm,
-    )
-    cur = doc.currency
-    plan = doc.plan
-    story: list[Any] = [
-        Paragraph(_text(title), styles["Title"]),
-        Paragraph(
-            f"<b>Tenant</b> {_text(doc.tenant)} &nbsp; <b>Period</b> {_text(doc.period)} "
-            f"({_text(doc.timezone)}) &nbsp; <b>Issued</b> {_text(doc.issued_on or '—')}",
-            styles["Normal"],
-        ),
-        Paragraph(
-            f"<b>Plan</b> {_text(plan.name or 'custom')} (from "
-            f"{_text(plan.effective_from)}); failed renders "
-            f"{_text(plan.failed_renders.value.replace('_', ' '))}",
-            styles["Normal"],
-        ),
-        Spacer(1, 6 * mm),
+def totals(cv: CustomerInvoice) -> list[tuple[str, str]]:
+    """The totals rows in order: subtotal, top-up, adjustments, each tax by label, total,
+    credits, amount due (credits as the positive amount applied, as in the JSON)."""
+    rows = [
+        ("subtotal", cv.subtotal),
+        ("commitment_topup", cv.commitment.amount if cv.commitment else _zero(cv.currency)),
+        ("adjustments_total", cv.adjustments_total),
     ]
-    rows: list[list[str]] = [["Description", "Quantity", "Unit price", f"Amount ({cur})"]]
-    for line in doc.lines:
-        rows.append(
-            [
-                Paragraph(_text(line.description), styles["BodyText"]),
-                _short(line.quantity),
-                _short(line.unit_price),
-                line.amount,
-            ]
-        )
-    if len(rows) == 1:
-        rows.append(["No billable usage this period", "", "", "0"])
-    for label, value in (
-        ("Subtotal", doc.subtotal),
-        ("Commitment top-up", doc.commitment_topup),
-        ("Prior-period adjustments", doc.adjustments),
-        ("Prepaid credits", doc.credits_applied),
-    ):
-        if label == "Subtotal" or Decimal(value) != 0:
-            sign = "−" if label == "Prepaid credits" else ""
-            rows.append(["", "", label, f"{sign}{value}"])
-    rows.append(["", "", "Total", f"{doc.total} {cur}"])
-    table = Table(rows, colWidths=[92 * mm, 25 * mm, 28 * mm, 29 * mm], repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
-                ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
-                ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ("FONTNAME", (2, -1), (-1, -1), "Helvetica-Bold"),
-                ("LINEABOVE", (2, -1), (-1, -1), 0.6, colors.black),
-            ]
-        )
-    )
-    story += [table, Spacer(1, 8 * mm)]
-    basis = doc.cost_basis
-    if basis.by_use_case:
-        story += [
-            Paragraph("Metered cost by use case (USD)", styles["Heading4"]),
-            _chart(basis.by_use_case),
-        ]
-    pos = doc.positions
-    story += [
-        Spacer(1, 4 * mm),
-        Paragraph(
-            _text(
-                f"Metered cost {basis.metered} USD over {basis.events:,} events, ledger "
-                f"positions {pos.first_seq or '—'}–{pos.last_seq or '—'} (through "
-                f"{pos.through_seq}). Content SHA-256 {doc.content_sha256}."
-            ),
-            styles["Italic"],
-        ),
+    rows += [(tax.label, tax.amount) for tax in cv.taxes]
+    if not cv.taxes and Decimal(cv.tax) != 0:
+        rows.append(("tax", cv.tax))
+    rows += [
+        ("total", cv.total),
+        ("credits_applied", cv.credits_applied),
+        ("amount_due", cv.amount_due),
     ]
-    pdf.build(story)
-    return buffer.getvalue()
+    return rows
 
 
-def _short(value: str) -> str:
-    return value if len(value) <= 14 else f"{Decimal(value):.8g}"
+def _zero(currency: str) -> str:
+    return money(0, MINOR_DIGITS.get(currency, 2))
 
 
 RENDERERS: dict[str, Callable[[Invoice, View], bytes]] = {
@@ -196,9 +118,23 @@ RENDERERS: dict[str, Callable[[Invoice, View], bytes]] = {
 }
 
 
-def render(doc: Invoice, fmt: str, view: View = "customer") -> bytes:
-    """The document in ``fmt`` as ``view`` sees it: the customer's copy unless asked."""
+def render(doc: Invoice, fmt: str, view: View = "customer", logo: Path | None = None) -> bytes:
+    """The document in ``fmt`` as ``view`` sees it: the customer's copy unless asked.
+    ``logo`` (the issuer's, from the settings) heads the PDF."""
+    if fmt == "pdf":
+        return to_pdf(doc, view, logo)
     return RENDERERS[fmt](doc, view)
+
+
+def render_credit_note(doc: Invoice, number: str, fmt: str, logo: Path | None = None) -> bytes:
+    """Credit note ``number`` of ``doc`` as JSON (the customer's copy of it) or PDF; a
+    LookupError if the invoice has no such note."""
+    if fmt == "pdf":
+        return credit_note_pdf(doc, number, logo)
+    note = next((n for n in customer_view(doc).credit_notes if n.number == number), None)
+    if note is None:
+        raise LookupError(f"no credit note {number} on invoice {doc.number or doc.period}")
+    return encoding.dumps(note.model_dump(mode="json"), indent=True)
 
 
 def file_stem(doc: Invoice) -> str:
@@ -220,13 +156,15 @@ def export(
     view: View = "customer",
     link_seconds: int = 7 * 24 * 3600,
     progress: Callable[[], None] | None = None,
+    logo: Path | None = None,
 ) -> list[Exported]:
-    """Write each document in each format under ``target``: a folder or ``s3://bucket/prefix``."""
+    """Write each document in each format under ``target``: a folder or ``s3://bucket/prefix``;
+    ``logo`` (the issuer's) heads each PDF."""
     parsed = urlparse(target)
     out = []
     for doc in docs:
         for fmt in formats:
-            body = render(doc, fmt, view)
+            body = render(doc, fmt, view, logo)
             name = f"{file_stem(doc)}.{fmt}"
             if parsed.scheme == "s3":
                 if s3 is None:

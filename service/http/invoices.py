@@ -13,16 +13,16 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from ledger.connections import connection
 from ledger.events import TENANT_PATTERN as TENANT
-from reports.billing.credit_notes import issue_credit_note
+from reports.billing.credit_notes import credit_notes, issue_credit_note
 from reports.billing.document import CreditNote, Invoice, InvoiceSummary
-from reports.billing.exports import MEDIA_TYPES, file_stem, render
+from reports.billing.exports import MEDIA_TYPES, file_stem, render, render_credit_note
 from reports.billing.invoices import InvoiceError
 from reports.billing.lifecycle import finalize, invoice, list_invoices
 from reports.billing.listing import ListedInvoice, list_all
 from reports.billing.months import MonthError, check_month, parse_period
 from reports.billing.parties import NoIssuer, require_issuer
 from reports.billing.plans import Plan, PlanError, PlanTerms, parse_plan, plans_of, store_plan
-from reports.billing.views import CustomerInvoice, View
+from reports.billing.views import CustomerCreditNote, CustomerInvoice, View
 from service.http.deps import AdminKey, LedgerDep, ReadKey, SettingsDep, ensure_tenant
 from service.http.errors import http_error, responses
 from service.keys import Principal
@@ -231,3 +231,41 @@ def put_plan(
         raise http_error(str(exc), status) from None
     response.status_code = 201 if created else 200
     return parsed
+
+
+NoteNumber = Annotated[
+    str, Path(max_length=40, description="The credit note's number", examples=["RL-2026-000124"])
+]
+
+
+@router.get(
+    "/tenants/{tenant}/invoices/{month}/credit-notes/{number}",
+    response_model=CustomerCreditNote,
+    responses={200: {"content": {"application/pdf": {}}}},
+    summary="A credit note of a finalized invoice, naming the invoice it credits",
+)
+def get_credit_note(
+    ledger: LedgerDep,
+    key: ReadKey,
+    settings: SettingsDep,
+    tenant: Tenant,
+    month: Month,
+    number: NoteNumber,
+    fmt: Annotated[str, Query(alias="format", pattern="^(json|pdf)$")] = "json",
+) -> Response:
+    period = _period(month)
+
+    def read(raw: Conn) -> Invoice | None:
+        if all(n.number != number for n in credit_notes(raw, tenant, period)):
+            return None
+        return invoice(raw, tenant, period)
+
+    doc = _read(ledger, key, tenant, read)
+    if doc is None:
+        raise http_error(f"no credit note {number} on {tenant}'s invoice for {month}", 404)
+    issuer = settings.billing.issuer
+    body = render_credit_note(doc, number, fmt, issuer.logo if issuer else None)
+    headers = {}
+    if fmt == "pdf":
+        headers["content-disposition"] = f'inline; filename="{tenant}-{number}.pdf"'
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
