@@ -21,6 +21,7 @@ from ledger.locks import ALERTS
 from reports.alerts.utilisation import judge_pools
 from reports.allocation_job import run_allocation
 from reports.billing.monthly import draft_last_month
+from reports.billing.parties import Issuer
 from reports.jobs import run_rollup
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ def _webhooks(job_id: str, deliver: Callable[[], None]) -> None:
         log.exception("%s: delivery failed", job_id)
 
 
-def _invoices(engine: Engine, target: str, s3: Any) -> None:
+def _invoices(engine: Engine, target: str, s3: Any, issuer: Issuer | None) -> None:
     try:
-        draft_last_month(engine, target, s3)
+        draft_last_month(engine, target, s3, issuer=issuer)
     except Exception:  # logged; the drafts can be made by hand with `invoice export`
         log.exception("monthly invoice drafts failed")
 
@@ -92,6 +93,7 @@ def start(
     utilisation_floor: float | None = None,
     billing_webhooks: Callable[[], None] | None = None,
     budgets: Callable[[], object] | None = None,
+    issuer: Issuer | None = None,
 ) -> BackgroundScheduler:
     """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection)
     and ``budgets`` (budget judging), so both see the spend just rolled up;
@@ -145,7 +147,7 @@ def start(
             minute=30,
             timezone="UTC",
             id="invoices",
-            args=(engine, invoices_to, s3),
+            args=(engine, invoices_to, s3, issuer),
         )
     scheduler.start()
     return scheduler

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -285,3 +286,33 @@ def test_finalize_needs_an_issuer(
         assert raw.execute(
             "SELECT count(*) FROM invoices WHERE tenant_id = %s", (tenant,)
         ).fetchone() == (0,)
+
+
+def test_the_issuer_logo_is_checked_at_start_and_printed(
+    ledger: Ledger, db_url: str, admin_key: str, tenant: str, tmp_path: Any
+) -> None:
+    import PIL.Image
+    from pydantic import ValidationError
+    from pypdf import PdfReader
+
+    with pytest.raises(ValidationError, match="cannot read it as an image"):
+        Issuer(legal_name="X", logo=tmp_path / "missing.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValidationError, match="cannot read it as an image"):
+        Issuer(legal_name="X", logo=tmp_path / "notes.txt")
+    logo = tmp_path / "logo.png"
+    PIL.Image.new("RGB", (120, 40), (20, 60, 120)).save(logo)
+    _setup(ledger, tenant, _profile(tenant))
+    settings = Settings(database_url=db_url)
+    settings.billing.issuer = ISSUER.model_copy(update={"logo": logo})
+    with serving(create_app(settings, ledger, schedule=False)) as base:
+        pdf = httpx.get(
+            f"{base}/v1/tenants/{tenant}/invoices/2026-10",
+            params={"format": "pdf"},
+            headers={"authorization": f"Bearer {admin_key}"},
+            timeout=30,
+        )
+    assert pdf.status_code == 200
+    page = PdfReader(io.BytesIO(pdf.content)).pages[0]
+    assert len(page.images) == 1
+    assert "Pixel Works SAS" in page.extract_text()

@@ -18,6 +18,7 @@ from ledger.locks import MONTHLY
 from reports.billing.exports import Exported, export
 from reports.billing.lifecycle import draft_all
 from reports.billing.months import month, previous_month
+from reports.billing.parties import Issuer
 from reports.tracing import traced
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,11 @@ log = logging.getLogger(__name__)
 
 @traced("invoices.draft_last_month")
 def draft_last_month(
-    engine: Engine, target: str, s3: Any = None, now: datetime | None = None
+    engine: Engine,
+    target: str,
+    s3: Any = None,
+    now: datetime | None = None,
+    issuer: Issuer | None = None,
 ) -> list[Exported] | None:
     """None when another process holds the job; else what was written."""
     period = previous_month((now or datetime.now(UTC)).date().replace(day=1))
@@ -33,8 +38,9 @@ def draft_last_month(
         if raw is None:
             return None
         refused: dict[str, str] = {}
-        docs = draft_all(raw, period, refused=refused)
-        written = export(docs, f"{target.rstrip('/')}/{month(period)}", s3)
+        docs = draft_all(raw, period, issuer=issuer, refused=refused)
+        logo = issuer.logo if issuer else None
+        written = export(docs, f"{target.rstrip('/')}/{month(period)}", s3, logo=logo)
     log.info("drafted %d invoices for %s into %s", len(docs), month(period), target)
     for tenant, why in sorted(refused.items()):  # one tenant never stops the others
         log.warning("no draft for %s %s: %s", tenant, month(period), why)

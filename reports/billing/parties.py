@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Self
 
 import orjson
+import PIL.Image
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ledger.events import TENANT_PATTERN
 from reports.billing.months import check_month
@@ -49,6 +57,23 @@ class Issuer(Party):
 
     logo: Path | None = None
     payment_instructions: Annotated[tuple[Text, ...], Field(max_length=8)] = ()
+
+    @field_validator("logo")
+    @classmethod
+    def _readable_image(cls, value: Path | None) -> Path | None:
+        """Checked when the settings load: a wrong path must stop the start, not turn
+        every invoice PDF into a 500."""
+        if value is None:
+            return None
+        try:
+            with PIL.Image.open(value) as image:
+                image.verify()
+                kind = image.format
+        except OSError as exc:
+            raise ValueError(f"{value}: cannot read it as an image ({exc})") from None
+        if kind not in ("PNG", "JPEG"):
+            raise ValueError(f"{value}: a PNG or JPEG image, not {kind}")
+        return value
 
     def party(self) -> Party:
         return Party.model_validate(self.model_dump(include=set(Party.model_fields)))

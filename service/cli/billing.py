@@ -132,7 +132,8 @@ def invoice_show(
             doc = invoice(raw, tenant, _period(month), settings.billing.issuer)
     except InvoiceError as exc:
         raise fail(str(exc)) from None
-    body = render(doc, fmt, chosen)
+    issuer = settings.billing.issuer
+    body = render(doc, fmt, chosen, issuer.logo if issuer else None)
     if output:
         output.write_bytes(body)
         err.print(f"wrote {output}")
@@ -211,7 +212,16 @@ def invoice_export(
             )
         task = progress.add_task("writing documents", total=len(docs))
         try:
-            written = export(docs, to, s3, wanted, shown, progress=lambda: progress.advance(task))
+            issuer = settings.billing.issuer
+            written = export(
+                docs,
+                to,
+                s3,
+                wanted,
+                shown,
+                logo=issuer.logo if issuer else None,
+                progress=lambda: progress.advance(task),
+            )
         except Exception as exc:  # boto3's and the file system's errors alike: say which
             raise fail(f"export to {to} failed: {exc}") from exc
     for item in written:

@@ -100,6 +100,7 @@ def create_app(
                     if settings.alerts.enabled
                     else None
                 ),
+                issuer=settings.billing.issuer,
             )
         try:
             yield

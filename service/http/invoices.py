@@ -117,7 +117,8 @@ def get_invoice(
     if fmt != "json":
         name = file_stem(doc).replace("/", "-")
         headers["content-disposition"] = f'inline; filename="{name}.{fmt}"'
-    return Response(render(doc, fmt, view), media_type=MEDIA_TYPES[fmt], headers=headers)
+    body = render(doc, fmt, view, issuer.logo if issuer else None)
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
 @router.get(
