@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import attrgetter
@@ -75,16 +75,21 @@ _content = attrgetter(*(p for p in inspect.signature(content_hash).parameters if
 
 
 class _Rows:
-    """The log in seq order with one row of look-ahead, so a block can take exactly its own."""
+    """The log in seq order with one row of look-ahead, so a block can take exactly its own.
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
-        self._it = stream(raw)
+    The rows come from PostgreSQL (``journal.stream``) or from anywhere else that holds the
+    log's rows, such as the columnar archive (``reports.archive_verify``)."""
+
+    def __init__(self, rows: Iterator[StoredEvent]) -> None:
+        self._it = rows
         self.taken = 0
         self.next: StoredEvent | None = next(self._it, None)
 
     def close(self) -> None:
         """Close the cursor now, inside the snapshot's transaction, not whenever GC runs."""
-        self._it.close()
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
 
     def take_through(self, last_seq: int) -> list[StoredEvent]:
         out = []
@@ -138,14 +143,11 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
     # would otherwise show as rows "in no block", a false alarm on a live ledger.
     with connection(engine) as raw:
         raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        chain = raw.execute(
-            "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count, "
-            "content_version FROM blocks ORDER BY block_id"
-        ).fetchall()
+        chain = read_chain(raw)
         broken: list[BrokenBlock] = []
         rows: _Rows | None = None
         try:
-            rows = _Rows(raw)
+            rows = _Rows(stream(raw))
             return _verify(chain, rows, progress, broken)
         except psycopg.DataError as exc:
             # A value no client can decode (a timestamp past year 9999, written behind the
@@ -160,14 +162,43 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
                 rows.close()
 
 
+def read_chain(raw: psycopg.Connection[Any], through_block: int | None = None) -> list[Any]:
+    """The rows of ``blocks`` in order (all, or those up to ``through_block``), in the shape
+    ``verify_rows`` takes."""
+    return raw.execute(
+        "SELECT block_id, prev_hash, hash, first_seq, last_seq, event_count, content_version "
+        "FROM blocks WHERE block_id <= %s ORDER BY block_id",
+        (2**63 - 1 if through_block is None else through_block,),
+    ).fetchall()
+
+
+def verify_rows(
+    chain: Sequence[Any],
+    rows: Iterator[StoredEvent],
+    progress: Callable[[int], None] | None = None,
+) -> VerifyResult:
+    """Judge consecutive blocks (``read_chain``'s rows) against rows read from elsewhere, in
+    seq order, by the same rules as ``verify``: every content hash and block hash recomputed,
+    every missing, stray or altered row named. The first block is linked to the stored hash
+    before it (its own ``prev_hash``); a slice need not start at block 1."""
+    taken = _Rows(rows)
+    try:
+        prev = bytes(chain[0][1]) if chain else GENESIS
+        first = chain[0][3] if chain else 1
+        return _verify(chain, taken, progress, [], prev=prev, expected_seq=first)
+    finally:
+        taken.close()
+
+
 def _verify(
-    chain: list[Any],
+    chain: Sequence[Any],
     rows: _Rows,
     progress: Callable[[int], None] | None,
     broken: list[BrokenBlock],
+    *,
+    prev: bytes = GENESIS,
+    expected_seq: int = 1,
 ) -> VerifyResult:
-    prev = GENESIS
-    expected_seq = 1
     events = 0
     for block_id, prev_hash, stored_hash, first_seq, last_seq, count, version in chain:
         stray = [r.seq for r in rows.take_through(first_seq - 1)]

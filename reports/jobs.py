@@ -8,9 +8,7 @@ second process (another API replica, a CLI run) from running the job at the same
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +18,11 @@ import psycopg
 from sqlalchemy import Engine
 
 from ledger.connections import job_lock
-from ledger.database import libpq_url
 from ledger.journal import head as ledger_head
 from ledger.locks import ROLLUP
 from ledger.tables import STAGE_CACHE_COLUMNS
+from reports import history
+from reports.archive_settings import HasArchive
 from reports.rollups import (
     DAILY_KEYS,
     DAILY_SUMS,
@@ -36,7 +35,7 @@ from reports.rollups import (
     looked_up,
     render_partials,
 )
-from reports.source import copy_in, read_events, read_events_adbc
+from reports.source import copy_in, read_events
 from reports.tracing import traced
 
 JOB = "rollup"
@@ -126,8 +125,11 @@ def run_rollup(
     chunk_events: int = 1_000_000,
     progress: Callable[[int, int], None] | None = None,
     stop_after_chunks: int | None = None,
+    archive: HasArchive | None = None,
 ) -> RollupResult:
     """Bring the rollups up to the ledger's head; ``RollupResult(ran=False)`` if another runs.
+
+    A rebuild reads archived history from ``archive``'s Iceberg table when given.
 
     ``stop_after_chunks`` ends the run early, as a crash between chunks would.
     """
@@ -136,43 +138,38 @@ def run_rollup(
         if session is None:
             return RollupResult(False)
         if rebuild:
-            url = libpq_url(engine.url.render_as_string(hide_password=False))
             # Small chunks keep the read-ahead pipeline full (measured best near 400k).
-            return _rebuild(session, url, min(chunk_events, 400_000), progress, started)
+            chunk = min(chunk_events, 400_000)
+            return _rebuild(session, engine, archive, chunk, progress, started)
         return _run(session, chunk_events, progress, stop_after_chunks, started)
 
 
 def _rebuild(
     raw: psycopg.Connection[Any],
-    url: str,
+    engine: Engine,
+    archive: HasArchive | None,
     chunk: int,
     progress: Callable[[int, int], None] | None,
     started: float,
 ) -> RollupResult:
     """Aggregate the whole log in memory while the next chunk streams in, then replace the
-    rollups and the checkpoint in one transaction: a crash leaves the old rollups whole."""
-    with raw.transaction():
-        head = ledger_head(raw)
-        role_row = raw.execute("SELECT current_user, session_user").fetchone()
-    role = role_row[0] if role_row and role_row[0] != role_row[1] else None
-    ranges = [(lo, min(lo + chunk - 1, head)) for lo in range(1, head + 1, chunk)]
+    rollups and the checkpoint in one transaction: a crash leaves the old rollups whole.
+
+    The rows come through ``reports.history``: the Iceberg archive (``archive``'s settings)
+    up to its pinned snapshot, then PostgreSQL's hot tail; without one, PostgreSQL alone."""
     day_parts: list[pl.DataFrame] = []
     render_parts: list[pl.DataFrame] = []
-    # Two reads in flight (each a PostgreSQL backend decoding into Arrow outside the GIL)
-    # while this thread aggregates the chunk before them.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollup-read") as reader:
-        futures: deque[Future[pl.DataFrame]] = deque()
-        for i, (_, hi) in enumerate(ranges):
-            for lo2, hi2 in ranges[i : i + 3][len(futures) :]:
-                futures.append(reader.submit(read_events_adbc, url, lo2, hi2, role))
-            lazy = futures.popleft().result().lazy()
+    with history.opened(engine, archive) as past:
+        head = past.head
+        for events in history.signed_frames(past, rows=chunk):
+            lazy = events.lazy()
             day_parts.append(daily(lazy).collect())
             render_parts.append(render_partials(lazy).collect())
             if progress:
-                progress(hi, head)
+                progress(int(events["seq"][-1]), head)
     with raw.transaction():
         raw.execute("TRUNCATE render_rollup, daily_rollup")
-        if ranges:
+        if day_parts:
             days = pl.concat(day_parts).group_by(DAILY_KEYS).agg(pl.col(DAILY_SUMS).sum())
             days = days.sort(DAILY_KEYS)
             copy_in(raw, "daily_rollup", days)
@@ -182,7 +179,7 @@ def _rebuild(
             renders = merged.sort("tenant_id", "day", *RENDER_KEYS).collect()
             _load_then_index(raw, "render_rollup", renders)
         _save_checkpoint(raw, head, head, reset=True)
-    return RollupResult(True, head, len(ranges), head, time.perf_counter() - started)
+    return RollupResult(True, head, len(day_parts), head, time.perf_counter() - started)
 
 
 def _run(

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ledger.settings import DatabaseSettings, IngestSettings
 from render.settings import CaptionProvider, CaptionSettings, RenderSettings
 from reports.alerts.config import AlertRule, AlertSettings
+from reports.archive_settings import ArchiveSettings
 from reports.settings import BillingSettings, ReportsSettings
 
 __all__ = [
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
     reports: ReportsSettings = ReportsSettings()
     billing: BillingSettings = BillingSettings()
     alerts: AlertSettings = AlertSettings()
+    archive: ArchiveSettings = ArchiveSettings()
 
     @property
     def spool_dir(self) -> Path:

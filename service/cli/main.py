@@ -21,6 +21,7 @@ from ledger.errors import LedgerError
 from ledger.money import canonical_decimal
 from ledger.prices import PriceBookError, load_price_book_file
 from service.cli.alerts import alerts_app
+from service.cli.archive import archive_app, verify_history
 from service.cli.billing import invoice_app, plans_app
 from service.cli.billing_events import invoice_events
 from service.cli.budgets import budgets_app
@@ -65,6 +66,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(fx_app, name="fx")
 app.add_typer(report_app, name="report")
 app.add_typer(pools_app, name="pools")
+app.add_typer(archive_app, name="archive")
 app.command()(allocate)
 app.command("break-even")(break_even)
 invoice_app.command("events")(invoice_events)
@@ -313,7 +315,8 @@ def ingest(
 
 @app.command()
 def verify() -> None:
-    """Recompute the hash chain over every event; name every broken block (exit 2)."""
+    """Recompute the hash chain over every event, in PostgreSQL and in the archive; name
+    every broken block (exit 2)."""
     ledger = open_ledger(get_settings())
     from ledger.journal import last_seq
 
@@ -330,6 +333,7 @@ def verify() -> None:
             code=2,
         )
     out.print(f"ok: {result.blocks_checked} blocks, {result.events_checked} events verified")
+    verify_history(ledger.engine, get_settings(), result.blocks_checked, result.events_checked)
 
 
 @app.command()
@@ -352,6 +356,7 @@ def rollup(
             rebuild=rebuild,
             progress=advance,
             chunk_events=settings.reports.rollup_chunk_events,
+            archive=settings,  # a rebuild reads archived history from the Iceberg table
         )
     if not result.ran:
         raise fail("another rollup holds the lock (an API process?); try again shortly", code=3)

@@ -1,0 +1,330 @@
+"""The log's whole history as Arrow batches: the archive (one pinned Iceberg snapshot) for
+seq 1..a, then PostgreSQL's hot tail for a+1..head. Every heavy reader goes through here.
+
+Both parts come through ``reports.archive.select_log``'s columns and Arrow types, so a
+consumer cannot tell them apart, and every batch is checked to continue the gapless seq:
+a missing, doubled or reordered file would stop the read instead of skewing a sum.
+
+``signed_frames`` turns those rows into the rollup's signed rows (``reports.source.
+EVENT_SCHEMA``) in Polars, by the same rules as ``reports.source``'s SQL: the typed
+attribute columns were computed by that SQL's own expressions, and a reversal takes the
+wall time of the event it reverses, found in a first pass over the (rare) reversals.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import polars as pl
+import pyarrow as pa
+from sqlalchemy import Engine
+
+from ledger.connections import connection
+from ledger.events import Stage
+from ledger.journal import LOG
+from ledger.journal import head as ledger_head
+from reports.archive import (
+    Archived,
+    ArchiveError,
+    archived,
+    arrow_schema,
+    check_seq,
+    fetch_arrow,
+    load_table,
+    log_reader,
+    opened_catalog,
+    roles,
+)
+from reports.archive_settings import HasArchive
+from reports.source import EVENT_SCHEMA, _counted
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+# What the rollup reads of a row (``event_id`` only when reversals need their targets).
+ROLLUP_COLUMNS = (
+    "seq",
+    "tenant_id",
+    "use_case",
+    "render_id",
+    "stage",
+    "sku",
+    "quantity",
+    "occurred_at",
+    "cache",
+    "outcome",
+    "reverses",
+    "cost_nanos",
+    "baseline_cost_nanos",
+    "currency",
+    "latency_ms",
+    "latency_ms_unreadable",
+    "wall_s",
+    "wall_s_unreadable",
+    "model",
+    "pipeline_version",
+    "gpu_type",
+    "precision",
+)
+
+
+@dataclass(frozen=True)
+class History:
+    """The log as of one moment: ``archive`` (None: PostgreSQL only) then the hot tail."""
+
+    archive: Archived
+    table: Table | None
+    head: int
+    url: str
+    role: str | None
+
+    @property
+    def tail_from(self) -> int:
+        return self.archive.last_seq + 1
+
+
+@contextmanager
+def opened(engine: Engine, settings: HasArchive | None) -> Iterator[History]:
+    """Pin the archive's current snapshot, then read the head: the tail is everything after
+    the snapshot. Without ``settings``, or before the first export, all of it is the tail."""
+    role, url = roles(engine)
+    if settings is None:
+        with connection(engine) as raw:
+            head = ledger_head(raw)
+        yield History(archived(None), None, head, url, role)
+        return
+    with opened_catalog(engine, settings) as catalog:
+        table = load_table(catalog, settings)
+        state = archived(table)
+        with connection(engine) as raw:
+            head = ledger_head(raw)
+        yield History(state, table, max(head, state.last_seq), url, role)
+
+
+def _with_seq(columns: Sequence[str]) -> tuple[str, ...]:
+    """``columns`` and ``seq``, which every read checks."""
+    return tuple(columns) if "seq" in columns else ("seq", *columns)
+
+
+def _lower_seq(task: Any) -> int:
+    bound = task.file.lower_bounds.get(1)  # field 1 is seq
+    if bound is None:
+        raise ArchiveError(f"{task.file.file_path} has no seq statistics")
+    return int.from_bytes(bound, "little", signed=True)
+
+
+def archive_batches(history: History, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The archived rows in seq order, a file at a time (files are seq ranges)."""
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    table, state = history.table, history.archive
+    if table is None or state.snapshot_id is None:
+        return
+    read = _with_seq(columns)
+    scan = table.scan(snapshot_id=state.snapshot_id, selected_fields=read)
+    projected = scan.projection()
+    schema = arrow_schema(columns)
+    expected = 1
+    for task in sorted(scan.plan_files(), key=_lower_seq):
+        reader = ArrowScan(table.metadata, table.io, projected, AlwaysTrue())
+        for batch in reader.to_record_batches([task]):
+            if batch.num_rows:
+                expected = check_seq(batch, expected)
+                yield batch.select(list(columns)).cast(schema)
+    if expected != state.last_seq + 1:
+        raise ArchiveError(
+            f"the archive ends at seq {expected - 1}; its commits say {state.last_seq}"
+        )
+
+
+def tail_batches(
+    history: History, columns: Sequence[str], chunk: int = 400_000
+) -> Iterator[pa.RecordBatch]:
+    """The hot tail in seq order, read in ranges of ``chunk`` with two ranges in flight."""
+    lo, hi = history.tail_from, history.head
+    ranges = [(a, min(a + chunk - 1, hi)) for a in range(lo, hi + 1, chunk)]
+
+    def read(a: int, b: int) -> list[pa.RecordBatch]:
+        return list(log_reader(history.url, history.role, columns, a, b))
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="history-tail") as pool:
+        futures: deque[Future[list[pa.RecordBatch]]] = deque()
+        for i in range(len(ranges)):
+            for a, b in ranges[i : i + 2][len(futures) :]:
+                futures.append(pool.submit(read, a, b))
+            yield from futures.popleft().result()
+
+
+def batches(
+    history: History, columns: Sequence[str] = ROLLUP_COLUMNS, chunk: int = 400_000
+) -> Iterator[pa.RecordBatch]:
+    """Every row of the log, seq 1..head, archive first, in ``columns``."""
+    yield from archive_batches(history, columns)
+    yield from tail_batches(history, columns, chunk)
+
+
+def frames(
+    history: History, columns: Sequence[str] = ROLLUP_COLUMNS, rows: int = 400_000
+) -> Iterator[pl.DataFrame]:
+    """``batches`` as Polars frames of about ``rows`` rows, read one frame ahead."""
+
+    def gather() -> Iterator[pl.DataFrame]:
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        for batch in batches(history, columns, rows):
+            pending.append(batch)
+            count += batch.num_rows
+            if count >= rows:
+                yield _frame(pending)
+                pending, count = [], 0
+        if pending:
+            yield _frame(pending)
+
+    yield from _ahead(gather())
+
+
+def _frame(pending: list[pa.RecordBatch]) -> pl.DataFrame:
+    frame = pl.from_arrow(pa.Table.from_batches(pending))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def _ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items`` produced by a thread of their own, ``depth`` ahead of the consumer."""
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            box.put((_DONE, exc))
+
+    thread = threading.Thread(target=produce, name="history-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = box.get()
+            if item is _DONE:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- the rollup's signed rows ------------------------------------------------------------------
+
+
+def reversal_targets(history: History) -> pl.DataFrame:
+    """(tenant_id, event_id) of every event a reversal cancels: a few rows, read by the
+    archive's null statistics (files without reversals are skipped) and the log's index."""
+    from pyiceberg.expressions import NotNull, Reference
+
+    parts = []
+    if history.table is not None and history.archive.snapshot_id is not None:
+        scan = history.table.scan(
+            snapshot_id=history.archive.snapshot_id,
+            row_filter=NotNull(term=Reference("reverses")),
+            selected_fields=("tenant_id", "reverses"),
+        )
+        parts.append(pl.from_arrow(scan.to_arrow().cast(arrow_schema(("tenant_id", "reverses")))))
+    sql = (
+        f"SELECT tenant_id, reverses FROM {LOG} WHERE reverses IS NOT NULL "
+        f"AND seq BETWEEN {history.tail_from} AND {history.head}"
+    )
+    parts.append(
+        pl.from_arrow(fetch_arrow(history.url, history.role, sql, ("tenant_id", "reverses")))
+    )
+    found = pl.concat([p for p in parts if isinstance(p, pl.DataFrame)])
+    return found.rename({"reverses": "event_id"}).unique()
+
+
+def signed_frames(
+    history: History, rows: int = 400_000, progress: Callable[[int], None] | None = None
+) -> Iterator[pl.DataFrame]:
+    """The rollup's signed rows (``EVENT_SCHEMA``) of the whole history, in seq order."""
+    targets = reversal_targets(history)
+    columns = ROLLUP_COLUMNS if targets.is_empty() else (*ROLLUP_COLUMNS, "event_id")
+    walls: list[pl.DataFrame] = []
+    for frame in frames(history, columns, rows):
+        if not targets.is_empty():
+            walls.append(
+                frame.join(targets, on=["tenant_id", "event_id"], how="semi").select(
+                    "tenant_id",
+                    pl.col("event_id").alias("reverses"),
+                    pl.col("wall_s").alias("reversed_wall"),
+                )
+            )
+        yield _counted(signed(frame, pl.concat(walls) if walls else None))
+        if progress:
+            progress(int(frame["seq"][-1]))
+
+
+def signed(frame: pl.DataFrame, walls: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Log rows (archive columns) as the rollup's signed rows: ``reports.source._SELECT`` in
+    Polars. ``walls``: the ``wall_s`` of reversed events, by (tenant_id, reverses)."""
+    render = pl.col("stage") == Stage.RENDER.value
+    reversal = pl.col("reverses").is_not_null()
+    sign = pl.when(reversal).then(-1).otherwise(1).cast(pl.Int64)
+    if walls is not None:
+        frame = frame.join(walls, on=["tenant_id", "reverses"], how="left", maintain_order="left")
+        wall = pl.when(reversal).then(pl.col("reversed_wall")).otherwise(pl.col("wall_s"))
+    else:
+        wall = pl.when(reversal).then(None).otherwise(pl.col("wall_s"))
+    at = pl.col("occurred_at").dt.convert_time_zone("UTC")
+    return frame.select(
+        "seq",
+        "tenant_id",
+        "use_case",
+        pl.col("render_id").bin.encode("hex"),
+        "stage",
+        "sku",
+        pl.col("outcome").fill_null(""),
+        "currency",
+        at.dt.date().alias("day"),
+        pl.when(render).then(at.dt.replace_time_zone(None)).alias("at"),
+        sign.alias("sign"),
+        pl.when(reversal).then(-pl.col("quantity")).otherwise(pl.col("quantity")).alias("quantity"),
+        "cost_nanos",
+        pl.coalesce("baseline_cost_nanos", "cost_nanos").alias("baseline_nanos"),
+        ((pl.col("cache") == "hit").fill_null(False).cast(pl.Int64) * sign).alias("cache_hit"),
+        ((pl.col("cache") == "miss").fill_null(False).cast(pl.Int64) * sign).alias("cache_miss"),
+        pl.when(~render)
+        .then(wall)
+        .otherwise(None)
+        .fill_null(0)
+        .cast(pl.Decimal(38, 9))
+        .mul(sign)
+        .alias("wall_s"),
+        pl.when(render & ~reversal).then(pl.col("latency_ms")).alias("latency_ms"),
+        *(
+            pl.when(render).then(pl.col(c)).alias(c)
+            for c in ("model", "pipeline_version", "gpu_type", "precision")
+        ),
+        (render & pl.col("latency_ms_unreadable")).cast(pl.Int64).alias("unreadable"),
+        (~render & ~reversal & pl.col("wall_s_unreadable")).cast(pl.Int64).alias("unreadable_wall"),
+    ).cast(EVENT_SCHEMA)  # type: ignore[arg-type]
