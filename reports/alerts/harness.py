@@ -5,11 +5,16 @@ little in unit cost, through cache hit rates), per-render noise, and injected ch
 known start, size and stage. The detector runs every ``interval`` on what it would have
 seen then. Renders are generated in the shape of ``render_rollup`` rows and go through the
 same hourly aggregation, detector and tracker as the service; only PostgreSQL is left out.
+
+Two populations: *busy* series (≈ 50–100 renders an hour, changes of a day or less) and
+*low-volume* ones (10–100 renders a day, changes lasting days, as a small tenant's
+configuration change does), each scored on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -62,12 +67,39 @@ KINDS: dict[str, tuple[Stage | None, int]] = {  # kind: (expected stage, hours)
     "cheaper_unet": (Stage.UNET, 24),  # a decrease: alerts of its own kind
     "volume_double": (None, 48),
 }
+LOW_KINDS: dict[str, tuple[Stage | None, int]] = {  # a small tenant's changes last days
+    "unet_up": (Stage.UNET, 72),  # int8 off, UNet +44 %: the issue's tenant
+    "steps_doubled": (Stage.UNET, 72),
+    "gpu_swap_big": (Stage.UNET, 72),
+    "caption_cache_off": (Stage.CAPTION_LLM, 72),  # ≈ +17 %: below the 30 % mark
+    "cheaper_unet_big": (Stage.UNET, 72),
+    "provider_outage": (None, 48),  # 30 % of renders fail
+    "volume_double": (None, 96),
+}
+# kind: (cost multiplier by stage, attribute changed); cache and failure kinds are apart.
+EFFECTS: dict[str, tuple[dict[Stage, float], tuple[str, str] | None]] = {
+    "int8_off": ({Stage.UNET: 1.39}, ("precision", "fp16")),
+    "gpu_swap": (dict.fromkeys(GPU_STAGES, 1.22), ("gpu", "a100")),
+    "cheaper_unet": ({Stage.UNET: 0.7}, None),
+    "pipeline_small": ({Stage.UNET: 1.08}, ("pipeline", "2026.11")),
+    "unet_up": ({Stage.UNET: 1.44}, ("precision", "fp16")),
+    "steps_doubled": ({Stage.UNET: 1.8}, ("pipeline", "2026.12")),
+    "gpu_swap_big": (dict.fromkeys(GPU_STAGES, 1.5), ("gpu", "l40s")),
+    "cheaper_unet_big": ({Stage.UNET: 0.5}, None),
+}
+FAILING = {"failed_burst": 0.2, "provider_outage": 0.3}
+SEASON_MEAN = 0.675  # of the volume's daily shape below
 
 
 def _renders(
-    rng: np.random.Generator, tenant: str, use_case: str, days: int, injections: list[Injection]
+    rng: np.random.Generator,
+    tenant: str,
+    use_case: str,
+    days: int,
+    injections: list[Injection],
+    per_day: float | None = None,
 ) -> pl.DataFrame:
-    level = rng.uniform(70, 150)
+    level = rng.uniform(70, 150) if per_day is None else per_day / 24 / SEASON_MEAN
     hours = np.arange(days * 24)
     season = 0.35 + 0.65 * (1 + np.sin(2 * np.pi * ((hours % 24) - 8) / 24)) / 2
     rate = level * season
@@ -85,29 +117,25 @@ def _renders(
     caption_hit = rng.random(n) < caption_hit_p
     fail_p = np.full(n, 0.01)
     mult = {s: np.ones(n) for s in STAGES}
-    precision = np.full(n, "int8", dtype=object)
-    gpu = np.full(n, "h100", dtype=object)
-    pipeline = np.full(n, "2026.10", dtype=object)
+    attributes = {
+        "precision": np.full(n, "int8", dtype=object),
+        "gpu": np.full(n, "h100", dtype=object),
+        "pipeline": np.full(n, "2026.10", dtype=object),
+    }
     for inj in injections:
         inside = (at >= inj.start) & (at < inj.end)
-        if inj.kind == "int8_off":
-            mult[Stage.UNET][inside] *= 1.39
-            precision[inside] = "fp16"
-        elif inj.kind == "embedding_cache_outage":
+        if inj.kind == "embedding_cache_outage":
             embed_hit &= ~inside
         elif inj.kind == "caption_cache_off":
             caption_hit &= ~inside
-        elif inj.kind == "gpu_swap":
-            for gpu_stage in GPU_STAGES:
-                mult[gpu_stage][inside] *= 1.22
-            gpu[inside] = "a100"
-        elif inj.kind == "failed_burst":
-            fail_p[inside] = 0.2
-        elif inj.kind == "cheaper_unet":
-            mult[Stage.UNET][inside] *= 0.7
-        elif inj.kind == "pipeline_small":
-            mult[Stage.UNET][inside] *= 1.08
-            pipeline[inside] = "2026.11"
+        elif inj.kind in FAILING:
+            fail_p[inside] = FAILING[inj.kind]
+        elif inj.kind in EFFECTS:
+            factors, changed = EFFECTS[inj.kind]
+            for stage, factor in factors.items():
+                mult[stage][inside] *= factor
+            if changed:
+                attributes[changed[0]][inside] = changed[1]
     stages: dict[str, F] = {}
     for s in STAGES:
         noise = rng.lognormal(-0.02, 0.2 if s == Stage.UNET else 0.15, n)
@@ -131,32 +159,38 @@ def _renders(
             "cache_hits": embed_hit.astype(np.int64) + caption_hit.astype(np.int64),
             "cache_lookups": np.full(n, 2, dtype=np.int64),
             "model": "sdxl-1.0",
-            "pipeline_version": pipeline,
-            "gpu_type": gpu,
-            "precision": precision,
+            "pipeline_version": attributes["pipeline"],
+            "gpu_type": attributes["gpu"],
+            "precision": attributes["precision"],
         }
     )
     return frame.with_columns(pl.sum_horizontal(STAGE_COLUMNS.values()).alias("total_nanos"))
 
 
-def plan_injections(rng: np.random.Generator, tenants: int, days: int) -> list[Injection]:
+def plan_injections(
+    rng: np.random.Generator,
+    tenants: int,
+    days: int,
+    kinds: dict[str, tuple[Stage | None, int]] = KINDS,
+    slots: tuple[int, int] = (10, 2),  # first day, days between slots
+) -> list[Injection]:
     """Each tenant gets every kind once, at random non-overlapping times after a warm-up."""
     out = []
-    kinds = list(KINDS)
+    first, every = slots
     for t in range(tenants):
         tenant = f"tenant{t:02d}"
-        slots = rng.permutation(np.arange(10, days - 2, 2))[: len(kinds)]
-        for kind, day in zip(rng.permutation(kinds), sorted(slots), strict=False):
-            stage, hours = KINDS[str(kind)]
+        days_free = rng.permutation(np.arange(first, days - 2 - (every - 2), every))[: len(kinds)]
+        for kind, day in zip(rng.permutation(list(kinds)), sorted(days_free), strict=False):
+            stage, hours = kinds[str(kind)]
             start = START + int(day) * DAY + int(rng.integers(0, 24)) * HOUR
             use_case = ("ecommerce", "social")[int(rng.integers(0, 2))]
             out.append(Injection(tenant, use_case, str(kind), start, start + hours * HOUR, stage))
     return out
 
 
-def _size(frame: pl.DataFrame, inj: Injection) -> float:
+def _size(frame: pl.DataFrame, inj: Injection, before_days: int) -> float:
     """The injected change as it landed: relative rise in cost per delivered render (or in
-    the failed share, for a burst), inside the window against the day before it."""
+    the failed share, for failures), inside the window against the days before it."""
 
     def unit(lo: int, hi: int) -> tuple[float, float]:
         part = frame.filter(pl.col("rendered_at").dt.epoch("s").is_between(lo, hi, closed="left"))
@@ -165,9 +199,9 @@ def _size(frame: pl.DataFrame, inj: Injection) -> float:
         mean = float(totals[delivered].mean()) if delivered.any() else 0.0
         return mean, float((~delivered).mean()) if len(delivered) else 0.0
 
-    before, f0 = unit(inj.start - DAY, inj.start)
+    before, f0 = unit(inj.start - before_days * DAY, inj.start)
     after, f1 = unit(inj.start, inj.end)
-    if inj.kind == "failed_burst":
+    if inj.kind in FAILING:
         return f1 - f0
     return after / before - 1 if before else 0.0
 
@@ -180,16 +214,35 @@ class Result:
     summary: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Population:
+    """Who is generated and how they are scored: ``big`` is the change recall counts."""
+
+    name: str
+    kinds: dict[str, tuple[Stage | None, int]]
+    slots: tuple[int, int]
+    per_day: tuple[float, float] | None  # renders a day, log-uniform; None: busy
+    big: float
+    before_days: int  # the change's size is measured against this many days before it
+
+
+BUSY = Population("busy", KINDS, (10, 2), None, 0.15, 1)
+LOW = Population("low", LOW_KINDS, (12, 6), (10.0, 100.0), 0.30, 7)
+
+
 def evaluate(
     tenants: int = 6,
     days: int = 60,
     seed: int = 7,
     interval_minutes: int = 15,
     rule: Rule | None = None,
+    population: Population = BUSY,
 ) -> Result:
     rule = rule or Rule()
-    rng = np.random.default_rng(seed)
-    injections = plan_injections(rng, tenants, days)
+    # The low-volume population draws from a stream of its own, so the busy one's histories
+    # (and figures) are the same with or without it.
+    rng = np.random.default_rng(seed if population is BUSY else [seed, 15])
+    injections = plan_injections(rng, tenants, days, population.kinds, population.slots)
     result = Result([])
     times = np.arange(START + HOUR, START + days * DAY + 1, interval_minutes * 60, dtype=np.int64)
     sized: list[Injection] = []
@@ -197,29 +250,40 @@ def evaluate(
         for use_case in ("ecommerce", "social"):
             tenant = f"tenant{t:02d}"
             mine = [i for i in injections if (i.tenant, i.use_case) == (tenant, use_case)]
-            frame = _renders(rng, tenant, use_case, days, mine)
-            sized += [Injection(**{**i.__dict__, "size": _size(frame, i)}) for i in mine]
+            per_day = None
+            if population.per_day:
+                per_day = float(np.exp(rng.uniform(*np.log(population.per_day))))
+            frame = _renders(rng, tenant, use_case, days, mine, per_day)
+            sized += [
+                Injection(**{**i.__dict__, "size": _size(frame, i, population.before_days)})
+                for i in mine
+            ]
             hourly = hourly_frame(frame.lazy()).collect()
             series = Series(tenant, use_case, CURRENCY, to_renders(frame), to_hourly(hourly))
             m = measure(series, times, rule)
             open_alerts: dict[str, OpenAlert] = {}
+            resolved: dict[str, int] = {}
             for i in range(len(times)):
-                for d in decide(series, m, i, rule, open_alerts):
+                for d in decide(series, m, i, rule, open_alerts, resolved):
                     result.alerts.append((tenant, use_case, d))
-            first_enough = {}
+            daily = float(series.renders.delivered.sum()) / days
             for inj in mine:
                 after = series.renders.at[
                     (series.renders.at >= inj.start) & series.renders.delivered
                 ]
                 k = min(rule.min_renders - 1, len(after) - 1)
-                first_enough[inj] = int(after[k]) if k >= 0 else inj.end
-            result.rows += [{"injection": inj, "min_sample_at": first_enough[inj]} for inj in mine]
+                first_enough = int(after[k]) if k >= 0 else inj.end
+                if per_day is not None:
+                    first_enough = inj.start  # no minimum sample: the clock starts at the change
+                result.rows.append(
+                    {"injection": inj, "min_sample_at": first_enough, "per_day": daily}
+                )
     result.injections = sized
     by_key = {(i.tenant, i.use_case, i.kind, i.start): i for i in sized}
     for row in result.rows:
         inj = row["injection"]
         row["injection"] = by_key[(inj.tenant, inj.use_case, inj.kind, inj.start)]
-    result.summary = score(result, interval_minutes)
+    result.summary = score(result, interval_minutes, population.big)
     return result
 
 
@@ -230,42 +294,69 @@ def _matches(inj: Injection, tenant: str, use_case: str, d: Decision) -> bool:
     ) and inj.start <= d.at <= inj.end + 2 * HOUR
 
 
-def score(result: Result, interval_minutes: int) -> dict[str, float]:
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+def score(result: Result, interval_minutes: int, big: float = 0.15) -> dict[str, float]:
+    """Precision over every alert opened; recall, time to detect and the stage named over
+    changes of at least ``big``. *Since* is scored too: how far the alert's "since" is from
+    the change's true start."""
     opened = [(t, u, d) for t, u, d in result.alerts if d.kind == "opened"]
     regressions = [i for i in result.injections if i.alerting]
     true_alerts = [a for a in opened if any(_matches(i, *a) for i in regressions)]
     explained = [a[2] for a in true_alerts]
-    big = [r for r in result.rows if r["injection"].alerting and abs(r["injection"].size) >= 0.15]
+    large = [r for r in result.rows if r["injection"].alerting and abs(r["injection"].size) >= big]
     caught, right_stage, staged, delays = 0, 0, 0, []
+    hours: list[float] = []
+    since_errors: list[float] = []
+    within_day = dozens = 0
     for row in result.rows:
         inj = row["injection"]
         hits = sorted((a for a in opened if _matches(inj, *a)), key=lambda a: a[2].at)
         row["alerts"] = [a[2] for a in hits]
         if not inj.alerting or not hits:
             continue
-        delay = max((hits[0][2].at - row["min_sample_at"]) / (interval_minutes * 60), 0.0)
+        first = hits[0][2]
+        delay = max((first.at - row["min_sample_at"]) / (interval_minutes * 60), 0.0)
         row["intervals_to_detect"] = delay
-        if abs(inj.size) >= 0.15:
+        row["hours_to_detect"] = (first.at - inj.start) / HOUR
+        if abs(inj.size) >= big:
             caught += 1
             delays.append(delay)
+            hours.append(row["hours_to_detect"])
+            since = datetime.fromisoformat(first.detail["since"]).timestamp()
+            since_errors.append(abs(since - inj.start) / 60)
         costs = [a[2] for a in hits if a[2].signal in ("unit_cost", "caption_cost")]
         if inj.stage and costs:
             staged += 1
             named = next((s["stage"] for s in costs[0].detail["stages"] if s["share"] > 0), None)
             row["stage_named"] = named
             right_stage += named == inj.stage
-    small = [r for r in result.rows if r["injection"].alerting and abs(r["injection"].size) < 0.15]
+    for row in large:  # "a few dozen a day": alerted within a day of the change
+        if row["per_day"] >= 24:
+            dozens += 1
+            within_day += row.get("hours_to_detect", float("inf")) <= 24
+    small = [r for r in result.rows if r["injection"].alerting and abs(r["injection"].size) < big]
+    recall = caught / len(large) if large else 1.0
     return {
         "alerts_opened": len(opened),
         "false_alerts": len(opened) - len(true_alerts),
         "precision": len(true_alerts) / len(opened) if opened else 1.0,
-        "regressions_15pct": len(big),
-        "recall_15pct": caught / len(big) if big else 1.0,
+        "big": big,
+        "regressions_big": len(large),
+        "recall_big": recall,
+        "regressions_15pct": len(large),  # the busy population's names (big = 0.15)
+        "recall_15pct": recall,
         "small_caught": sum(1 for r in small if r.get("alerts")),
         "small_total": len(small),
         "stage_first_right": right_stage / staged if staged else 1.0,
-        "median_intervals_to_detect": float(np.median(delays)) if delays else float("nan"),
+        "median_intervals_to_detect": _median(delays),
         "max_intervals_to_detect": float(max(delays)) if delays else float("nan"),
+        "median_hours_to_detect": _median(hours),
+        "max_hours_to_detect": float(max(hours)) if hours else float("nan"),
+        "within_day_dozens": within_day / dozens if dozens else 1.0,  # ≥ 24 renders a day
+        "median_since_error_minutes": _median(since_errors),
         "volume_changes_alerted": sum(
             1
             for r in result.rows

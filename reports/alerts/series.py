@@ -15,9 +15,11 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from ledger.events import Stage
 from ledger.tables import STAGE_COLUMNS
 
 STAGES = tuple(STAGE_COLUMNS)  # the order of the columns of the ``stages`` arrays
+CAPTION = STAGES.index(Stage.CAPTION_LLM)
 ATTRIBUTES = ("model", "pipeline_version", "gpu_type", "precision")
 HOUR = 3600
 
@@ -75,6 +77,13 @@ class Series:
     currency: str  # of every amount in ``renders`` and ``hourly``
     renders: Renders
     hourly: Hourly
+    # Day-long blocks for the low-volume baseline (the service sums them in SQL); None: the
+    # blocks are summed from ``hourly``, as the harness does.
+    daily: Hourly | None = None
+
+    @property
+    def blocks(self) -> Hourly:
+        return self.hourly if self.daily is None else self.daily
 
 
 KEYS = ["tenant_id", "use_case", "currency"]  # of a series, and of ``alert_hourly`` by hour
@@ -147,14 +156,19 @@ def to_hourly(frame: pl.DataFrame) -> Hourly:
     )
 
 
-def build(renders: pl.DataFrame, hourly: pl.DataFrame) -> list[Series]:
-    """Series for every tenant × use case × currency in either frame."""
+def build(
+    renders: pl.DataFrame, hourly: pl.DataFrame, daily: pl.DataFrame | None = None
+) -> list[Series]:
+    """Series for every tenant × use case × currency in either frame; ``daily`` (in
+    ``hourly``'s shape, an ``hour`` per block start) gives each its day-long blocks."""
     r_parts = {k: g for k, g in renders.group_by(KEYS)} if renders.height else {}
     h_parts = {k: g for k, g in hourly.group_by(KEYS)} if hourly.height else {}
+    d_parts = {k: g for k, g in daily.group_by(KEYS)} if daily is not None and daily.height else {}
     out = []
     for key in sorted(set(r_parts) | set(h_parts), key=str):
         tenant, use_case, currency = (str(k) for k in key)
         r = r_parts.get(key, renders.clear())
         h = h_parts.get(key, hourly.clear())
-        out.append(Series(tenant, use_case, currency, to_renders(r), to_hourly(h)))
+        d = None if daily is None else to_hourly(d_parts.get(key, daily.clear()))
+        out.append(Series(tenant, use_case, currency, to_renders(r), to_hourly(h), d))
     return out

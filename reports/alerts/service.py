@@ -1,11 +1,15 @@
-"""Detection against the database, after each rollup: refresh the hourly series, judge every
-series at "now", append what opened and resolved to the alert log.
+"""Detection against the database, after each rollup: bring the hourly series up to date,
+judge every series at "now", append what opened and resolved to the alert log.
 
 Renders come from ``render_rollup`` (so detection is as fresh as the last rollup) and go
 through the same hourly aggregation, detector and tracker as the harness. A series is a
 tenant × use case × currency (``render_rollup`` and ``alert_hourly`` both carry it in their
 keys): a tenant whose price book moved from USD to EUR has a USD series that stops and an
 EUR series that starts, and neither is ever the sum of both.
+
+A series with a render in the last ``window_hours`` is judged: on the busy path with its
+last hours of renders and the same hours of past days; on the low-volume path with its
+renders over the horizon and day-long blocks of ``alert_hourly`` before them.
 """
 
 from __future__ import annotations
@@ -23,105 +27,49 @@ from sqlalchemy import Engine
 
 from ledger.connections import job_lock
 from ledger.locks import ALERTS
-from ledger.tables import STAGE_COLUMNS
 from reports.alerts.detect import SIGNALS, Rule, measure
-from reports.alerts.series import KEYS, RENDER_FRAME_COLUMNS, Series, build, hourly_frame
+from reports.alerts.reading import (
+    last_resolved,
+    read_blocks,
+    read_hourly,
+    read_renders,
+    refresh_hourly,
+    stale_since,
+)
+from reports.alerts.series import KEYS, Series, build
 from reports.alerts.store import append, open_alerts
 from reports.alerts.tracker import Decision, OpenAlert, decide
-from reports.source import copy_in, copy_out
 
-_RENDER_SCHEMA: dict[str, Any] = {
-    "tenant_id": pl.String,
-    "use_case": pl.String,
-    "currency": pl.String,
-    "rendered_at": pl.Datetime("us", "UTC"),
-    "outcome": pl.String,
-    # Sums of costs are NUMERIC in the rollups: wider than 64 bits when a tenant makes them so.
-    "total_nanos": pl.Int128,
-    **dict.fromkeys(STAGE_COLUMNS.values(), pl.Int128),
-    "cache_hits": pl.Int64,
-    "cache_lookups": pl.Int64,
-    "model": pl.String,
-    "pipeline_version": pl.String,
-    "gpu_type": pl.String,
-    "precision": pl.String,
-}
-HOURLY_COLUMNS = [
-    "hour",
-    *KEYS,
-    "delivered",
-    "failed",
-    "delivered_nanos",
-    *STAGE_COLUMNS.values(),
-    "waste_nanos",
-    "cache_hits",
-    "cache_lookups",
-]
+HOUR = timedelta(hours=1)
 
 
 @dataclass
 class DetectionResult:
     ran: bool
-    series: int = 0  # judged: with enough delivered renders in the window
+    series: int = 0  # judged: busy, or with enough delivered renders in the horizon
     present: int = 0  # with any render in the window
+    low_volume: int = 0  # of the judged, those on the low-volume path
     opened: list[Decision] = field(default_factory=list)
     resolved: list[Decision] = field(default_factory=list)
+    rebuilt_from: datetime | None = None  # hours before the window rebuilt from here on
     seconds: float = 0.0
 
 
-def _read_renders(raw: psycopg.Connection[Any], since: datetime, until: datetime) -> pl.DataFrame:
-    cols = ", ".join(
-        c if c != "rendered_at" else "rendered_at AT TIME ZONE 'UTC' AS rendered_at"
-        for c in RENDER_FRAME_COLUMNS
-    )
-    query = psycopg.ClientCursor(raw).mogrify(
-        f"SELECT {cols} FROM render_rollup WHERE rendered_at >= %s AND rendered_at <= %s",
-        (since, until),
-    )
-    schema = {**_RENDER_SCHEMA, "rendered_at": pl.Datetime("us")}
-    frame = copy_out(raw, query, schema)
-    return frame.with_columns(pl.col("rendered_at").dt.replace_time_zone("UTC"))
+def _hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
 
 
-def _refresh_hourly(raw: psycopg.Connection[Any], renders: pl.DataFrame, since: datetime) -> None:
-    """Replace the hours from ``since`` with sums of the renders read."""
-    hours = hourly_frame(renders.lazy()).collect().select(HOURLY_COLUMNS)
-    raw.execute("DELETE FROM alert_hourly WHERE hour >= %s", (since,))
-    copy_in(raw, "alert_hourly", hours)
-
-
-def _read_hourly(raw: psycopg.Connection[Any], now: datetime, rule: Rule) -> pl.DataFrame:
-    top = now.replace(minute=0, second=0, microsecond=0)
-    wanted = [
-        top - timedelta(days=k) + timedelta(hours=o)
-        for k in range(1, rule.baseline_days + 1)
-        for o in (-1, 0, 1)
+def _paths(recent: pl.DataFrame, rule_for: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The series with a render in the window, split by path: (busy, low volume)."""
+    delivered = pl.col("outcome") == "delivered"
+    counts = recent.group_by(KEYS).agg(delivered.sum().alias("n"))
+    busy = [
+        n >= rule_for(t, u).min_renders
+        for t, u, n in counts.select("tenant_id", "use_case", "n").iter_rows()
     ]
-    cols = ", ".join(
-        c if c != "hour" else "hour AT TIME ZONE 'UTC' AS hour" for c in HOURLY_COLUMNS
-    )
-    query = psycopg.ClientCursor(raw).mogrify(
-        f"SELECT {cols} FROM alert_hourly WHERE hour = ANY(%s)", (wanted,)
-    )
-    schema = {c: pl.Int128 if c.endswith("_nanos") else pl.Int64 for c in HOURLY_COLUMNS} | {
-        "hour": pl.Datetime("us"),
-        "tenant_id": pl.String,
-        "use_case": pl.String,
-        "currency": pl.String,
-    }
-    return copy_out(raw, query, schema).with_columns(pl.col("hour").dt.replace_time_zone("UTC"))
-
-
-def _judgeable(
-    recent: pl.DataFrame, hourly: pl.DataFrame, rule_for: Any, result: DetectionResult
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Only series with enough delivered renders to be judged (most, at any moment, have
-    not): the rest would be measured only to learn that."""
-    counts = recent.filter(pl.col("outcome") == "delivered").group_by(KEYS).len()
-    result.present = recent.select(KEYS).unique().height
-    judged = [(t, u, c) for t, u, c, n in counts.iter_rows() if n >= rule_for(t, u).min_renders]
-    enough = pl.DataFrame(judged, schema=dict.fromkeys(KEYS, pl.String), orient="row")
-    return recent.join(enough, on=KEYS, how="semi"), hourly.join(enough, on=KEYS, how="semi")
+    split = counts.with_columns(pl.Series("busy", busy, dtype=pl.Boolean))
+    keys = [*KEYS]
+    return split.filter(pl.col("busy")).select(keys), split.filter(~pl.col("busy")).select(keys)
 
 
 State = dict[tuple[str, str, str | None], dict[str, OpenAlert]]
@@ -159,6 +107,61 @@ def _adopt(state: State, judged: list[Series]) -> None:
             mine[signal] = legacy.pop(signal)
 
 
+def _bring_up_to_date(
+    raw: psycopg.Connection[Any], now: datetime, default: Rule, backfill: bool
+) -> tuple[pl.DataFrame, datetime | None]:
+    """Refresh ``alert_hourly``: always the window's hours, and from the first hour that
+    differs from ``render_rollup`` over the whole period a judgement reads (every hour of
+    it with ``backfill``, or when ``alert_hourly`` is empty). Returns the renders read (from
+    the window's first hour, or from the rebuilt hours') and where a rebuild began."""
+    window = _hour(now - timedelta(hours=default.window_hours))
+    lookback = _hour(now) - timedelta(days=default.baseline_days + default.horizon_hours // 24 + 2)
+    since = lookback if backfill else stale_since(raw, lookback, window)
+    start = window if since is None else min(since, window)
+    renders = read_renders(raw, start, now)
+    refresh_hourly(raw, renders, start)
+    return renders, since
+
+
+def _series(
+    raw: psycopg.Connection[Any],
+    renders: pl.DataFrame,
+    now: datetime,
+    rule_for: Any,
+    default: Rule,
+    result: DetectionResult,
+) -> list[Series]:
+    """Every series to judge, with what its path reads."""
+    top = _hour(now)
+    window = now - timedelta(hours=default.window_hours)
+    recent = renders.filter(pl.col("rendered_at") >= window)
+    busy, low = _paths(recent, rule_for)
+    result.present = busy.height + low.height
+    judged = build(
+        recent.join(busy, on=KEYS, how="semi"), read_hourly(raw, top, default.baseline_days, busy)
+    )
+    if low.height:
+        horizon = now - timedelta(hours=default.horizon_hours)
+        if renders.height and renders["rendered_at"].min() <= horizon:  # type: ignore[operator]
+            quiet = renders.filter(pl.col("rendered_at") >= horizon).join(low, on=KEYS, how="semi")
+        else:
+            quiet = read_renders(raw, horizon, now, low)
+        enough = (
+            quiet.filter(pl.col("outcome") == "delivered")
+            .group_by(KEYS)
+            .len()
+            .filter(pl.col("len") >= default.low_min_renders)
+            .select(KEYS)
+        )
+        days = default.baseline_days + default.horizon_hours // 24 + 2
+        blocks = read_blocks(raw, top, days, enough)
+        low_series = build(quiet.join(enough, on=KEYS, how="semi"), blocks.clear(), blocks)
+        result.low_volume = len(low_series)
+        judged += low_series
+    result.series = len(judged)
+    return judged
+
+
 def run_detection(
     engine: Engine,
     rules: Any = None,
@@ -168,10 +171,11 @@ def run_detection(
 ) -> DetectionResult:
     """One pass; ``rules(tenant, use_case) -> Rule``. Skips if another process runs it.
 
-    The hourly series is refreshed for the last ``window_hours``; on the first run (an empty
-    ``alert_hourly``, as migration 0013 leaves it), or with ``backfill`` (after a rollup
-    rebuild, or renders that arrived more than hours late), for the whole baseline period.
-    A rule is per tenant and use case and applies to each of its currencies' series alike.
+    The hourly series is brought up to date first (see ``reading.stale_since``): after a
+    bulk import, renders that arrived late or an empty ``alert_hourly``, the hours that
+    differ are rebuilt without being asked. ``backfill`` rebuilds the whole period anyway.
+    A rule is per tenant and use case and applies to each of its currencies' series alike;
+    the periods read are the default rule's.
     """
     started = time.perf_counter()
     now = now or datetime.now(UTC)
@@ -182,26 +186,18 @@ def run_detection(
         if raw is None:
             return DetectionResult(False)
         with raw.transaction():
-            latest = raw.execute("SELECT max(hour) FROM alert_hourly").fetchone()
-            window = now - timedelta(hours=default.window_hours)
-            first_run = backfill or latest is None or latest[0] is None
-            since = now - timedelta(days=default.baseline_days + 1) if first_run else window
-            since = since.replace(minute=0, second=0, microsecond=0)
-            renders = _read_renders(raw, since, now)
-            _refresh_hourly(raw, renders, since)
-            hourly = _read_hourly(raw, now, default)
-            recent = renders.filter(pl.col("rendered_at") >= window)
+            renders, result.rebuilt_from = _bring_up_to_date(raw, now, default, backfill)
+            judged = _series(raw, renders, now, rule_for, default, result)
             state = _state(raw)
+            resolved = last_resolved(raw, now - timedelta(hours=default.horizon_hours))
             times = np.array([int(now.timestamp())], dtype=np.int64)
-            recent, hourly = _judgeable(recent, hourly, rule_for, result)
-            judged = build(recent, hourly)
             _adopt(state, judged)
             for series in judged:
-                result.series += 1
                 rule = rule_for(series.tenant, series.use_case)
-                mine = state.setdefault((series.tenant, series.use_case, series.currency), {})
+                key = (series.tenant, series.use_case, series.currency)
+                mine = state.setdefault(key, {})
                 m = measure(series, times, rule)
-                for d in decide(series, m, 0, rule, mine):
+                for d in decide(series, m, 0, rule, mine, resolved.get(key, {})):
                     append(
                         raw,
                         d.alert_id,
