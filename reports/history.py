@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Engine
 
 from ledger.connections import connection
@@ -242,16 +243,23 @@ def _ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 def reversal_targets(history: History) -> pl.DataFrame:
     """(tenant_id, event_id) of every event a reversal cancels: a few rows, read by the
     archive's null statistics (files without reversals are skipped) and the log's index."""
-    from pyiceberg.expressions import NotNull, Reference
+    from pyiceberg.expressions import AlwaysTrue, NotNull, Reference
+    from pyiceberg.io.pyarrow import ArrowScan
 
     parts = []
-    if history.table is not None and history.archive.snapshot_id is not None:
-        scan = history.table.scan(
-            snapshot_id=history.archive.snapshot_id,
-            row_filter=NotNull(term=Reference("reverses")),
+    table, state = history.table, history.archive
+    if table is not None and state.snapshot_id is not None:
+        scan = table.scan(
+            snapshot_id=state.snapshot_id,
+            row_filter=NotNull(term=Reference("reverses")),  # prunes files by null counts
             selected_fields=("tenant_id", "reverses"),
         )
-        parts.append(pl.from_arrow(scan.to_arrow().cast(arrow_schema(("tenant_id", "reverses")))))
+        # The filter is applied here, not by pyiceberg: Arrow has no comparison kernel for
+        # its uuid type, which its residual filter would need.
+        reader = ArrowScan(table.metadata, table.io, scan.projection(), AlwaysTrue())
+        for batch in reader.to_record_batches(scan.plan_files()):
+            kept = batch.filter(pc.is_valid(batch.column("reverses").storage))
+            parts.append(pl.from_arrow(kept.select(["tenant_id", "reverses"])))
     sql = (
         f"SELECT tenant_id, reverses FROM {LOG} WHERE reverses IS NOT NULL "
         f"AND seq BETWEEN {history.tail_from} AND {history.head}"
