@@ -30,6 +30,7 @@ from reports.jobs import run_rollup
 from service.cli.main import DEFAULT_PRICES
 from service.http import dashboard_format
 from service.keys import create_key
+from tests.billing_helpers import add_renders
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = ROOT / "service" / "grafana" / "renderledger.json"
@@ -468,3 +469,43 @@ def test_the_grafana_board_queries_only_metrics_that_metrics_exposes(
     }
     names |= {f"{n}_total" for n, t in exposed if t == "counter"}
     assert used <= names, used - names
+
+
+def _tile_value(client: httpx.Client, path: str, metric: str) -> str:
+    page = client.get(path)
+    assert page.status_code == 200
+    found = re.search(rf'data-metric="{re.escape(metric)}"[^>]*data-value="([^"]*)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def test_a_page_viewed_again_shows_what_a_new_rollup_brought(
+    api_base: str, ledger: Ledger, tenant: str
+) -> None:
+    """Rows are kept between views only while the rollups stand still."""
+    at = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    add_renders(ledger, tenant, at, 3, seconds="2.0")
+    run_rollup(ledger.engine)
+    key = create_key(ledger.engine, tenant, ["read"], "dashboard test")
+    path = f"/dashboard/tenants/{tenant}?{_query(PERIOD)}"
+    with httpx.Client(base_url=api_base, cookies=_login(api_base, key).cookies) as client:
+        first = _tile_value(client, path, "cost_per_delivered_render")
+        assert _tile_value(client, path, "cost_per_delivered_render") == first
+        add_renders(ledger, tenant, at, 1, seconds="6.0")
+        run_rollup(ledger.engine)
+        again = _tile_value(client, path, "cost_per_delivered_render")
+    assert again != first
+    assert again == _api_row(api_base, key, tenant, PERIOD)["cost_per_delivered_render"]["amount"]
+
+
+def test_the_formatter_writes_the_apis_text_grouped_never_rounded() -> None:
+    assert dashboard_format.amount("1234567.891000000") == "1,234,567.891"
+    assert dashboard_format.amount("-0.000500000") == "−0.0005"
+    assert dashboard_format.amount("12.000000000") == "12"
+    assert dashboard_format.amount("0.000000001") == "0.000000001"
+    assert dashboard_format.percent(0.81234) == "81.2 %"
+    assert dashboard_format.change(-0.25) == "−25.0 %"
+    assert dashboard_format.points(0.8, 0.75) == "+5.0 pt"
+    assert dashboard_format.minor(123456, "USD") == "1,234.56 USD"
+    assert dashboard_format.minor(1500, "JPY") == "1,500 JPY"
+    assert dashboard_format.money(None) == dashboard_format.DASH

@@ -219,6 +219,7 @@ Every endpoint but /healthz and the API docs wants a key; here is an admin one (
   curl -H "Authorization: Bearer $RL_KEY" '{base}/v1/tenants/acme/report?group_by=use_case'
 In the API docs, "Authorize" takes the same key.
   API docs     {base}/docs
+  dashboard    {base}/dashboard  (sign in with the key above; acme: {base}/dashboard/tenants/acme)
   health       {base}/healthz
   event log    {base}/v1/events?limit=20
   one render   {base}/v1/renders/{render}

@@ -24,7 +24,8 @@ from reports.budgets import statuses
 from reports.capacity_report import PoolRow, pool_rows
 from reports.report_rows import Money, ReportRow, change
 from reports.tenant_ranking import TenantSpend, rank_tenants
-from reports.tenant_report import ReportQuery, WhatIfBook, report
+from reports.tenant_report import ReportQuery, WhatIfBook
+from service.http.dashboard_reports import page_rows, rollup_state
 from service.http.errors import http_error
 from service.http.reports import fx_for, missing_rate
 
@@ -127,7 +128,6 @@ class CurrencyView:
     before: ReportRow | None
     tiles: list[Tile]
     days: list[ReportRow] = field(default_factory=list)
-    stage_days: list[ReportRow] = field(default_factory=list)
 
 
 @dataclass
@@ -252,20 +252,18 @@ def tenant_view(
     outer: tuple[str, ...] = ("use_case",) if f.use_case else ()
     q = ReportQuery(tenant, f.start, f.end, outer, f.currency)
     fx = _fx(raw, f, q.previous().start)
+    named = (f.what_if, book) if f.what_if and book else None
     try:
-        now = _pick(report(raw, q, book, fx), f.use_case)
-        before = {r.currency: r for r in _pick(report(raw, q.previous(), None, fx), f.use_case)}
-        by_day = _pick(report(raw, replace(q, group_by=(*outer, "day")), None, fx), f.use_case)
-        stages = replace(q, group_by=(*outer, "day", "stage"))
-        by_stage = _pick(report(raw, stages, None, fx), f.use_case)
+        rows = page_rows(ledger.engine, rollup_state(raw), q, named, fx)
     except MissingRate as exc:
         raise missing_rate(exc) from exc
+    before = {r.currency: r for r in _pick(rows.before, f.use_case)}
+    by_day = _pick(rows.days, f.use_case)
     views = []
-    for row in now:
+    for row in _pick(rows.now, f.use_case):
         old = before.get(row.currency)
         view = CurrencyView(row.currency, row, old, _tiles(row, old))
         view.days = [r for r in by_day if r.currency == row.currency]
-        view.stage_days = [r for r in by_stage if r.currency == row.currency]
         views.append(view)
     found = alerts(raw, tenant=tenant, limit=50)
     if f.use_case:

@@ -35,20 +35,18 @@ def tenant_charts(view: CurrencyView, f: Filters) -> dict[str, Markup]:
     days = _days(f)
     names = [_label(d, f) for d in days]
     by_day = {r.day: r for r in view.days}
-    by_stage = {(r.day, r.stage): r for r in view.stage_days}
+    day_rows = [by_day.get(d) for d in days]
     stages = []
     for i, stage in enumerate(STAGES):
-        rows = [by_stage.get((d, stage)) for d in days]
-        cpr = [r.cost_per_delivered_render if r else None for r in rows]
-        stages.append(
-            Series(
-                stage,
-                [_value(m) for m in cpr],
-                [fmt.money(m, c) + " per render" for m in cpr],
-                PALETTE[i % len(PALETTE)],
-            )
-        )
-    day_rows = [by_day.get(d) for d in days]
+        # A stage's part of the day's cost per render: its share of the day's cost (the
+        # row's ``stage_share``), drawn as that part of the bar; the tooltip says both.
+        parts, labels = [], []
+        for r in day_rows:
+            share = (r.stage_share or {}).get(stage) if r else None
+            cpr = r.cost_per_delivered_render if r else None
+            parts.append(_value(cpr) * share if share else 0.0)
+            labels.append(f"{fmt.percent(share)} of {fmt.money(cpr, c)} per render")
+        stages.append(Series(stage, parts, labels, PALETTE[i % len(PALETTE)]))
 
     def series(name: str, pick: Any, color: str) -> Series:
         values = [pick(r) if r else None for r in day_rows]
