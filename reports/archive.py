@@ -299,6 +299,8 @@ def load_table(catalog: SqlCatalog, settings: HasArchive, *, create: bool = Fals
             sort_order=SortOrder(SortField(source_id=1, transform=IdentityTransform())),
             properties={
                 "write.parquet.compression-codec": "zstd",
+                # Files of about 400,000 rows: a reader holds one file's columns at a time.
+                "write.target-file-size-bytes": str(128 * 2**20),
                 "renderledger.source": LOG,
             },
         )

@@ -29,7 +29,6 @@ from sqlalchemy import Engine
 
 from ledger.connections import connection
 from ledger.events import Stage
-from ledger.journal import LOG
 from ledger.journal import head as ledger_head
 from reports.archive import (
     Archived,
@@ -37,14 +36,13 @@ from reports.archive import (
     archived,
     arrow_schema,
     check_seq,
-    fetch_arrow,
     load_table,
     log_reader,
     opened_catalog,
     roles,
 )
 from reports.archive_settings import HasArchive
-from reports.source import EVENT_SCHEMA, _counted
+from reports.source import EVENT_SCHEMA, _counted, read_events_adbc
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -176,11 +174,14 @@ def frames(
     history: History, columns: Sequence[str] = ROLLUP_COLUMNS, rows: int = 400_000
 ) -> Iterator[pl.DataFrame]:
     """``batches`` as Polars frames of about ``rows`` rows, read one frame ahead."""
+    return _gathered(batches(history, columns, rows), rows)
 
+
+def _gathered(source: Iterator[pa.RecordBatch], rows: int) -> Iterator[pl.DataFrame]:
     def gather() -> Iterator[pl.DataFrame]:
         pending: list[pa.RecordBatch] = []
         count = 0
-        for batch in batches(history, columns, rows):
+        for batch in source:
             pending.append(batch)
             count += batch.num_rows
             if count >= rows:
@@ -241,12 +242,12 @@ def _ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 
 
 def reversal_targets(history: History) -> pl.DataFrame:
-    """(tenant_id, event_id) of every event a reversal cancels: a few rows, read by the
-    archive's null statistics (files without reversals are skipped) and the log's index."""
+    """(tenant_id, event_id) of every event an archived reversal cancels: a few rows, read
+    from the files whose null counts say they hold a reversal."""
     from pyiceberg.expressions import AlwaysTrue, NotNull, Reference
     from pyiceberg.io.pyarrow import ArrowScan
 
-    parts = []
+    parts = [pl.DataFrame(schema={"tenant_id": pl.String, "reverses": pl.Binary})]
     table, state = history.table, history.archive
     if table is not None and state.snapshot_id is not None:
         scan = table.scan(
@@ -259,26 +260,27 @@ def reversal_targets(history: History) -> pl.DataFrame:
         reader = ArrowScan(table.metadata, table.io, scan.projection(), AlwaysTrue())
         for batch in reader.to_record_batches(scan.plan_files()):
             kept = batch.filter(pc.is_valid(batch.column("reverses").storage))
-            parts.append(pl.from_arrow(kept.select(["tenant_id", "reverses"])))
-    sql = (
-        f"SELECT tenant_id, reverses FROM {LOG} WHERE reverses IS NOT NULL "
-        f"AND seq BETWEEN {history.tail_from} AND {history.head}"
-    )
-    parts.append(
-        pl.from_arrow(fetch_arrow(history.url, history.role, sql, ("tenant_id", "reverses")))
-    )
-    found = pl.concat([p for p in parts if isinstance(p, pl.DataFrame)])
-    return found.rename({"reverses": "event_id"}).unique()
+            frame = pl.from_arrow(kept.select(["tenant_id", "reverses"]))
+            assert isinstance(frame, pl.DataFrame)
+            parts.append(frame.cast({"reverses": pl.Binary}))
+    return pl.concat(parts).rename({"reverses": "event_id"}).unique()
 
 
 def signed_frames(
     history: History, rows: int = 400_000, progress: Callable[[int], None] | None = None
 ) -> Iterator[pl.DataFrame]:
-    """The rollup's signed rows (``EVENT_SCHEMA``) of the whole history, in seq order."""
+    """The rollup's signed rows (``EVENT_SCHEMA``) of the whole history, in seq order: the
+    archive's rows through ``signed`` (Polars), then the tail by the rollup's own SQL
+    reading of PostgreSQL (``read_events_adbc``, two ranges in flight), which is what a
+    rebuild without an archive always did, as fast as before.
+
+    A tail reversal finds the wall time of the event it reverses by a subquery on the log.
+    While nothing is pruned that event is always there; ``archive prune`` (a later phase)
+    must first give the tail the archived walls, as ``signed`` takes them here."""
     targets = reversal_targets(history)
     columns = ROLLUP_COLUMNS if targets.is_empty() else (*ROLLUP_COLUMNS, "event_id")
     walls: list[pl.DataFrame] = []
-    for frame in frames(history, columns, rows):
+    for frame in _gathered(archive_batches(history, columns), rows):
         if not targets.is_empty():
             walls.append(
                 frame.join(targets, on=["tenant_id", "event_id"], how="semi").select(
@@ -290,6 +292,17 @@ def signed_frames(
         yield _counted(signed(frame, pl.concat(walls) if walls else None))
         if progress:
             progress(int(frame["seq"][-1]))
+    lo, hi = history.tail_from, history.head
+    ranges = [(a, min(a + rows - 1, hi)) for a in range(lo, hi + 1, rows)]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="history-tail") as pool:
+        futures: deque[Future[pl.DataFrame]] = deque()
+        for i in range(len(ranges)):
+            for a, b in ranges[i : i + 3][len(futures) :]:
+                futures.append(pool.submit(read_events_adbc, history.url, a, b, history.role))
+            frame = futures.popleft().result().cast(EVENT_SCHEMA)  # type: ignore[arg-type]
+            yield frame
+            if progress:
+                progress(int(frame["seq"][-1]))
 
 
 def signed(frame: pl.DataFrame, walls: pl.DataFrame | None = None) -> pl.DataFrame:
