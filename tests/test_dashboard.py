@@ -509,3 +509,20 @@ def test_the_formatter_writes_the_apis_text_grouped_never_rounded() -> None:
     assert dashboard_format.minor(123456, "USD") == "1,234.56 USD"
     assert dashboard_format.minor(1500, "JPY") == "1,500 JPY"
     assert dashboard_format.money(None) == dashboard_format.DASH
+
+
+def test_docs_in_the_browser_ask_no_other_host(visit: Visit, api_base: str) -> None:
+    blocked: list[str] = []  # refused by the page's own policy: never left the browser
+    visit.page.on(
+        "requestfailed",
+        lambda r: blocked.append(r.url) if "csp" in (r.failure or "").lower() else None,
+    )
+    drawn = {"/docs": ".swagger-ui .opblock", "/redoc": "text=Download OpenAPI specification"}
+    for path, selector in drawn.items():
+        visit.page.goto(f"{api_base}{path}")
+        visit.page.wait_for_selector(selector, timeout=20_000)
+        visit.page.wait_for_load_state("networkidle")
+        visit.shot(path.strip("/"))
+    local = (api_base, "data:", f"blob:{api_base}")
+    elsewhere = [u for u in visit.urls if not u.startswith(local) and u not in blocked]
+    assert not elsewhere, elsewhere
