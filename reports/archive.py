@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +191,24 @@ def log_reader(
                 yield conform(batch, schema)
     if expected != hi + 1:
         raise ArchiveError(f"the log has no event at seq {expected} (reading {lo}..{hi})")
+
+
+def log_ranges(
+    url: str, role: str | None, columns: Sequence[str], lo: int, hi: int, chunk: int = 250_000
+) -> Iterator[pa.RecordBatch]:
+    """``log_reader`` over ``lo..hi`` in ranges of ``chunk``, two ranges in flight (two
+    PostgreSQL backends computing rows while this thread consumes the range before)."""
+    ranges = [(a, min(a + chunk - 1, hi)) for a in range(lo, hi + 1, chunk)]
+
+    def read(a: int, b: int) -> list[pa.RecordBatch]:
+        return list(log_reader(url, role, columns, a, b))
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="log-ranges") as pool:
+        futures: deque[Future[list[pa.RecordBatch]]] = deque()
+        for i in range(len(ranges)):
+            for a, b in ranges[i : i + 2][len(futures) :]:
+                futures.append(pool.submit(read, a, b))
+            yield from futures.popleft().result()
 
 
 def fetch_arrow(url: str, role: str | None, sql: str, columns: Sequence[str]) -> pa.Table:
@@ -479,7 +499,7 @@ def export_sealed(
                 lo, hi = group[0].first_seq, group[-1].last_seq
                 schema = arrow_schema()
                 reader = pa.RecordBatchReader.from_batches(
-                    schema, log_reader(url, role, COLUMNS, lo, hi)
+                    schema, log_ranges(url, role, COLUMNS, lo, hi)
                 )
                 table.append(reader, snapshot_properties=_properties(group))
                 commits, events, last_seq = commits + 1, events + hi - lo + 1, hi

@@ -37,7 +37,7 @@ from reports.archive import (
     arrow_schema,
     check_seq,
     load_table,
-    log_reader,
+    log_ranges,
     opened_catalog,
     roles,
 )
@@ -149,17 +149,7 @@ def tail_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The hot tail in seq order, read in ranges of ``chunk`` with two ranges in flight."""
     lo, hi = history.tail_from, history.head
-    ranges = [(a, min(a + chunk - 1, hi)) for a in range(lo, hi + 1, chunk)]
-
-    def read(a: int, b: int) -> list[pa.RecordBatch]:
-        return list(log_reader(history.url, history.role, columns, a, b))
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="history-tail") as pool:
-        futures: deque[Future[list[pa.RecordBatch]]] = deque()
-        for i in range(len(ranges)):
-            for a, b in ranges[i : i + 2][len(futures) :]:
-                futures.append(pool.submit(read, a, b))
-            yield from futures.popleft().result()
+    return log_ranges(history.url, history.role, columns, lo, hi, chunk)
 
 
 def batches(
