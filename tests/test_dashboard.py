@@ -9,7 +9,8 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
@@ -27,8 +28,10 @@ from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports.alerts.store import append
 from reports.jobs import run_rollup
+from reports.tenant_report import ReportQuery, report
 from service.cli.main import DEFAULT_PRICES
 from service.http import dashboard_format
+from service.http.dashboard_reports import page_rows, rollup_state
 from service.keys import create_key
 from tests.billing_helpers import add_renders
 
@@ -526,3 +529,16 @@ def test_docs_in_the_browser_ask_no_other_host(visit: Visit, api_base: str) -> N
     local = (api_base, "data:", f"blob:{api_base}")
     elsewhere = [u for u in visit.urls if not u.startswith(local) and u not in blocked]
     assert not elsewhere, elsewhere
+
+
+def test_the_by_day_rows_read_in_halves_are_the_whole_periods(
+    seeded: Seeded, ledger: Ledger
+) -> None:
+    for groups in ((), ("use_case",)):
+        q = ReportQuery(seeded.tenant, date(2026, 9, 20), date(2026, 10, 19), groups)
+        with connection(ledger.engine) as raw:
+            whole = report(raw, replace(q, group_by=(*groups, "day")))
+            state = rollup_state(raw)
+        rows = page_rows(ledger.engine, (*state, "halves test"), q, None, None)
+        assert [r.model_dump() for r in rows.days] == [r.model_dump() for r in whole]
+        assert len({r.day for r in rows.days}) == 29
