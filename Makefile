@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) -m bench.append_throughput --events 200000 --write BENCHMARKS.md
 	$(PY) -m bench.render_overhead --pairs 30 --write BENCHMARKS.md
 	$(PY) -m bench.rollup_rebuild --events 10000000 --write BENCHMARKS.md
+	$(PY) -m bench.archive --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.dashboard --events 1000000 --write BENCHMARKS.md
 	$(PY) -m bench.invoices --events 10000000 --write BENCHMARKS.md
 	$(PY) -m bench.alerts --seeds 5 --events 10000000 --write BENCHMARKS.md
