@@ -5,10 +5,11 @@ Both parts come through ``reports.archive.select_log``'s columns and Arrow types
 consumer cannot tell them apart, and every batch is checked to continue the gapless seq:
 a missing, doubled or reordered file would stop the read instead of skewing a sum.
 
-``signed_frames`` turns those rows into the rollup's signed rows (``reports.source.
-EVENT_SCHEMA``) in Polars, by the same rules as ``reports.source``'s SQL: the typed
-attribute columns were computed by that SQL's own expressions, and a reversal takes the
-wall time of the event it reverses, found in a first pass over the (rare) reversals.
+``signed_frames`` gives the rollup's signed rows (``reports.source.EVENT_SCHEMA``): the
+archive's rows through ``signed``, the SQL's rules in Polars (the typed attribute columns were
+computed by that SQL's own expressions, and a reversal takes the wall time of the event it
+reverses, found in a first pass over the rare archived reversals), then the tail by the
+rollup's own SQL reading of PostgreSQL.
 """
 
 from __future__ import annotations

@@ -27,7 +27,15 @@ from ledger import database
 from ledger.events import CostEvent
 from ledger.store import Ledger
 from reports import history
-from reports.archive import archived, export_sealed, load_table, opened_catalog
+from reports.archive import (
+    COLUMNS,
+    archived,
+    export_sealed,
+    load_table,
+    log_reader,
+    opened_catalog,
+    roles,
+)
 from reports.archive_settings import ArchiveSettings
 from reports.archive_verify import typed_attributes, verify_archive
 from service.cli.main import app
@@ -95,6 +103,14 @@ def test_export_commits_whole_blocks_records_them_and_resumes(
     append_blocks(ledger, 1, 9, seed=6)
     patient = settings_for(fresh_database, tmp_path, commit_events=25, lag_s=3600)
     assert export_sealed(engine, patient).commits == 0
+    # Archive + tail read as PostgreSQL alone reads the log: same rows, columns and types.
+    role, url = roles(engine)
+    with history.opened(engine, patient) as past:
+        assert (past.archive.last_seq, past.head) == (100, 109)
+        both = pa.Table.from_batches(list(history.batches(past, COLUMNS)))
+    alone = pa.Table.from_batches(list(log_reader(url, role, COLUMNS, 1, 109)))
+    assert both.schema == alone.schema
+    assert both.equals(alone)
     assert export_sealed(engine, settings).last_seq == 109
 
 
