@@ -22,18 +22,26 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from ingest.sample import unet_event
+from ledger import database
+from ledger.actual_costs import CapacityHeld
+from ledger.capacity import load_pools, record
 from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports.alerts.store import append
+from reports.allocation_job import run_allocation
 from reports.jobs import run_rollup
 from reports.tenant_report import ReportQuery, report
 from service.cli.main import DEFAULT_PRICES
 from service.http import dashboard_format
+from service.http.app import create_app
 from service.http.dashboard_reports import page_rows, rollup_state
 from service.keys import create_key
+from service.settings import Settings
 from tests.billing_helpers import add_renders
+from tests.conftest import ledger_with_prices, serving
+from tests.test_allocation import h100_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = ROOT / "service" / "grafana" / "renderledger.json"
@@ -542,3 +550,71 @@ def test_the_by_day_rows_read_in_halves_are_the_whole_periods(
         rows = page_rows(ledger.engine, (*state, "halves test"), q, None, None)
         assert [r.model_dump() for r in rows.days] == [r.model_dump() for r in whole]
         assert len({r.day for r in rows.days}) == 29
+
+
+def _pooled(ledger: Ledger, tenant: str) -> None:
+    """Five October hours of two H100s held, each a third busy with the tenant's renders."""
+    load_pools(ledger.engine, [h100_pool()])
+    events: list[CostEvent] = []
+    for day in range(5):
+        hour = datetime(2026, 10, 3 + day * 5, 9, tzinfo=UTC)
+        span = CapacityHeld(
+            event_id=uuid.uuid4(),
+            pool="h100-a",
+            starts_at=hour,
+            ends_at=hour + timedelta(hours=1),
+            gpus=Decimal(2),
+        )
+        record(ledger.engine, [span])
+        for i in range(4):
+            render = uuid.uuid4()
+            at = hour + timedelta(minutes=5 + i)
+            kw: dict[str, Any] = {"use_case": "ecommerce", "occurred_at": at}
+            events += [
+                unet_event(
+                    tenant, render, quantity=Decimal(600), attributes={"pool": "h100-a"}, **kw
+                ),
+                unet_event(
+                    tenant,
+                    render,
+                    stage="render",
+                    sku="render.image",
+                    outcome="delivered",
+                    attributes={"latency_ms": 2000 + 100 * i, "pool": "h100-a"},
+                    **kw,
+                ),
+            ]
+    ledger.append(events)
+    run_rollup(ledger.engine)
+    run_allocation(ledger.engine)
+
+
+def test_capacity_shows_as_utilisation_fully_loaded_cost_and_break_even(
+    browser: Browser, fresh_database: str, tmp_path: Path
+) -> None:
+    engine = database.make_engine(fresh_database, app_role="renderledger_app")
+    ledger = ledger_with_prices(engine)
+    for book in sorted((DEFAULT_PRICES.parent / "whatif").glob("*.toml")):
+        ledger.load_prices(load_price_book_file(book))
+    _pooled(ledger, "acme")
+    admin = create_key(engine, None, ["admin"], "dashboard test")
+    settings = Settings(database_url=fresh_database)
+    try:
+        with serving(create_app(settings, ledger, schedule=False)) as base:
+            visit = Visit(browser, base, tmp_path)
+            visit.login(admin, f"/dashboard/tenants/acme?{_query(PERIOD)}")
+            api = _api_row(base, admin, "acme", PERIOD)
+            tiles = _tiles(visit.page)
+            assert api["utilisation"] is not None
+            assert tiles["utilisation"][0] == repr(api["utilisation"])
+            loaded = api["fully_loaded"]["cost_per_delivered_render"]["amount"]
+            assert tiles["fully_loaded.cost_per_delivered_render"][0] == loaded
+            assert loaded != api["cost_per_delivered_render"]["amount"]
+            assert visit.page.locator("table.break-even tr[data-pool=h100-a]").count() == 1
+            visit.shot("capacity")
+            visit.page.goto(f"{base}/dashboard?{_query(PERIOD)}")
+            assert visit.page.locator('svg[data-chart="pools by utilisation"] .mark').count() == 1
+            visit.shot("admin-pools")
+            visit.close(admin)
+    finally:
+        engine.dispose()

@@ -64,11 +64,11 @@ def _svg(body: list[str], name: str, width: int, height: int = HEIGHT) -> Markup
     return Markup(head + "".join(body) + "</svg>")  # noqa: S704  # every text part is escaped
 
 
-def _empty(name: str, width: int) -> Markup:
+def _empty(name: str, width: int, message: str = "No data in this period") -> Markup:
     return _svg(
         [
             f'<text x="{width / 2}" y="60" text-anchor="middle" class="empty">'
-            "No data in this period</text>"
+            f"{escape(message)}</text>"
         ],
         name,
         width,
@@ -181,11 +181,12 @@ def hbars(
     top: float | None = None,
     diverging: bool = False,
     width: int = HALF,
+    empty: str = "No data in this period",
 ) -> Markup:
     """Horizontal bars, one per row, the figure beside each: rankings, utilisation, budgets.
     ``diverging`` centres zero (a rise red to the right, a fall green to the left)."""
     if not rows:
-        return _empty(name, width)
+        return _empty(name, width, empty)
     row_h, label_w, text_w = 26, 130, 190
     height = 8 + row_h * len(rows) + 8
     span = top or max((abs(r.value) for r in rows), default=0) or 1.0

@@ -124,7 +124,12 @@ def admin_charts(view: AdminView, currency: str, link: Callable[[str], str]) -> 
     ]
     return {
         "spend": hbars("tenants by spend", spend),
-        "change": hbars("tenants by change in cost per render", moved, diverging=True),
+        "change": hbars(
+            "tenants by change in cost per render",
+            moved,
+            diverging=True,
+            empty="No tenant delivered renders in both this period and the one before",
+        ),
     }
 
 
