@@ -187,8 +187,12 @@ def log_reader(
         cur.execute(select_log(columns if "seq" in columns else ("seq", *columns), lo, hi))
         for batch in cur.fetch_record_batch():
             if batch.num_rows:
+                first = expected
                 expected = check_seq(batch, expected)
-                yield conform(batch, schema)
+                try:
+                    yield conform(batch, schema)
+                except pa.ArrowInvalid as exc:  # a stored value wider than its column
+                    raise ArchiveError(f"seq {first}..{expected - 1}: {exc}") from exc
     if expected != hi + 1:
         raise ArchiveError(f"the log has no event at seq {expected} (reading {lo}..{hi})")
 

@@ -137,10 +137,14 @@ def _stored_events(past: history.History, problems: list[str]) -> Iterator[Store
     for batch in history.archive_batches(past, COLUMNS):
         for row in batch.to_pylist():
             text = row["attributes"]
-            attributes = json.loads(text)  # as psycopg loads JSONB
+            try:
+                attributes = json.loads(text)  # as psycopg loads JSONB
+                row["unit_price_nanos"] = Decimal(row["unit_price_nanos"])
+                expected = typed_attributes(attributes, text)
+            except (ValueError, ArithmeticError, TypeError) as exc:  # a file altered by hand
+                problems.append(f"event seq {row['seq']}: unreadable in the archive ({exc})")
+                continue
             row["attributes"] = attributes
-            row["unit_price_nanos"] = Decimal(row["unit_price_nanos"])
-            expected = typed_attributes(attributes, text)
             wrong = [c for c in typed if row[c] != expected[c]]
             if wrong:
                 problems.append(
