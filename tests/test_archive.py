@@ -346,3 +346,16 @@ def test_an_empty_ledger_exports_nothing_then_its_first_block(
     start = datetime.now(UTC) - timedelta(days=1)
     ledger.append(list(sample_events(1, seed=9, start=start, span=timedelta(hours=1))))
     assert export_sealed(engine, settings).events == 9
+
+
+def test_one_exporter_at_a_time(fresh_engine: Engine, fresh_database: str, tmp_path: Path) -> None:
+    from ledger.connections import job_lock
+    from ledger.locks import ARCHIVE
+
+    engine = fresh_engine
+    append_blocks(ledger_with_prices(engine), 1, 9)
+    settings = settings_for(fresh_database, tmp_path)
+    with job_lock(engine, ARCHIVE) as held:
+        assert held is not None
+        assert not export_sealed(engine, settings).ran
+    assert export_sealed(engine, settings).last_seq == 9
