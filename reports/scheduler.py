@@ -74,6 +74,13 @@ def _webhooks(job_id: str, deliver: Callable[[], None]) -> None:
         log.exception("%s: delivery failed", job_id)
 
 
+def _archive(export: Callable[[], object]) -> None:
+    try:
+        export()
+    except Exception:  # nothing is lost: the next run starts after the last snapshot
+        log.exception("archive export failed; retrying at the next interval")
+
+
 def _invoices(engine: Engine, target: str, s3: Any, issuer: Issuer | None) -> None:
     try:
         draft_last_month(engine, target, s3, issuer=issuer)
@@ -94,14 +101,18 @@ def start(
     billing_webhooks: Callable[[], None] | None = None,
     budgets: Callable[[], object] | None = None,
     issuer: Issuer | None = None,
+    archive: Callable[[], object] | None = None,
+    archive_interval_s: int = 0,
 ) -> BackgroundScheduler:
     """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection)
     and ``budgets`` (budget judging), so both see the spend just rolled up;
     ``webhooks`` (alerts) and ``billing_webhooks`` every ``webhook_interval_s``, each a job of
     its own on a thread of its own (one run at a time, late ticks coalesced), so a slow
     receiver delays only later webhooks to it; with ``invoices_to``,
-    last month's draft invoices at 00:30 UTC on the 1st. After each allocation run, pools
-    under ``utilisation_floor`` for the last hour are judged (reports/alerts/utilisation.py)."""
+    last month's draft invoices at 00:30 UTC on the 1st; with ``archive``, the export of
+    sealed blocks to the columnar history every ``archive_interval_s``. After each
+    allocation run, pools under ``utilisation_floor`` for the last hour are judged
+    (reports/alerts/utilisation.py)."""
     scheduler = BackgroundScheduler(
         daemon=True, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
     )
@@ -138,6 +149,11 @@ def start(
                 max_instances=1,
                 coalesce=True,
             )
+    if archive is not None and archive_interval_s > 0:
+        # Its own job: an export of a large backlog must not hold up the rollup.
+        scheduler.add_job(
+            _archive, "interval", seconds=archive_interval_s, id="archive", args=(archive,)
+        )
     if invoices_to:
         scheduler.add_job(
             _invoices,
