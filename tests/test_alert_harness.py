@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 
 from ledger.tables import STAGE_COLUMNS
-from reports.alerts.detect import binomial_tail
-from reports.alerts.harness import evaluate
-from reports.alerts.series import build, hourly_frame
+from reports.alerts.detect import Rule, binomial_tail, measure
+from reports.alerts.harness import DAY, LOW, START, _renders, evaluate
+from reports.alerts.series import HOUR, build, hourly_frame
+from reports.alerts.stack import stack
 
 
 def test_harness_meets_the_targets_on_a_small_fixed_seed_run() -> None:
@@ -48,7 +50,9 @@ def test_the_most_specific_rule_wins() -> None:
                 AlertRule(tenant="acme", use_case="ecommerce", relative=0.3),
                 AlertRule(tenant="acme", min_renders=40),
                 AlertRule(use_case="ecommerce", relative=0.2, absolute_usd=0.001),
-            ]
+                AlertRule(tenant="globex", failed_waste_absolute=25, low_z=6),
+            ],
+            horizon_days=3,
         )
     )
     assert rule_for("acme", "ecommerce").relative == 0.3
@@ -56,6 +60,10 @@ def test_the_most_specific_rule_wins() -> None:
     assert rule_for("acme", "ecommerce").absolute_nanos == 1e6
     assert rule_for("globex", "ecommerce").relative == 0.2
     assert rule_for("globex", "social").relative == 0.1
+    assert rule_for("globex", "social").failed_waste_nanos == 25e9
+    assert rule_for("globex", "social").low_z == 6
+    assert rule_for("acme", "social").failed_waste_nanos == 1e9  # 1 of the currency
+    assert rule_for("acme", "social").horizon_hours == 72
 
 
 def test_the_hourly_series_and_the_series_are_per_currency() -> None:
@@ -85,3 +93,38 @@ def test_the_hourly_series_and_the_series_are_per_currency() -> None:
         ("EUR", [5_000.0]),
         ("USD", [1_000.0, 3_000.0]),
     ]
+
+
+def test_the_low_volume_population_meets_its_targets_on_a_small_run() -> None:
+    """Three tenants at 10–100 renders a day: changes of 30 % or more are caught, those on
+    series of two dozen renders a day or more within a day, and nothing else opens."""
+    result = evaluate(tenants=3, days=60, seed=4, interval_minutes=60, population=LOW)
+    s = result.summary
+    assert s["regressions_big"] >= 12
+    assert s["recall_big"] >= 0.95
+    assert s["precision"] >= 0.9
+    assert s["within_day_dozens"] >= 0.95
+    assert s["volume_changes_alerted"] == 0
+    assert s["median_since_error_minutes"] <= 120  # "since" is the change, not the window
+    opened = [d for _, _, d in result.alerts if d.kind == "opened"]
+    assert {d.detail["window"] for d in opened} == {"low_volume"}
+
+
+def test_a_stack_measures_each_series_as_it_would_be_measured_alone() -> None:
+    """Busy and low-volume series end to end: the screen sees what each sees on its own."""
+    rng = np.random.default_rng(3)
+    frames = [
+        _renders(rng, f"t{k}", "ecommerce", 30, [], per_day=30.0 if k % 2 else None)
+        for k in range(4)
+    ]
+    now = START + 29 * DAY + 5 * HOUR + 7
+    frame = pl.concat(frames).filter(pl.col("rendered_at").dt.epoch("s") <= now)
+    hourly = hourly_frame(frame.lazy()).collect()
+    st = stack(frame, hourly, hourly)
+    together = measure(st.series, st.times(now), Rule())
+    assert together.low.tolist() == [False, True, False, True]
+    for k in range(len(st.keys)):
+        alone = measure(st.one(k), np.array([now]), Rule())
+        for name, values in vars(together).items():
+            if name not in ("times", "lo", "hi", "far"):  # indices into the stack's renders
+                assert np.allclose(values[k], getattr(alone, name)[0], equal_nan=True), name

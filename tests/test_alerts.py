@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,11 +142,12 @@ def test_alerts_over_http_ack_and_isolation(ledger: Ledger, api_base: str) -> No
     with httpx.Client(base_url=api_base, headers={"x-api-key": a_key}, timeout=30) as client:
         listed = client.get("/v1/alerts", params={"status": "open"}).json()
         assert [(x["alert_id"], x["currency"]) for x in listed] == [(str(mine), "EUR")]
-        for call in (
+        calls: list[Callable[[], httpx.Response]] = [
             lambda: client.get(f"/v1/alerts/{theirs}"),
             lambda: client.post(f"/v1/alerts/{theirs}/ack"),
             lambda: client.get("/v1/alerts", params={"tenant": b}),
-        ):
+        ]
+        for call in calls:
             assert call().status_code == 404
         acked = client.post(f"/v1/alerts/{mine}/ack")
         assert acked.status_code == 200

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from reports.alerts.detect import Rule
@@ -30,12 +30,19 @@ class AlertRule(BaseModel):
     relative: float | None = None  # 0.10: a 10 % change in cost per delivered render
     absolute_usd: float | None = None  # and at least this much per render, series' currency
     z: float | None = None  # and this many spreads from the baseline
-    min_renders: int | None = None  # delivered renders needed before judging
+    min_renders: int | None = None  # delivered renders in 6 hours for the busy path
+    low_z: float | None = None  # spreads on the low-volume path (it looks at 4 windows)
+    # Failures matter when the money lost to them beyond the baseline rate (in the judged
+    # window) reaches this, in the series' currency — or when their share rises 5 points.
+    failed_waste_absolute: float | None = None
 
 
 class AlertSettings(BaseModel):
     enabled: bool = True  # run detection after every rollup in the API process
     rules: list[AlertRule] = []  # JSON in RENDERLEDGER_ALERTS__RULES
+    # How far back a low-volume series' windows reach (and how much alert_hourly a pass
+    # keeps in step with the rollups beyond the 21 baseline days).
+    horizon_days: int = Field(default=7, ge=1, le=28)
     webhook_url: str | None = None
     # whsec_<base64> (Standard Webhooks; `previous` signs beside it while rotating), or
     # any other string for the legacy X-Renderledger-Signature HMAC; required with a URL.
@@ -56,7 +63,7 @@ def rules(settings: AlertSettings) -> Callable[[str, str], Rule]:
     ordered = sorted(settings.rules, key=_specificity)
 
     def rule_for(tenant: str, use_case: str) -> Rule:
-        rule = Rule()
+        rule = Rule(horizon_hours=settings.horizon_days * 24)
         for r in ordered:
             if r.tenant not in (None, tenant) or r.use_case not in (None, use_case):
                 continue
@@ -68,6 +75,10 @@ def rules(settings: AlertSettings) -> Callable[[str, str], Rule]:
                 rule = replace(rule, z=r.z)
             if r.min_renders is not None:
                 rule = replace(rule, min_renders=r.min_renders)
+            if r.low_z is not None:
+                rule = replace(rule, low_z=r.low_z)
+            if r.failed_waste_absolute is not None:
+                rule = replace(rule, failed_waste_nanos=r.failed_waste_absolute * 1e9)
         return rule
 
     return rule_for

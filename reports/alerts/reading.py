@@ -1,9 +1,12 @@
 """What a detection pass reads from PostgreSQL, and the hourly series it keeps up to date.
 
 ``alert_hourly`` is derived from ``render_rollup``: hours it lacks or holds stale (a bulk
-import of days of history, renders whose rollup arrived hours late, a rollup rebuild that
-repriced them) are found by comparing the two hour by hour — renders and money — over the
-whole period a judgement reads, and rebuilt from the earliest that differs.
+import of days of history, renders whose rollup arrived hours late) are rebuilt from the
+earliest. Two ways to find it: the renders the events rolled up since the last pass
+touched (cheap: the pass keeps its place in the event log in ``rollup_checkpoints``, as
+job ``alert_hourly``), and, on the first pass of a day or when that place is lost (a
+rollup rebuild), the two tables compared hour by hour — renders and money — over the whole
+period a judgement reads.
 """
 
 from __future__ import annotations
@@ -109,6 +112,37 @@ def stale_since(raw: psycopg.Connection[Any], lo: datetime, hi: datetime) -> dat
     return None if row is None else row[0]
 
 
+def touched_since(
+    raw: psycopg.Connection[Any], after: int, upto: int, lo: datetime, hi: datetime
+) -> datetime | None:
+    """The first hour in [lo, hi) of a render that events ``after`` < seq ≤ ``upto``
+    changed, or None."""
+    row = raw.execute(
+        "SELECT date_trunc('hour', min(r.rendered_at), 'UTC') FROM render_rollup r "
+        "WHERE r.render_id IN (SELECT render_id FROM cost_events WHERE seq > %s AND seq <= %s) "
+        "AND r.rendered_at >= %s AND r.rendered_at < %s",
+        (after, upto, lo, hi),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def place(raw: psycopg.Connection[Any], job: str) -> tuple[int, datetime] | None:
+    """A job's place (``rollup_checkpoints``) and the time it was saved at."""
+    row = raw.execute(
+        "SELECT last_seq, updated_at FROM rollup_checkpoints WHERE job = %s", (job,)
+    ).fetchone()
+    return None if row is None else (int(row[0]), row[1])
+
+
+def keep_place(raw: psycopg.Connection[Any], job: str, position: int, at: datetime) -> None:
+    raw.execute(
+        "INSERT INTO rollup_checkpoints (job, last_seq, updated_at) VALUES (%s, %s, %s) "
+        "ON CONFLICT (job) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
+        "updated_at = EXCLUDED.updated_at",
+        (job, position, at),
+    )
+
+
 def refresh_hourly(raw: psycopg.Connection[Any], renders: pl.DataFrame, since: datetime) -> None:
     """Replace the hours from ``since`` with sums of the renders read."""
     hours = hourly_frame(renders.lazy()).collect().select(HOURLY_COLUMNS)
@@ -145,7 +179,9 @@ def read_blocks(
     and every 24 hours before it, one row per block in ``alert_hourly``'s shape (``hour``
     is the block's start), for the series in ``keys``."""
     sums = ", ".join(f"sum({c}) AS {c}" for c in HOURLY_COLUMNS[4:])
-    block = "floor((extract(epoch FROM %(top)s - hour) / 3600 - 1) / 24)"
+    block = "((extract(epoch FROM %(top)s - hour))::bigint / 3600 - 1) / 24"
+    # Thousands of series × a month of hours: let the aggregate stay in memory.
+    raw.execute("SET LOCAL work_mem = '64MB'")
     query = psycopg.ClientCursor(raw).mogrify(
         f"""
         SELECT (%(top)s - ({block} + 1) * interval '1 day') AT TIME ZONE 'UTC' AS hour,

@@ -123,8 +123,9 @@ def _epoch(column: pl.Series) -> I:
     return column.dt.epoch("s").to_numpy().astype(np.int64)
 
 
-def to_renders(frame: pl.DataFrame) -> Renders:
-    frame = frame.sort("rendered_at")
+def to_renders(frame: pl.DataFrame, *, ordered: bool = False) -> Renders:
+    """``ordered``: the rows are in time order already (a stack's, series by series)."""
+    frame = frame if ordered else frame.sort("rendered_at")
     return Renders(
         at=_epoch(frame["rendered_at"]),
         delivered=(frame["outcome"] == "delivered").fill_null(False).to_numpy(),
@@ -139,8 +140,8 @@ def to_renders(frame: pl.DataFrame) -> Renders:
     )
 
 
-def to_hourly(frame: pl.DataFrame) -> Hourly:
-    frame = frame.sort("hour")
+def to_hourly(frame: pl.DataFrame, *, ordered: bool = False) -> Hourly:
+    frame = frame if ordered else frame.sort("hour")
 
     def f(column: str) -> F:
         return frame[column].cast(pl.Float64).to_numpy()

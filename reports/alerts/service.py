@@ -27,16 +27,20 @@ from sqlalchemy import Engine
 
 from ledger.connections import job_lock
 from ledger.locks import ALERTS
-from reports.alerts.detect import SIGNALS, Rule, measure
+from reports.alerts.detect import SIGNALS, Rule, fires, measure, value
 from reports.alerts.reading import (
+    keep_place,
     last_resolved,
+    place,
     read_blocks,
     read_hourly,
     read_renders,
     refresh_hourly,
     stale_since,
+    touched_since,
 )
-from reports.alerts.series import KEYS, Series, build
+from reports.alerts.series import KEYS
+from reports.alerts.stack import stack
 from reports.alerts.store import append, open_alerts
 from reports.alerts.tracker import Decision, OpenAlert, decide
 
@@ -90,62 +94,94 @@ def _state(raw: psycopg.Connection[Any]) -> State:
     return state
 
 
-def _adopt(state: State, judged: list[Series]) -> None:
+def _adopt(state: State, delivered: pl.DataFrame) -> None:
     """Alerts opened before series had a currency (migration 0013) have none: each goes to
-    the judged series of its tenant × use case with the most delivered renders in its window
-    (the currency the old, summed series mostly measured), which resolves it in time, so it
-    is neither left open for ever nor doubled by a new alert on the same signal."""
-    busiest: dict[tuple[str, str], Series] = {}
-    for series in judged:
-        best = busiest.get((series.tenant, series.use_case))
-        if best is None or series.renders.delivered.sum() > best.renders.delivered.sum():
-            busiest[(series.tenant, series.use_case)] = series
-    for (tenant, use_case), series in busiest.items():
+    the judged series of its tenant × use case with the most delivered renders read (the
+    currency the old, summed series mostly measured), which resolves it in time, so it is
+    neither left open for ever nor doubled by a new alert on the same signal."""
+    busiest = delivered.sort("n", descending=True).unique(["tenant_id", "use_case"], keep="first")
+    for tenant, use_case, currency in busiest.select(KEYS).iter_rows():
         legacy = state.get((tenant, use_case, None), {})
-        mine = state.setdefault((tenant, use_case, series.currency), {})
+        mine = state.setdefault((tenant, use_case, currency), {})
         for signal in [s for s in legacy if s in SIGNALS and s not in mine]:
             mine[signal] = legacy.pop(signal)
+
+
+def _stale_since(
+    raw: psycopg.Connection[Any], now: datetime, lookback: datetime, window: datetime
+) -> datetime | None:
+    """The first hour before the window that ``alert_hourly`` holds stale, or None: from
+    the events rolled up since the last pass, or (first pass of a day, or the place in the
+    event log lost to a rollup rebuild) by comparing the tables."""
+    rollup = place(raw, "rollup")
+    upto = rollup[0] if rollup else 0
+    mine = place(raw, "alert_hourly")
+    keep_place(raw, "alert_hourly", upto, now)
+    if mine is None or mine[0] > upto or mine[1].astimezone(UTC).date() != now.date():
+        return stale_since(raw, lookback, window)
+    return touched_since(raw, mine[0], upto, lookback, window) if mine[0] < upto else None
 
 
 def _bring_up_to_date(
     raw: psycopg.Connection[Any], now: datetime, default: Rule, backfill: bool
 ) -> tuple[pl.DataFrame, datetime | None]:
-    """Refresh ``alert_hourly``: always the window's hours, and from the first hour that
-    differs from ``render_rollup`` over the whole period a judgement reads (every hour of
-    it with ``backfill``, or when ``alert_hourly`` is empty). Returns the renders read (from
-    the window's first hour, or from the rebuilt hours') and where a rebuild began."""
+    """Refresh ``alert_hourly``: always the window's hours, and from the first stale hour
+    before them over the whole period a judgement reads (all of it with ``backfill``, or
+    when ``alert_hourly`` is empty). Returns the renders read (from the window's first
+    hour, or from the rebuilt hours') and where a rebuild began."""
     window = _hour(now - timedelta(hours=default.window_hours))
     lookback = _hour(now) - timedelta(days=default.baseline_days + default.horizon_hours // 24 + 2)
-    since = lookback if backfill else stale_since(raw, lookback, window)
+    empty = raw.execute("SELECT NOT EXISTS (SELECT FROM alert_hourly)").fetchone()
+    if backfill or (empty and empty[0]):
+        since: datetime | None = lookback
+        rollup = place(raw, "rollup")
+        keep_place(raw, "alert_hourly", rollup[0] if rollup else 0, now)
+    else:
+        since = _stale_since(raw, now, lookback, window)
     start = window if since is None else min(since, window)
     renders = read_renders(raw, start, now)
     refresh_hourly(raw, renders, start)
     return renders, since
 
 
-def _series(
+def _low_volume_due(raw: psycopg.Connection[Any], now: datetime, rebuilt: bool) -> bool:
+    """Low-volume series are judged once an hour (their windows span hours to days, and
+    reading their horizon is the costly part of a pass), and after hours were rebuilt.
+    The hour last judged is kept in ``rollup_checkpoints`` (job ``alert_low_volume``)."""
+    hour = int(_hour(now).timestamp())
+    last = place(raw, "alert_low_volume")
+    if not rebuilt and last is not None and last[0] == hour:
+        return False
+    keep_place(raw, "alert_low_volume", hour, now)
+    return True
+
+
+def _frames(
     raw: psycopg.Connection[Any],
     renders: pl.DataFrame,
     now: datetime,
     rule_for: Any,
     default: Rule,
     result: DetectionResult,
-) -> list[Series]:
-    """Every series to judge, with what its path reads."""
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """What every series to judge reads: (renders, busy hours, low-volume blocks)."""
+    judge_low = _low_volume_due(raw, now, result.rebuilt_from is not None)
     top = _hour(now)
     window = now - timedelta(hours=default.window_hours)
     recent = renders.filter(pl.col("rendered_at") >= window)
     busy, low = _paths(recent, rule_for)
     result.present = busy.height + low.height
-    judged = build(
-        recent.join(busy, on=KEYS, how="semi"), read_hourly(raw, top, default.baseline_days, busy)
-    )
-    if low.height:
+    parts = [recent.join(busy, on=KEYS, how="semi")]
+    hourly = read_hourly(raw, top, default.baseline_days, busy)
+    blocks = hourly.clear()
+    if low.height and judge_low:
         horizon = now - timedelta(hours=default.horizon_hours)
-        if renders.height and renders["rendered_at"].min() <= horizon:  # type: ignore[operator]
+        first: datetime = renders["rendered_at"].min() if renders.height else now  # type: ignore[assignment]
+        if first <= horizon:
             quiet = renders.filter(pl.col("rendered_at") >= horizon).join(low, on=KEYS, how="semi")
-        else:
-            quiet = read_renders(raw, horizon, now, low)
+        else:  # the hours before those read already
+            older = read_renders(raw, horizon, first - timedelta(microseconds=1), low)
+            quiet = pl.concat([older, renders.join(low, on=KEYS, how="semi")])
         enough = (
             quiet.filter(pl.col("outcome") == "delivered")
             .group_by(KEYS)
@@ -155,11 +191,44 @@ def _series(
         )
         days = default.baseline_days + default.horizon_hours // 24 + 2
         blocks = read_blocks(raw, top, days, enough)
-        low_series = build(quiet.join(enough, on=KEYS, how="semi"), blocks.clear(), blocks)
-        result.low_volume = len(low_series)
-        judged += low_series
-    result.series = len(judged)
-    return judged
+        parts.append(quiet.join(enough, on=KEYS, how="semi"))
+        result.low_volume = enough.height
+    result.series = busy.height + result.low_volume
+    return pl.concat(parts), hourly, blocks
+
+
+def _judge(
+    raw: psycopg.Connection[Any],
+    frames: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],
+    now: datetime,
+    rule_for: Any,
+    state: State,
+    result: DetectionResult,
+) -> None:
+    """Measure every series at once (a stack per distinct rule); judge on its own, and log
+    what it decides, each series with an alert open or one that would open."""
+    renders, hourly, blocks = frames
+    resolved = last_resolved(raw, now - timedelta(hours=rule_for("", "").horizon_hours))
+    keys = renders.select(KEYS).unique()
+    by_rule: dict[Rule, list[tuple[str, str, str]]] = {}
+    for t, u, c in keys.iter_rows():
+        by_rule.setdefault(rule_for(t, u), []).append((t, u, c))
+    times = np.array([int(now.timestamp())], dtype=np.int64)
+    for rule, mine in by_rule.items():
+        subset = pl.DataFrame(mine, schema=dict.fromkeys(KEYS, pl.String), orient="row")
+        st = stack(*(f.join(subset, on=KEYS, how="semi") for f in (renders, hourly, blocks)))
+        screen = measure(st.series, st.times(int(times[0])), rule)
+        for k, key in enumerate(st.keys):
+            alerts = state.setdefault(key, {})
+            if not alerts and not any(
+                fires(sig, *value(screen, sig, k), rule, screen, k) for sig in SIGNALS
+            ):
+                continue
+            series = st.one(k)
+            m = measure(series, times, rule)
+            for d in decide(series, m, 0, rule, alerts, resolved.get(key, {})):
+                append(raw, d.alert_id, *key[:2], d.signal, d.kind, d.detail, currency=key[2])
+                (result.opened if d.kind == "opened" else result.resolved).append(d)
 
 
 def run_detection(
@@ -187,27 +256,10 @@ def run_detection(
             return DetectionResult(False)
         with raw.transaction():
             renders, result.rebuilt_from = _bring_up_to_date(raw, now, default, backfill)
-            judged = _series(raw, renders, now, rule_for, default, result)
+            frames = _frames(raw, renders, now, rule_for, default, result)
             state = _state(raw)
-            resolved = last_resolved(raw, now - timedelta(hours=default.horizon_hours))
-            times = np.array([int(now.timestamp())], dtype=np.int64)
-            _adopt(state, judged)
-            for series in judged:
-                rule = rule_for(series.tenant, series.use_case)
-                key = (series.tenant, series.use_case, series.currency)
-                mine = state.setdefault(key, {})
-                m = measure(series, times, rule)
-                for d in decide(series, m, 0, rule, mine, resolved.get(key, {})):
-                    append(
-                        raw,
-                        d.alert_id,
-                        series.tenant,
-                        series.use_case,
-                        d.signal,
-                        d.kind,
-                        d.detail,
-                        currency=series.currency,
-                    )
-                    (result.opened if d.kind == "opened" else result.resolved).append(d)
+            delivered = frames[0].filter(pl.col("outcome") == "delivered").group_by(KEYS).len("n")
+            _adopt(state, delivered)
+            _judge(raw, frames, now, rule_for, state, result)
     result.seconds = time.perf_counter() - started
     return result

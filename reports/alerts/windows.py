@@ -10,7 +10,6 @@ pre-summed blocks (the same boundaries, summed in SQL).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +31,14 @@ def cum(values: npt.NDArray[Any]) -> F:
 
 
 def nanmedian(x: F, axis: int = -1) -> F:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows are simply "no baseline"
-        return np.asarray(np.nanmedian(x, axis=axis), dtype=np.float64)
+    """The median along ``axis`` ignoring NaN (NaN where all are): ``np.nanmedian`` goes
+    through masked arrays for small rows, a hundred times slower at one row a series."""
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    ordered = np.sort(x, axis=-1)  # NaN sorts last
+    n = np.sum(~np.isnan(x), axis=-1)
+    lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(ordered, np.maximum(n // 2, 0)[..., None], axis=-1)[..., 0]
+    return np.where(n > 0, (lo + hi) / 2, np.nan)
 
 
 def last_delivered(d_cum: F, hi: I, count: float | F) -> I:

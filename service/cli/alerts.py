@@ -95,7 +95,11 @@ def alerts_evaluate(
 @alerts_app.command("run")
 def alerts_run(
     backfill: Annotated[
-        bool, typer.Option(help="Recompute the hourly series for the whole baseline period")
+        bool,
+        typer.Option(
+            help="Rebuild every hour of the hourly series a judgement reads (30 days), even "
+            "those that agree with the rollups; hours that differ are rebuilt without it"
+        ),
     ] = False,
 ) -> None:
     """One detection pass now (the API does this after every rollup), then pending webhooks."""
@@ -114,9 +118,13 @@ def alerts_run(
         out.print(f"[green]resolved[/] {d.alert_id} {plain(d.signal)}", highlight=False)
     hook = webhook(settings.alerts)
     sent = deliver_pending(ledger.engine, hook) if hook else 0
+    rebuilt = (
+        f"; hours from {result.rebuilt_from:%Y-%m-%d %H:00} rebuilt" if result.rebuilt_from else ""
+    )
     out.print(
-        f"{result.series} series judged in {result.seconds:.2f}s; "
-        f"{len(result.opened)} opened, {len(result.resolved)} resolved; {sent} webhook attempt(s)"
+        f"{result.series} series judged ({result.low_volume} low volume) in "
+        f"{result.seconds:.2f}s; {len(result.opened)} opened, {len(result.resolved)} resolved; "
+        f"{sent} webhook attempt(s){rebuilt}"
     )
 
 
