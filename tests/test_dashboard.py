@@ -118,6 +118,10 @@ class Seeded:
                 "opened",
                 {
                     "message": "ecommerce cost per render +30% (0.0030 → 0.0039 USD per render)",
+                    "currency": "USD",
+                    "value": 0.0039,
+                    "baseline": 0.0030,
+                    "change": 0.3,
                     "stages": [{"stage": "unet", "share": 1.0, "change_nanos": 900000.0}],
                     "changes": [
                         {"attribute": "precision", "before": "int8", "after": "fp16", "share": 1}
