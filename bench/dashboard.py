@@ -114,7 +114,7 @@ def main() -> None:
             "|---|---:|---:|",
             f"| events of the tenant | {n:,} ({gen_s:.0f} s to generate, {rollup_s:.0f} s to "
             "roll up) | |",
-            "| tenant page, October, first view (four report passes), server time: p50 / p95 / "
+            "| tenant page, October, first view (three report passes), server time: p50 / p95 / "
             f"max | {pct(cold, 0.5):.0f} ms / {pct(cold, 0.95):.0f} ms / {cold[-1]:.0f} ms "
             f"| p95 ≤ {TARGET_MS:.0f} ms |",
             f"| the same, round trip from a local client: p50 / p95 | {pct(trip, 0.5):.0f} ms / "

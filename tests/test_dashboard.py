@@ -543,15 +543,13 @@ def test_docs_in_the_browser_ask_no_other_host(visit: Visit, api_base: str) -> N
     assert not elsewhere, elsewhere
 
 
-def test_the_by_day_rows_read_in_halves_are_the_whole_periods(
-    seeded: Seeded, ledger: Ledger
-) -> None:
+def test_a_pages_by_day_rows_are_the_report_apis(seeded: Seeded, ledger: Ledger) -> None:
     for groups in ((), ("use_case",)):
         q = ReportQuery(seeded.tenant, date(2026, 9, 20), date(2026, 10, 19), groups)
         with connection(ledger.engine) as raw:
             whole = report(raw, replace(q, group_by=(*groups, "day")))
             state = rollup_state(raw)
-        rows = page_rows(ledger.engine, (*state, "halves test"), q, None, None)
+        rows = page_rows(ledger.engine, (*state, "by-day test"), q, None, None)
         assert [r.model_dump() for r in rows.days] == [r.model_dump() for r in whole]
         assert len({r.day for r in rows.days}) == 29
 

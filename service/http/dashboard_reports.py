@@ -1,6 +1,6 @@
 """The report rows a tenant page draws, read by the report API's own function
-(``reports.tenant_report.report``): the period, the period before and the period by day
-(in two halves), passes over the rollups run side by side on their own connections.
+(``reports.tenant_report.report``): the period, the period before and the period by day,
+three passes over the rollups run side by side on their own connections.
 
 Rows are kept for the next view of the same page until the rollups (or the allocations,
 or the FX rates) move: those tables change only when their jobs commit a checkpoint, so a
@@ -14,7 +14,6 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -85,20 +84,6 @@ def _report(
         return report(raw, q, book, fx)
 
 
-def _halves(q: ReportQuery) -> list[ReportQuery]:
-    """A by-day report in two halves of the period, to run side by side: a day's row reads
-    that day alone, so the halves' rows are exactly the whole period's."""
-    days = (q.end - q.start).days
-    if days < 8:
-        return [q]
-    middle = q.start + timedelta(days // 2)
-    return [replace(q, end=middle), replace(q, start=middle)]
-
-
-def _day_order(row: ReportRow) -> tuple[str, ...]:
-    return (row.use_case or "", str(row.day), row.currency)
-
-
 def page_rows(
     engine: Engine,
     state: tuple[Any, ...],
@@ -111,12 +96,13 @@ def page_rows(
     kept = KEPT_ROWS.get(key)
     if kept is not None:
         return kept
-    by_day = replace(q, group_by=(*q.group_by, "day"))
-    jobs = [(q, book[1] if book else None), (q.previous(), None)]
-    jobs += [(part, None) for part in _halves(by_day)]
+    jobs = [
+        (q, book[1] if book else None),
+        (q.previous(), None),
+        (replace(q, group_by=(*q.group_by, "day")), None),
+    ]
     with ThreadPoolExecutor(len(jobs), thread_name_prefix="dashboard") as pool:
-        now, before, *parts = pool.map(lambda job: _report(engine, job[0], job[1], fx), jobs)
-    days = sorted((r for part in parts for r in part), key=_day_order)
+        now, before, days = pool.map(lambda job: _report(engine, job[0], job[1], fx), jobs)
     rows = PageRows(now, before, days)
     KEPT_ROWS.put(key, rows)
     return rows
