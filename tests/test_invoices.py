@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 
 from ledger.connections import connection
 from ledger.store import Ledger
+from reports.billing.credit_notes import issue_credit_note
 from reports.billing.document import Invoice
 from reports.billing.invoices import InvoiceError
-from reports.billing.credit_notes import issue_credit_note
 from reports.billing.lifecycle import draft_all, finalize, invoice, list_invoices
 from reports.billing.plans import CreditGrant, Plan, PlanError, parse_plan, store_grant, store_plan
 from tests.billing_helpers import add_renders
