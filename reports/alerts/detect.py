@@ -123,16 +123,17 @@ def _padded(h: Hourly) -> Hourly:
     return Hourly(np.array([-1], dtype=np.int64), z, z, z, np.zeros((1, len(STAGES))), z, z)
 
 
-def _failed_window(s: Sums, los: list[I], hi: I, p: F) -> tuple[F, F, F]:
-    """Of the candidate windows, the one whose failures stand furthest above the baseline
-    rate (a normal score: a short burst shows in the short window, a slow rise at volume in
-    the long one): (failures, renders, money lost beyond the baseline rate)."""
-    k = np.stack([s.over(s.f, lo, hi) for lo in los], axis=1)
-    n = k + np.stack([s.over(s.d, lo, hi) for lo in los], axis=1)
+def _failed_window(s: Sums, los: I, hi: I, p: F) -> tuple[F, F, F]:
+    """Of the candidate windows (starts, (times, windows)), the one whose failures stand
+    furthest above the baseline rate (a normal score: a short burst shows in a short
+    window, a slow rise at volume in a long one): (failures, renders, money lost beyond
+    the baseline rate)."""
+    k = s.over(s.f, los, hi[:, None])
+    n = k + s.over(s.d, los, hi[:, None])
     score = (k - n * p[:, None]) / np.sqrt(np.maximum(n * p[:, None] * (1 - p[:, None]), 1e-12))
     j = np.argmax(score, axis=1)
     rows = np.arange(len(hi))
-    lo = np.stack(los, axis=1)[rows, j]
+    lo = los[rows, j]
     k, n = k[rows, j], n[rows, j]
     excess = np.clip(1 - n * p / np.maximum(k, 1), 0, 1)
     return k, n, s.over(s.fx, lo, hi) * excess
@@ -182,7 +183,8 @@ def measure(series: Series, times: I, rule: Rule) -> Measures:
     v: dict[str, npt.NDArray[Any]] = {
         "lo": lo,
         "far": lo6,
-        "second": lo6,  # the failed window beside the judged one
+        # Failures are judged on the window among these that shows them best.
+        "failed_los": np.stack([lo, *[lo6] * max(len(rule.low_windows) - 1, 1)], axis=1),
         "recent_lo": lo,  # the most recent window
         "n": n,
         "unit": unit,
@@ -209,7 +211,7 @@ def measure(series: Series, times: I, rule: Rule) -> Measures:
             v[name] = values.copy()
             v[name][quiet] = getattr(low, name)
     lo, n = v["lo"], v["n"]
-    failed, renders, waste = _failed_window(s, [lo, v["second"]], hi, v["failed_base"])
+    failed, renders, waste = _failed_window(s, v["failed_los"], hi, v["failed_base"])
     # Failures resolve on the busy path's two windows, on the low-volume path's most recent.
     clear_los = [v["recent_lo"], np.where(busy, lo6, v["recent_lo"])]
     fk = np.stack([s.over(s.f, c, hi) for c in clear_los], axis=1)
@@ -224,7 +226,7 @@ def measure(series: Series, times: I, rule: Rule) -> Measures:
         renders=renders,
         failed_clear=np.stack([fk, fn], axis=2),
         waste=waste,
-        **{k: x for k, x in v.items() if k not in ("second", "recent_lo")},
+        **{k: x for k, x in v.items() if k not in ("failed_los", "recent_lo")},
     )
 
 

@@ -58,13 +58,16 @@ class LowVolume:
         mean, var, n = s.mean_var(s.x, s.x2, starts, his)
         caption, caption_var, _ = s.mean_var(s.stages[:, CAPTION], s.c2, starts, his)
         # A window's own variance is too low exactly when its mean is (a window with few
-        # cache misses is cheaper and less varied): the horizon's renders before it give a
-        # floor (all of the horizon's when too few are before it).
-        fars = np.broadcast_to(self.far[:, None], starts.shape)
-        before = np.where(s.over(s.d, fars, starts) >= sizes[0], starts, his)
-        var = np.maximum(var, s.mean_var(s.x, s.x2, fars, before)[1])
+        # cache misses is cheaper and less varied): older renders give a floor — those
+        # before the longest window, which a recent change has not reached (all of the
+        # horizon's when too few are before it).
+        longest = np.maximum(np.where(inside, np.arange(len(sizes)), -1).max(axis=1), 0)
+        rows = np.arange(len(times))
+        older = starts[rows, longest]
+        older = np.where(s.over(s.d, self.far, older) >= rule.low_min_renders, older, hi)
+        var = np.maximum(var, s.mean_var(s.x, s.x2, self.far, older)[1][:, None])
         caption_var = np.maximum(
-            caption_var, s.mean_var(s.stages[:, CAPTION], s.c2, fars, before)[1]
+            caption_var, s.mean_var(s.stages[:, CAPTION], s.c2, self.far, older)[1][:, None]
         )
         lookups = s.over(s.lookups, starts, his)
         hit = np.where(lookups > 0, s.over(s.hits, starts, his) / np.maximum(lookups, 1), np.nan)
@@ -82,11 +85,8 @@ class LowVolume:
         ok = inside & (used >= rule.min_baseline_blocks) & np.isfinite(base)
         bar = np.maximum(np.maximum(rule.relative * base, rule.low_z * spr), rule.absolute_nanos)
         score = np.where(ok, np.abs(mean - base) / np.maximum(bar, 1e-9), -np.inf)
-        rows = np.arange(len(times))
         j = np.argmax(score, axis=1)
         recent = np.argmax(inside, axis=1)  # the shortest window inside the horizon
-        longest = np.where(inside, np.arange(len(sizes)), -1).max(axis=1)
-        longest = np.maximum(longest, 0)
 
         self.ok = ok.any(axis=1)
         self.lo, self.n = starts[rows, j], n[rows, j]
@@ -98,8 +98,10 @@ class LowVolume:
         self.caption = caption[rows, j]
         self.caption_recent = caption[rows, recent]
         self.hit_recent = hit[rows, recent]
-        # The longest window in the horizon: where a slow rise in failures shows.
-        self.second = np.where(inside.any(axis=1), starts[rows, longest], self.far)
+        # Every window inside the horizon is a candidate for failures (those outside stand
+        # in for the most recent, to keep the shape of the busy path's candidates).
+        los = np.where(inside, starts, self.recent_lo[:, None])
+        self.failed_los = los if los.shape[1] >= 2 else np.repeat(los, 2, axis=1)
         self._baselines(b, first[rows, j], first[rows, longest], caption_var[rows, j], rule)
         # The most recent window against half its own threshold (in units of it, signed).
         cap_bar = np.maximum(

@@ -100,14 +100,20 @@ def pick(values: F, first: I, count: int) -> tuple[F, npt.NDArray[np.bool_]]:
 
 
 def spread(var: F, n: F, block_means: F, block_n: F) -> tuple[F, F, F]:
-    """(baseline, spread, blocks used) of a window's mean against day-long blocks.
+    """(baseline, spread, blocks used) of a window's mean against day-long blocks, which
+    are consecutive days along the last axis.
 
     Baseline: the median of the blocks' means. Spread² = the window's own sampling variance
     (var/n, large when n is small) + the baseline median's (π/2 · σ²/blocks) + the blocks'
-    real day-to-day variation (their MAD-σ² less what their own sampling explains). The
-    window's per-render variance stands in for the blocks', whose squares are not kept."""
+    real day-to-day variation (σ² less what their own sampling explains). σ is taken from
+    the differences between consecutive days (robust, ÷√2), not from the spread around the
+    median: a past change lasting days shifts a third of the blocks and would double a
+    MAD, but moves only the two differences at its edges. The window's per-render variance
+    stands in for the blocks', whose squares are not kept."""
     base = nanmedian(block_means)
-    sigma = nanmedian(np.abs(block_means - base[..., None])) * MAD_TO_SIGMA
+    steps = np.abs(np.diff(block_means, axis=-1))
+    sigma = nanmedian(steps) * MAD_TO_SIGMA / math.sqrt(2)
+    sigma = np.where(np.isfinite(sigma), sigma, 0.0)
     used = np.sum(np.isfinite(block_means), axis=-1).astype(np.float64)
     typical_n = nanmedian(np.where(np.isfinite(block_means), block_n, np.nan))
     with np.errstate(invalid="ignore", divide="ignore"):
