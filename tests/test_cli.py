@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,7 +141,11 @@ def test_demo_opens_an_alert_then_a_sample_is_new_and_a_resend_says_why(
     assert "1 series judged, 1 opened, 1 open" in demo.output
     assert "2 H100s held 4 h on 2026-10-20" in demo.output
     assert "acme/architecture cost per render +" in demo.output
-    assert "100% of the increase is `unet`; precision changed int8 → fp16" in demo.output
+    share = re.search(
+        r"(\d+)% of the increase is `unet`; precision changed int8 → fp16", demo.output
+    )
+    assert share is not None, demo.output
+    assert int(share[1]) >= 95  # the rest is the other stages' noise, rounded
     ran = cli.invoke(app, ["alerts", "run"])
     assert ran.exit_code == 0, ran.output
     assert "1 series judged" in ran.output  # still regressed, already open: nothing new
