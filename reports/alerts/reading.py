@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 import psycopg
 
+from ledger.journal import LOG
 from ledger.tables import STAGE_COLUMNS
 from reports.alerts.series import KEYS, RENDER_FRAME_COLUMNS, hourly_frame
 from reports.source import copy_in, copy_out
@@ -119,7 +120,7 @@ def touched_since(
     changed, or None."""
     row = raw.execute(
         "SELECT date_trunc('hour', min(r.rendered_at), 'UTC') FROM render_rollup r "
-        "WHERE r.render_id IN (SELECT render_id FROM cost_events WHERE seq > %s AND seq <= %s) "
+        f"WHERE r.render_id IN (SELECT render_id FROM {LOG} WHERE seq > %s AND seq <= %s) "
         "AND r.rendered_at >= %s AND r.rendered_at < %s",
         (after, upto, lo, hi),
     ).fetchone()
