@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -62,6 +63,7 @@ def rules(settings: AlertSettings) -> Callable[[str, str], Rule]:
     """The most specific matching rule wins: tenant + use case, tenant, use case, default."""
     ordered = sorted(settings.rules, key=_specificity)
 
+    @functools.lru_cache(maxsize=1 << 16)  # a pass asks for each of thousands of series
     def rule_for(tenant: str, use_case: str) -> Rule:
         rule = Rule(horizon_hours=settings.horizon_days * 24)
         for r in ordered:
