@@ -21,6 +21,7 @@ from ledger.connections import connection
 from ledger.fx import FxError, MissingRate, fx_table
 from ledger.journal import recorded_at
 from ledger.money import EXACT
+from ledger.tables import STAGE_COLUMNS
 from reports.budgets import current, status
 from reports.source import UNREADABLE
 
@@ -30,8 +31,10 @@ _LAG_SQL = """
 SELECT (SELECT coalesce(max(last_seq), 0) FROM blocks),
        (SELECT coalesce(max(last_seq), 0) FROM rollup_checkpoints WHERE job = 'rollup')
 """
-_COST_SQL = """
-SELECT tenant_id, use_case, currency, avg(total_nanos)::float8, count(*)
+_STAGES = list(STAGE_COLUMNS)
+_COST_SQL = f"""
+SELECT tenant_id, use_case, currency, avg(total_nanos)::float8, count(*),
+       {", ".join(f"avg({STAGE_COLUMNS[st]})::float8" for st in _STAGES)}
 FROM render_rollup WHERE outcome = 'delivered' AND day >= current_date - 1
 GROUP BY tenant_id, use_case, currency
 """
@@ -93,11 +96,20 @@ class LedgerCollector(Collector):
             "Delivered renders since yesterday (UTC)",
             labels=["tenant", "use_case", "currency"],
         )
-        for tenant, use_case, currency, mean, count in costs:
+        by_stage = GaugeMetricFamily(
+            "renderledger_stage_cost_per_render_nanos",
+            "Mean cost of each stage per delivered render since yesterday (UTC), in nanos of "
+            "its currency; the stages of a series add up to its cost per render",
+            labels=["tenant", "use_case", "stage", "currency"],
+        )
+        for tenant, use_case, currency, mean, count, *stages in costs:
             per_render.add_metric([tenant, use_case, currency], mean)
             renders.add_metric([tenant, use_case, currency], count)
+            for stage, stage_mean in zip(_STAGES, stages, strict=True):
+                by_stage.add_metric([tenant, use_case, stage, currency], stage_mean)
         yield per_render
         yield renders
+        yield by_stage
         if self.currency:
             target = GaugeMetricFamily(
                 "renderledger_cost_per_render_converted_nanos",

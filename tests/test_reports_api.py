@@ -179,6 +179,17 @@ def test_metrics_show_lag_ingest_and_cost_per_render(
         f'renderledger_cost_per_render_nanos{{currency="USD",tenant="{tenant}",'
         'use_case="ecommerce"} 2.2e+06' in body
     )
+    stages = {
+        m[1]: float(m[2])
+        for m in re.finditer(
+            rf'renderledger_stage_cost_per_render_nanos{{currency="USD",stage="(\w+)",'
+            rf'tenant="{tenant}",use_case="ecommerce"}} (\S+)',
+            body,
+        )
+    }
+    assert stages["unet"] > 0
+    assert stages["vae_decode"] == 0.0
+    assert sum(stages.values()) == 2.2e06  # the stages add up to the cost per render
 
 
 def test_the_scheduler_rolls_up_by_itself(ledger: Ledger, tenant: str) -> None:
