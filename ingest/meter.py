@@ -40,7 +40,14 @@ class Render:
     events: list[CostEvent] = field(default_factory=list)
 
     def add(
-        self, stage: str, sku: str, quantity: Decimal, *, wall_s: float | None = None, **extra: Any
+        self,
+        stage: str,
+        sku: str,
+        quantity: Decimal,
+        *,
+        wall_s: float | None = None,
+        outcome: Outcome | None = None,
+        **extra: Any,
     ) -> None:
         attributes = self.attributes | extra
         if wall_s is not None:
@@ -55,6 +62,7 @@ class Render:
                 sku=sku,
                 quantity=quantity,
                 occurred_at=datetime.now(UTC),
+                outcome=outcome,
                 attributes=attributes,
             )
         )
@@ -100,20 +108,7 @@ class Meter:
             yield render
             outcome = Outcome.DELIVERED
         finally:
-            render.events.append(
-                CostEvent(
-                    event_id=uuid4(),
-                    tenant_id=self.tenant,
-                    use_case=self.use_case,
-                    render_id=render.render_id,
-                    stage=Stage.RENDER,
-                    sku="render.image",
-                    quantity=Decimal(1),
-                    occurred_at=datetime.now(UTC),
-                    outcome=outcome,
-                    attributes=dict(self.attributes),
-                )
-            )
+            render.add(Stage.RENDER, "render.image", Decimal(1), outcome=outcome)
             self.emitter.emit(render.events)
 
     def close(self, timeout_s: float = 5.0) -> int:

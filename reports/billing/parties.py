@@ -51,6 +51,10 @@ class Party(BaseModel):
     tax_id: Text | None = None
     email: Email | None = None
 
+    def party(self) -> Party:
+        """Only the party's own fields, of a subclass that adds more (issuer, profile)."""
+        return Party.model_validate(self.model_dump(include=set(Party.model_fields)))
+
 
 class Issuer(Party):
     """Us, from ``RENDERLEDGER_BILLING__ISSUER__*``; ``logo`` is a PNG or JPEG file."""
@@ -75,9 +79,6 @@ class Issuer(Party):
             raise ValueError(f"{value}: a PNG or JPEG image, not {kind}")
         return value
 
-    def party(self) -> Party:
-        return Party.model_validate(self.model_dump(include=set(Party.model_fields)))
-
 
 class TaxRate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -86,16 +87,10 @@ class TaxRate(BaseModel):
     percent: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False, decimal_places=4)]
 
 
-class ProfileTerms(BaseModel):
-    """A profile's content; the tenant and the date it takes effect come from the path."""
+class ProfileTerms(Party):
+    """A profile's content: the customer party and its terms; the tenant and the date it
+    takes effect come from the path."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    legal_name: Annotated[Text, Field(min_length=1)]
-    address: Annotated[tuple[Text, ...], Field(max_length=8)] = ()
-    country: Country | None = None
-    tax_id: Text | None = None
-    email: Email | None = None
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
         default=None, description="The currency the customer is invoiced in; the plan's must match"
     )
@@ -122,9 +117,6 @@ class ProfileTerms(BaseModel):
 class BillingProfile(ProfileTerms):
     tenant: Annotated[str, Field(pattern=TENANT_PATTERN)]
     effective_from: date
-
-    def party(self) -> Party:
-        return Party.model_validate(self.model_dump(include=set(Party.model_fields)))
 
     def digest(self) -> str:
         doc = self.model_dump(mode="json")
