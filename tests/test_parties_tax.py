@@ -16,7 +16,7 @@ from ledger.store import Ledger
 from reports.billing.credit_notes import issue_credit_note
 from reports.billing.document import Invoice
 from reports.billing.invoices import InvoiceError
-from reports.billing.lifecycle import finalize, invoice
+from reports.billing.lifecycle import draft_all, finalize, invoice
 from reports.billing.listing import list_all
 from reports.billing.parties import (
     BillingProfile,
@@ -153,10 +153,12 @@ def test_an_invoice_keeps_the_profile_it_was_issued_with(ledger: Ledger, tenant:
             store_profile(raw, _profile(tenant, date(2026, 11, 10), legal_name="Other"))
         again = invoice(raw, tenant, OCT)
         november = invoice(raw, tenant, date(2026, 11, 1))
+        [batch] = draft_all(raw, date(2026, 11, 1), [tenant])  # profiles read in one query
     assert again.customer == first.customer
     assert again.content_sha256 == first.content_sha256
     assert november.customer is not None
     assert november.customer.legal_name == "Customer One SAS"
+    assert batch.customer == november.customer
 
 
 def test_reverse_charge_charges_no_tax_and_says_so(ledger: Ledger, tenant: str) -> None:

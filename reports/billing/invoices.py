@@ -8,6 +8,7 @@ and bills the difference as a prior-period adjustment.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -170,15 +171,20 @@ def compute(
     window: Window | None = None,
     issuer: Issuer | None = None,
     issued_on: date | None = None,
+    profiles: Mapping[str, BillingProfile] | None = None,
 ) -> Invoice:
     """The invoice of ``tenant`` for ``period`` over the log up to ``through_seq``.
 
     ``plan``, ``usage``, ``late`` and ``window`` may be handed in by a caller that read
     them for many tenants at once; otherwise they are read here. The billing profile is
-    the one in force on ``issued_on`` (today for a draft).
+    the one in force on ``issued_on`` (today for a draft): from ``profiles``, read for a
+    batch on that day, when given.
     """
     plan = plan or plan_for(raw, tenant, period)
-    profile = profile_for(raw, tenant, issued_on or datetime.now(UTC).date())
+    if profiles is not None:
+        profile = profiles.get(tenant)
+    else:
+        profile = profile_for(raw, tenant, issued_on or datetime.now(UTC).date())
     if profile is not None and profile.currency not in (None, plan.currency):
         raise InvoiceError(
             f"{tenant} {month(period)}: the billing profile invoices in {profile.currency} "

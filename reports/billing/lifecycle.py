@@ -32,7 +32,7 @@ from reports.billing.months import (
     utc_window,
 )
 from reports.billing.numbers import take_number
-from reports.billing.parties import Issuer
+from reports.billing.parties import Issuer, profiles_for
 from reports.billing.plans import plan_for, plans_for
 from reports.billing.pricing import Usage
 from reports.billing.usage import (
@@ -84,6 +84,7 @@ def draft_all(
             )
         ]
     plans = plans_for(raw, tenants, period)
+    profiles = profiles_for(raw, tenants, issued_on or datetime.now(UTC).date())
     finalized = {
         r[0]
         for r in raw.execute(
@@ -137,6 +138,7 @@ def draft_all(
                         window=windows[t],
                         issuer=issuer,
                         issued_on=issued_on,
+                        profiles=profiles,
                     )
                 )
         except InvoiceError as exc:

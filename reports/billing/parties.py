@@ -28,7 +28,12 @@ from pydantic import (
 
 from ledger.events import TENANT_PATTERN
 from reports.billing.months import check_month
-from reports.billing.versions import store_version, version_in_force, versions_of
+from reports.billing.versions import (
+    store_version,
+    version_in_force,
+    versions_in_force,
+    versions_of,
+)
 
 # One line of printable text: stored as JSONB (which refuses NUL) and printed on a PDF.
 Text = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -167,6 +172,14 @@ def store_profile(raw: psycopg.Connection[Any], profile: BillingProfile) -> bool
 def profile_for(raw: psycopg.Connection[Any], tenant: str, on: date) -> BillingProfile | None:
     found = version_in_force(raw, "billing_profiles", tenant, on)
     return None if found is None else BillingProfile.model_validate(found)
+
+
+def profiles_for(
+    raw: psycopg.Connection[Any], tenants: list[str], on: date
+) -> dict[str, BillingProfile]:
+    """Each tenant's profile in force on ``on``, in one read (a batch of drafts)."""
+    found = versions_in_force(raw, "billing_profiles", tenants, on)
+    return {t: BillingProfile.model_validate(p) for t, p in found.items()}
 
 
 def profiles_of(raw: psycopg.Connection[Any], tenant: str) -> list[BillingProfile]:

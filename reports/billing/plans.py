@@ -31,7 +31,12 @@ from pydantic import (
 
 from ledger.events import TENANT_PATTERN, USE_CASE_PATTERN
 from reports.billing.months import check_month
-from reports.billing.versions import store_version, version_in_force, versions_of
+from reports.billing.versions import (
+    store_version,
+    version_in_force,
+    versions_in_force,
+    versions_of,
+)
 
 Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=30, decimal_places=9)]
 # Stored as JSONB (which refuses NUL) and printed on invoices: one line of printable text.
@@ -259,13 +264,7 @@ def plans_of(raw: psycopg.Connection[Any], tenant: str) -> list[Plan]:
 
 def plans_for(raw: psycopg.Connection[Any], tenants: list[str], period: date) -> dict[str, Plan]:
     """Each tenant's plan in force in ``period`` (the default for those without one)."""
-    found = {
-        t: Plan.model_validate(p)
-        for t, p in raw.execute(
-            "SELECT DISTINCT ON (tenant_id) tenant_id, plan FROM billing_plans "
-            "WHERE effective_from <= %s AND tenant_id = ANY(%s) "
-            "ORDER BY tenant_id, effective_from DESC",
-            (period, tenants),
-        )
+    found = versions_in_force(raw, "billing_plans", tenants, period)
+    return {
+        t: Plan.model_validate(found[t]) if t in found else default_plan(t, period) for t in tenants
     }
-    return {t: found.get(t) or default_plan(t, period) for t in tenants}

@@ -47,6 +47,19 @@ def version_in_force(
     return dict(row[0]) if row else None
 
 
+def versions_in_force(
+    raw: psycopg.Connection[Any], table: Table, tenants: list[str], on: date
+) -> dict[str, dict[str, Any]]:
+    """Each tenant's version in force on ``on``, in one read; tenants without one absent."""
+    rows = raw.execute(
+        f"SELECT DISTINCT ON (tenant_id) tenant_id, {_COLUMN[table]} FROM {table} "
+        "WHERE effective_from <= %s AND tenant_id = ANY(%s) "
+        "ORDER BY tenant_id, effective_from DESC",
+        (on, tenants),
+    ).fetchall()
+    return {t: dict(body) for t, body in rows}
+
+
 def versions_of(raw: psycopg.Connection[Any], table: Table, tenant: str) -> list[dict[str, Any]]:
     rows = raw.execute(
         f"SELECT {_COLUMN[table]} FROM {table} WHERE tenant_id = %s ORDER BY effective_from",
