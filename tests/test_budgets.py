@@ -208,3 +208,20 @@ def test_the_scheduler_judges_budgets_after_each_rollup(ledger: Ledger, tenant: 
     finally:
         jobs.shutdown(wait=True)
     assert {a["signal"] for a in found} >= {"budget_100"}  # a failed detection stops nothing
+
+
+def test_one_tenants_unconvertible_spend_stops_no_other_budget(ledger: Ledger) -> None:
+    """A pass over every tenant: the one whose spend has no FX rate into its budget's
+    currency shows an error, and the others are judged in the same pass."""
+    odd, plain = f"t-odd-{time.monotonic_ns()}", f"t-plain-{time.monotonic_ns()}"
+    for tenant in (odd, plain):
+        add_renders(ledger, tenant, datetime(2026, 10, 5, 10, tzinfo=UTC), 2)
+    run_rollup(ledger.engine)
+    tiny = Decimal("0.000001")
+    with connection(ledger.engine, transaction=True) as raw:
+        set_budgets(raw, odd, [Budget(amount=tiny, currency="ISK")], "test")
+        set_budgets(raw, plain, [Budget(amount=tiny, currency="USD")], "test")
+    judge(ledger.engine, NOW)
+    with connection(ledger.engine) as raw:
+        assert alerts(raw, odd) == []
+        assert "budget_100" in {a["signal"] for a in alerts(raw, plain)}
