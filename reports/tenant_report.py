@@ -12,6 +12,7 @@ half-even, to the nano.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -44,7 +45,10 @@ GROUPS = ("use_case", "stage", "day", *ATTRIBUTES)
 STAGES = [s.value for s in Stage]
 _RANGE = "tenant_id = %(tenant)s AND day >= %(start)s AND day < %(end)s"
 _FAILED = "outcome IN ('failed', 'cancelled')"
-_CACHE_STAGES = ", ".join(f"('{s}', {h}, {m})" for s, (h, m) in STAGE_CACHE_COLUMNS.items())
+_PERCENTILES = (  # to the microsecond: an interpolated double prints as 3612.5099999999998
+    "round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8, "
+    "round(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8"
+)
 
 Key = tuple[Any, ...]
 Sums = defaultdict[Key, defaultdict[str, Decimal]]
@@ -100,63 +104,84 @@ def _costs(raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Co
     return sums
 
 
+def _waste_columns(where: str) -> str:
+    """SQL: a failed render's cost in all and by stage, summed over rows matching ``where``."""
+    return ", ".join(f"sum({c}) {where}" for c in ["total_nanos", *STAGE_COLUMNS.values()])
+
+
+def _add_waste(
+    sums: Sums, key: Key, values: Sequence[Any], m: Converter, currency: str, day: Any
+) -> None:
+    sums[key][""] += m.amount(values[0] or 0, currency, day)
+    for stage, value in zip(STAGE_COLUMNS, values[1:], strict=True):
+        sums[key][stage] += m.amount(value or 0, currency, day)
+
+
 def _waste(raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Converter) -> Sums:
-    """The cost of renders not delivered, per outer group and currency, in all and by stage."""
-    columns = ", ".join(f"sum({c})" for c in STAGE_COLUMNS.values())
+    """The cost of renders not delivered, per outer group and currency, in all and by stage,
+    each day converted at its rate (without converting, ``_facts`` sums it in its pass)."""
     rows = raw.execute(
-        f"SELECT {_select(outer)} currency, {m.day_column()} AS fx_day, sum(total_nanos), "
-        f"{columns} FROM render_rollup WHERE {_RANGE} AND {_FAILED} "
+        f"SELECT {_select(outer)} currency, {m.day_column()} AS fx_day, {_waste_columns('')} "
+        f"FROM render_rollup WHERE {_RANGE} AND {_FAILED} "
         f"GROUP BY {_group(outer, 'currency', 'fx_day')}",
         _params(q),
     ).fetchall()
     sums: Sums = defaultdict(lambda: defaultdict(Decimal))
     n = len(outer)
     for r in rows:
-        currency, day, total = r[n : n + 3]
-        key = (*r[:n], m.row_currency(currency))
-        sums[key][""] += m.amount(total, currency, day)
-        for stage, value in zip(STAGE_COLUMNS, r[n + 3 :], strict=True):
-            sums[key][stage] += m.amount(value, currency, day)
+        currency, day = r[n : n + 2]
+        _add_waste(sums, (*r[:n], m.row_currency(currency)), r[n + 2 :], m, currency, day)
     return sums
 
 
 def _facts(
-    raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Converter
+    raw: psycopg.Connection[Any],
+    q: ReportQuery,
+    outer: list[str],
+    m: Converter,
+    waste: Sums,
+    latency: bool,
 ) -> dict[Key, dict[str, Any]]:
-    """Render counts and latency percentiles per outer group (and currency unless converting)."""
+    """Render counts, latency percentiles and cache (hits, lookups) per outer group (and
+    currency unless converting), in one pass over the renders. A render's own
+    ``cache_hits``/``cache_lookups`` add up its stages; by stage, each stage's pair is a
+    column of counts (one lookup per render and stage that had one, however many events
+    metered it: ``reports.rollups``), never a join against the list of stages, which
+    multiplied the rows by eight and cost four times the rest of the report. Without
+    converting, the waste of failed renders is summed into ``waste`` in the same pass."""
     currency = "%(target)s::text" if m.target else "currency"
+    failed = "" if m.target else ", " + _waste_columns(f"FILTER (WHERE {_FAILED})")
+    if "stage" in q.group_by:
+        cache = "".join(
+            f", count(*) FILTER (WHERE {found(h, x)}), count(*) FILTER (WHERE {looked_up(h, x)})"
+            for h, x in STAGE_CACHE_COLUMNS.values()
+        )
+    else:
+        cache = ", sum(cache_hits), sum(cache_lookups)"
     rows = raw.execute(
         f"SELECT {_select(outer)} {currency} AS row_currency, "
         "count(*) FILTER (WHERE outcome = 'delivered'), "
         "count(*) FILTER (WHERE outcome = 'failed'), "
         "count(*) FILTER (WHERE outcome = 'cancelled'), "
-        # To the microsecond: an interpolated double prints as 3612.5099999999998 otherwise.
-        "round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8, "
-        "round(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)::numeric, 3)::float8 "
-        f"FROM render_rollup WHERE {_RANGE} GROUP BY {_group(outer, 'row_currency')}",
+        f"{_PERCENTILES if latency else 'NULL::float8, NULL::float8'}"
+        f"{failed}{cache} FROM render_rollup WHERE {_RANGE} "
+        f"GROUP BY {_group(outer, 'row_currency')}",
         _params(q) | {"target": m.target},
     ).fetchall()
     n = len(outer) + 1
     names = ("delivered", "failed", "cancelled", "p50", "p95")
-    return {tuple(r[:n]): dict(zip(names, r[n:], strict=True)) for r in rows}
-
-
-def _lookups(
-    raw: psycopg.Connection[Any], q: ReportQuery, outer: list[str], m: Converter
-) -> dict[Key, tuple[int, int]]:
-    """Cache (hits, lookups) per outer group, currency and stage: one lookup per render and
-    stage that had one, however many events metered it (``reports.rollups``)."""
-    currency = "%(target)s::text" if m.target else "currency"
-    rows = raw.execute(
-        f"SELECT {_select(outer)} {currency} AS row_currency, s.stage, "
-        f"count(*) FILTER (WHERE {found('s.h', 's.m')}), "
-        f"count(*) FILTER (WHERE {looked_up('s.h', 's.m')}) "
-        f"FROM render_rollup CROSS JOIN LATERAL (VALUES {_CACHE_STAGES}) AS s(stage, h, m) "
-        f"WHERE {_RANGE} GROUP BY {_group(outer, 'row_currency', 's.stage')}",
-        _params(q) | {"target": m.target},
-    ).fetchall()
-    n = len(outer) + 2
-    return {tuple(r[:n]): (int(r[n]), int(r[n + 1])) for r in rows}
+    stages = list(STAGE_CACHE_COLUMNS) if "stage" in q.group_by else [""]
+    out = {}
+    for r in rows:
+        fact: dict[str, Any] = dict(zip(names, r[n : n + 5], strict=True))
+        more = r[n + 5 :]
+        if failed:
+            _add_waste(waste, tuple(r[:n]), more[: 1 + len(STAGE_COLUMNS)], m, r[n - 1], None)
+            more = more[1 + len(STAGE_COLUMNS) :]
+        counts = [int(c or 0) for c in more]
+        fact["cache"] = {s: (counts[2 * i], counts[2 * i + 1]) for i, s in enumerate(stages)}
+        out[tuple(r[:n])] = fact
+    return out
 
 
 def _what_if(
@@ -192,19 +217,21 @@ def report(
     fx: FxTable | None = None,
     *,
     compare: bool = False,
+    latency: bool = True,
 ) -> list[ReportRow]:
     """One row per group and currency, sorted by the group keys then the currency; no keys
     means one row per currency. ``fx`` must cover the days when ``q.currency`` is set;
-    ``compare`` adds each row's ``previous`` (the same report of the period before)."""
+    ``compare`` adds each row's ``previous`` (the same report of the period before).
+    ``latency=False`` leaves the percentiles out (None): they alone need every render
+    sorted, where the other figures are sums PostgreSQL hashes in parallel."""
     keys = list(q.group_by)
     outer = [k for k in keys if k != "stage"]
     check(q.group_by, what_if is not None)
     by_attribute = bool(set(keys) & set(ATTRIBUTES))
     m = Converter(q.currency, fx)
     costs = costs_by_render(raw, _params(q), outer, m) if by_attribute else _costs(raw, q, outer, m)
-    facts = _facts(raw, q, outer, m)
-    waste = _waste(raw, q, outer, m)
-    lookups = _lookups(raw, q, outer, m)
+    waste = _waste(raw, q, outer, m) if m.target else defaultdict(lambda: defaultdict(Decimal))
+    facts = _facts(raw, q, outer, m, waste, latency)
     alt = _what_if(raw, q, outer, what_if, m) if what_if is not None else None
     loaded = util = None
     if "stage" not in keys and not by_attribute:  # allocations know no stage or attribute
@@ -234,10 +261,7 @@ def report(
         stage_sums = by_outer.get(outer_key, {})
         picked = [stage_sums.get(stage, {})] if stage else list(stage_sums.values())
         cost = sum((s.get("cost", Decimal(0)) for s in picked), Decimal(0))
-        hits = looks = 0
-        for s in [stage] if stage else STAGE_CACHE_COLUMNS:
-            h, n = lookups.get((*outer_key, s), (0, 0))
-            hits, looks = hits + h, looks + n
+        hits, looks = fact.get("cache", {}).get(stage or "", (0, 0))
         given: dict[str, Any] = {k: values[k] for k in keys}
         cost_parts = {s: v.get("cost", Decimal(0)) for s, v in stage_sums.items()}
         wall_parts = {s: v.get("wall", Decimal(0)) for s, v in stage_sums.items()}
