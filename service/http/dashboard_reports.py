@@ -31,7 +31,7 @@ SELECT (SELECT array_agg(ARRAY[job, last_seq::text, updated_at::text] ORDER BY j
           FROM rollup_checkpoints)::text,
        (SELECT array_agg(ARRAY[job, last_seq::text, last_actual_seq::text, updated_at::text]
                          ORDER BY job) FROM allocation_checkpoints)::text,
-       (SELECT max(version) FROM fx_versions)
+       (SELECT max(version) FROM fx_versions), current_database()
 """
 WORK_MEM = "64MB"  # the percentiles sort a month of a large tenant's renders in memory
 KEPT = 256  # pages kept per process, least recently viewed dropped first
@@ -93,7 +93,8 @@ def page_rows(
     fx: FxTable | None,
 ) -> PageRows:
     """The three reports of a page (``MissingRate`` when a day has no FX rate)."""
-    key = (state, q, book[0] if book else None, fx.version if fx else None)
+    # The database is in the key: before its jobs first run, two ledgers' states are alike.
+    key = (engine.url, state, q, book[0] if book else None, fx.version if fx else None)
     kept = KEPT_ROWS.get(key)
     if kept is not None:
         return kept
