@@ -32,14 +32,22 @@ TARGET_MS = 300.0
 TENANT = "t0000"  # the generator's first tenant; with one tenant, every event is its
 SPACING_S = 23  # a render every 23 s: 111,111 renders (a million events) fill October
 _SECOND = "(r % 2592000) * interval '1 second'"
+_START = "timestamptz '2026-10-01'"
 
 
-def spread_over_the_month() -> None:
+def spread_over_the_month(previous: bool) -> None:
     """The generator puts a render a second from 1 October; a page of one month should see
-    a month, so its renders are spaced out (the same SQL, another clock)."""
+    a month, so its renders are spaced out (the same SQL, another clock). With ``previous``
+    September holds as many, so the tiles' comparison with the period before is a full
+    pass too, as on a tenant's real page."""
     assert _SECOND in rollup_rebuild._GENERATE
-    spaced = f"((r * {SPACING_S}) % 2592000) * interval '1 second'"
-    rollup_rebuild._GENERATE = rollup_rebuild._GENERATE.replace(_SECOND, spaced)
+    assert _START in rollup_rebuild._GENERATE
+    days = 61 if previous else 30
+    spaced = f"((r * {SPACING_S}) % {days * 86400}) * interval '1 second'"
+    start = "timestamptz '2026-09-01'" if previous else _START
+    rollup_rebuild._GENERATE = rollup_rebuild._GENERATE.replace(_SECOND, spaced).replace(
+        _START, start
+    )
 
 
 def _server_ms(response: httpx.Response) -> float:
@@ -83,16 +91,29 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument(
+        "--no-previous",
+        dest="previous",
+        action="store_false",
+        help="leave September empty (the period before then costs nothing to read)",
+    )
     args = parser.parse_args()
     n = args.events - args.events % 9
-    spread_over_the_month()
-    with generated_ledger(n, tenants=1, prefix="renderledger-dashboard-") as (url, engine, gen_s):
+    spread_over_the_month(args.previous)
+    total = n * 61 // 30 if args.previous else n
+    total -= total % 9
+    generated = generated_ledger(total, tenants=1, prefix="renderledger-dashboard-")
+    with generated as (url, engine, gen_s):
         ledger = Ledger(engine)
         for book in sorted((DEFAULT_PRICES.parent / "whatif").glob("*.toml")):
             ledger.load_prices(load_price_book_file(book))
         t0 = time.perf_counter()
         run_rollup(engine)
         rollup_s = time.perf_counter() - t0
+        with engine.connect() as conn:
+            october = conn.exec_driver_sql(
+                "SELECT count(*) FILTER (WHERE day >= '2026-10-01'), count(*) FROM render_rollup"
+            ).one()
         tenant_key = create_key(engine, TENANT, ["read"], "bench")
         admin_key = create_key(engine, None, ["admin"], "bench")
         port = free_port()
@@ -112,8 +133,8 @@ def main() -> None:
         [
             "| measure | value | target |",
             "|---|---:|---:|",
-            f"| events of the tenant | {n:,} ({gen_s:.0f} s to generate, {rollup_s:.0f} s to "
-            "roll up) | |",
+            f"| events of the tenant: October / all | {october[0] * 9:,} / {total:,} "
+            f"({gen_s:.0f} s to generate, {rollup_s:.0f} s to roll up) | |",
             "| tenant page, October, first view (three report passes), server time: p50 / p95 / "
             f"max | {pct(cold, 0.5):.0f} ms / {pct(cold, 0.95):.0f} ms / {cold[-1]:.0f} ms "
             f"| p95 ≤ {TARGET_MS:.0f} ms |",
@@ -133,8 +154,10 @@ def main() -> None:
     if args.write:
         body = (
             "## Dashboard (issue 17)\n\n"
-            f"One tenant with {n:,} generated events (nine per render, four use cases, a "
-            f"render every {SPACING_S} s through October 2026), rolled up; the tenant page for "
+            f"One tenant with {october[0] * 9:,} generated events in October 2026 (nine per "
+            f"render, four use cases, a render every {SPACING_S} s)"
+            + (f" and as many in September ({total:,} in all)" if args.previous else "")
+            + ", rolled up; the tenant page for "
             "the month (tiles and the period before, cost per render by stage and day, spend, "
             "savings and waste, what-if, alerts, invoices, budgets) requested one at a time "
             f"through `renderledger serve` with a signed-in cookie: {args.requests} first views "
