@@ -6,7 +6,7 @@ import hashlib
 import inspect
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any
@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from ledger.connections import connection
 from ledger.events import content_hash
-from ledger.journal import StoredEvent, stream
+from ledger.journal import StoredEvent, pruned_through, stream
 from ledger.money import canonical_decimal
 
 GENESIS = bytes(32)
@@ -58,6 +58,8 @@ class VerifyResult:
     blocks_checked: int
     events_checked: int
     broken: tuple[BrokenBlock, ...] = ()
+    first_block: int = 1  # where the rows read start; before: pruned, in the archive only
+    first_seq: int = 1
 
     @property
     def broken_block(self) -> int | None:
@@ -144,11 +146,19 @@ def verify(engine: Engine, progress: Callable[[int], None] | None = None) -> Ver
     with connection(engine) as raw:
         raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         chain = read_chain(raw)
+        # Blocks whose rows were pruned are the archive's to judge (reports.archive_verify);
+        # the first block kept is still linked to the stored hash of the one before it.
+        pruned = pruned_through(raw)
+        start = next((i for i, b in enumerate(chain) if b[3] > pruned), len(chain))
+        prev = bytes(chain[start - 1][2]) if start else GENESIS
+        first = chain[start - 1][4] + 1 if start else 1
+        chain = chain[start:]
         broken: list[BrokenBlock] = []
         rows: _Rows | None = None
         try:
-            rows = _Rows(stream(raw))
-            return _verify(chain, rows, progress, broken)
+            rows = _Rows(stream(raw, first - 1))
+            found = _verify(chain, rows, progress, broken, prev=prev, expected_seq=first)
+            return replace(found, first_block=start + 1, first_seq=first)
         except psycopg.DataError as exc:
             # A value no client can decode (a timestamp past year 9999, written behind the
             # ledger's back): say so and where, rather than crash.

@@ -82,8 +82,17 @@ COPY_SQL = f"COPY {LOG} ({', '.join(WRITTEN)}) FROM STDIN (FORMAT BINARY)"
 
 EventKey = tuple[str, UUID]
 """(tenant, event id): ids are unique per tenant (migration 0008), not across tenants."""
-EVENT_KEY = "cost_events_tenant_event"
+KEYS = "event_keys"
+"""Every event's key, content hash and block, kept after its partition is pruned: the log is
+partitioned by seq (migration 0018) and cannot hold a unique index on the key itself."""
+EVENT_KEY = "event_keys_tenant_event"
 """The unique index behind ``EventKey``: a violation of it on append means a resend."""
+KEYS_SQL = (
+    f"INSERT INTO {KEYS} (tenant_id, event_id, content_hash, block_id, reverses) "
+    f"SELECT tenant_id, event_id, content_hash, block_id, reverses FROM {LOG} "
+    "WHERE seq BETWEEN %s AND %s"
+)
+"""The append's second write, in its transaction: the keys of the rows it just copied."""
 
 
 # Narrow reads: each row a few of the log's columns, filled by name.
@@ -149,19 +158,36 @@ def read_after(
     )
 
 
+def read_after_kept(
+    engine: Engine, after_seq: int, limit: int, tenant_id: str | None = None
+) -> tuple[int, list[StoredEvent]]:
+    """``pruned_through`` and the next ``limit`` events after ``max(after_seq, it)``, read
+    consistently: the lock waits out a prune in progress (its detach waits for us in turn),
+    so no range can be dropped between the two reads and missed by a follower."""
+    with connection(engine, transaction=True) as raw:
+        raw.execute(f"LOCK TABLE {LOG} IN ACCESS SHARE MODE")
+        pruned = pruned_through(raw)
+        where = "WHERE seq > %s" + (" AND tenant_id = %s" if tenant_id is not None else "")
+        params = (max(after_seq, pruned), *((tenant_id,) if tenant_id is not None else ()), limit)
+        with raw.cursor(row_factory=_stored) as cur:
+            rows = cur.execute(f"{_SELECT} {where} ORDER BY seq LIMIT %s", params).fetchall()
+        return pruned, rows
+
+
 def read_render(engine: Engine, render_id: UUID) -> list[StoredEvent]:
     return _fetch(engine, "WHERE render_id = %s ORDER BY seq", (render_id,))
 
 
-def stream(raw: psycopg.Connection[Any]) -> Generator[StoredEvent, None, None]:
-    """Every event in ``seq`` order through one server-side cursor, so memory stays flat.
+def stream(raw: psycopg.Connection[Any], after: int = 0) -> Generator[StoredEvent, None, None]:
+    """Every event after ``after`` in ``seq`` order through one server-side cursor, so memory
+    stays flat.
 
     Runs in the caller's transaction, inside whatever snapshot it set; close the generator
     before that transaction ends.
     """
     with raw.cursor(name="renderledger_journal", row_factory=_stored) as cur:
         cur.itersize = 20_000
-        cur.execute(f"{_SELECT} ORDER BY seq")
+        cur.execute(f"{_SELECT} WHERE seq > %s ORDER BY seq", (after,))
         yield from cur
 
 
@@ -184,9 +210,10 @@ def _typed(raw: psycopg.Connection[Any], row: type[T], sql: str, params: Any) ->
 
 
 def reversed_events(raw: psycopg.Connection[Any], keys: Sequence[EventKey]) -> set[EventKey]:
-    """Of these keys, those a stored reversal of the same tenant already cancels."""
+    """Of these keys, those a stored reversal of the same tenant already cancels (pruned
+    reversals included)."""
     sql = (
-        f"SELECT tenant_id, reverses FROM {LOG} "
+        f"SELECT tenant_id, reverses FROM {KEYS} "
         f"WHERE reverses IS NOT NULL AND {_among('tenant_id, reverses')}"
     )
     return {(r.tenant_id, r.reverses) for r in _typed(raw, _Reversal, sql, _keys(keys))}
@@ -195,10 +222,11 @@ def reversed_events(raw: psycopg.Connection[Any], keys: Sequence[EventKey]) -> s
 def stored_hashes(
     raw: psycopg.Connection[Any], keys: Sequence[EventKey]
 ) -> dict[EventKey, StoredHash]:
-    """What the idempotency check compares a resend against, for the keys already stored."""
+    """What the idempotency check compares a resend against, for the keys already stored,
+    whether their rows are hot or pruned."""
     sql = (
         "SELECT tenant_id, event_id, content_hash, content_version "
-        f"FROM {LOG} JOIN blocks USING (block_id) WHERE {_among('tenant_id, event_id')}"
+        f"FROM {KEYS} JOIN blocks USING (block_id) WHERE {_among('tenant_id, event_id')}"
     )
     return {(h.tenant_id, h.event_id): h for h in _typed(raw, StoredHash, sql, _keys(keys))}
 
@@ -212,6 +240,23 @@ def render_owners(
         "WHERE render_id = ANY(%s) ORDER BY render_id, seq"
     )
     return {o.render_id: o for o in _typed(raw, RenderOwner, sql, (list(render_ids),))}
+
+
+def known_keys(raw: psycopg.Connection[Any], keys: Sequence[EventKey]) -> set[EventKey]:
+    """Of these keys, those the ledger holds or held (a pruned event's key stays)."""
+    sql = f"SELECT tenant_id, event_id FROM {KEYS} WHERE {_among('tenant_id, event_id')}"
+    with raw.cursor() as cur:
+        return {(t, e) for t, e in cur.execute(sql, _keys(keys)).fetchall()}
+
+
+def pruned_through(raw: psycopg.Connection[Any]) -> int:
+    """The last seq dropped from PostgreSQL by ``archive prune`` (0: none); the rows up to it
+    are in the archive only."""
+    with raw.cursor(row_factory=scalar_row) as cur:
+        last: int | None = cur.execute(
+            "SELECT coalesce(max(last_seq), 0) FROM log_pruned"
+        ).fetchone()
+        return last or 0
 
 
 def recorded_at(raw: psycopg.Connection[Any], seq: int) -> datetime | None:

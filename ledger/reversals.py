@@ -8,8 +8,13 @@ import psycopg
 
 from ledger.errors import BatchInvalid, FieldError
 from ledger.events import CostEvent
-from ledger.journal import EventKey, StoredEvent, events_by_key, reversed_events
+from ledger.journal import EventKey, StoredEvent, events_by_key, known_keys, reversed_events
 from ledger.rating import Rated
+
+PRUNED = (
+    "this event is older than the ledger keeps in PostgreSQL (`archive prune` moved it to the "
+    "archive); it can no longer be reversed"
+)
 
 
 class _Target(NamedTuple):
@@ -46,6 +51,12 @@ def price_reversals(raw: psycopg.Connection[Any], fresh: list[Rated]) -> None:
     ]
     already = reversed_events(raw, keys)
     targets = {k: _Target(e, e, k in already) for k, e in events_by_key(raw, keys).items()}
+    # A target whose key is known but whose row is not was pruned to the archive.
+    pruned = (
+        known_keys(raw, [k for k in keys if k not in targets])
+        if len(targets) < len(keys)
+        else set()
+    )
     in_batch = {(r.event.tenant_id, r.event.event_id): r for r in fresh}
     reversed_here: set[EventKey] = set()
     errors: list[FieldError] = []
@@ -56,7 +67,9 @@ def price_reversals(raw: psycopg.Connection[Any], fresh: list[Rated]) -> None:
         target = targets.get(key)
         if target is None and key in in_batch and in_batch[key].index < r.index:
             target = _Target(in_batch[key].event, in_batch[key], False)
-        problem = _reversal_problem(e, target, key in reversed_here)
+        problem = (
+            _reversal_problem(e, target, key in reversed_here) if key not in pruned else PRUNED
+        )
         if problem:
             errors.append(FieldError(r.index, "reverses", problem))
             continue

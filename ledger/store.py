@@ -25,6 +25,7 @@ from ledger.events import CONTENT_VERSION, CostEvent
 from ledger.journal import (
     COPY_SQL,
     EVENT_KEY,
+    KEYS_SQL,
     WRITTEN,
     EventKey,
     render_owners,
@@ -200,6 +201,9 @@ def _write_block(
         buffer += _TRAILER
         copy.write(buffer)
     last_seq = first_seq + len(events) - 1
+    # The keys, read back from the rows just copied (in the server's cache): the unique
+    # index that finds resends, even of pruned events, is event_keys' (migration 0018).
+    raw.execute(KEYS_SQL, (first_seq, last_seq))
     raw.execute(
         "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count, "
         "content_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",

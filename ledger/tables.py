@@ -120,16 +120,72 @@ cost_events = Table(
     CheckConstraint(
         "outcome IS NULL OR outcome IN ('delivered', 'failed', 'cancelled')", name="outcome_known"
     ),
-    Index("cost_events_tenant_event", "tenant_id", "event_id", unique=True),
+    # Partitioned by RANGE (seq) (migration 0018): uniqueness of keys is event_keys'.
+    Index("cost_events_tenant_event", "tenant_id", "event_id"),
     Index("cost_events_render", "render_id"),
     Index(
-        "cost_events_reverses_once",
+        "cost_events_reverses",
+        "tenant_id",
+        "reverses",
+        postgresql_where=text("reverses IS NOT NULL"),
+    ),
+    Index("cost_events_occurred_brin", "occurred_at", postgresql_using="brin"),
+    postgresql_partition_by="RANGE (seq)",
+)
+
+# Every event's idempotency key, kept after its partition is pruned (migration 0018).
+event_keys = Table(
+    "event_keys",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("content_hash", LargeBinary, nullable=False),
+    Column("block_id", BigInteger, nullable=False),
+    Column("reverses", UUID(as_uuid=True)),
+    Index(
+        "event_keys_reverses_once",
         "tenant_id",
         "reverses",
         unique=True,
         postgresql_where=text("reverses IS NOT NULL"),
     ),
-    Index("cost_events_occurred_brin", "occurred_at", postgresql_using="brin"),
+)
+
+# Seq ranges dropped from PostgreSQL by `archive prune`: verify reads them from the archive.
+log_pruned = Table(
+    "log_pruned",
+    metadata,
+    Column("first_seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("partition_name", Text, nullable=False),
+    Column("archive_snapshot_id", BigInteger, nullable=False),
+    Column("pruned_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Summaries of export commits whose Iceberg snapshots `archive prune` expired (issue 16).
+archive_commits = Table(
+    "archive_commits",
+    metadata,
+    Column("snapshot_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("committed_ms", BigInteger, nullable=False),
+    Column("first_seq", BigInteger, nullable=False, unique=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("first_block", BigInteger, nullable=False),
+    Column("last_block", BigInteger, nullable=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("last_hash", LargeBinary, nullable=False),
+    Column("blocks_sha256", LargeBinary, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("records", BigInteger, nullable=False),
+)
+
+# The wall time of each pruned event a kept reversal cancels (the rollup's SQL reads it).
+pruned_walls = Table(
+    "pruned_walls",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("wall", JSONB),
 )
 
 # Caches the renderer keeps in PostgreSQL. Unlike the ledger they are ordinary tables: an

@@ -392,8 +392,26 @@ def _commit(snapshot: Any) -> Commit | None:
         raise ArchiveError(f"snapshot {snapshot.snapshot_id}: unreadable summary ({exc})") from exc
 
 
-def archived(table: Table | None, snapshot_id: int | None = None) -> Archived:
-    """What the table (its current snapshot, or ``snapshot_id``) holds: the resume point."""
+def recorded_commits(raw: psycopg.Connection[Any]) -> tuple[Commit, ...]:
+    """Commits whose snapshots ``archive prune`` expired, as it recorded them."""
+    rows = raw.execute(
+        "SELECT snapshot_id, committed_ms, first_seq, last_seq, first_block, last_block, "
+        "prev_hash, last_hash, blocks_sha256, events, records FROM archive_commits "
+        "ORDER BY first_seq"
+    ).fetchall()
+    return tuple(
+        Commit(snapshot, at, first, last, first_block, last_block, bytes(prev), bytes(hash_),
+               bytes(digest), events, records)
+        for snapshot, at, first, last, first_block, last_block, prev, hash_, digest, events,
+        records in rows
+    )  # fmt: skip
+
+
+def archived(
+    table: Table | None, snapshot_id: int | None = None, recorded: Sequence[Commit] = ()
+) -> Archived:
+    """What the table (its current snapshot, or ``snapshot_id``) holds: the resume point.
+    ``recorded``: commits whose snapshots were expired (``recorded_commits``)."""
     from pyiceberg.table.snapshots import ancestors_of
 
     if table is None:
@@ -407,6 +425,9 @@ def archived(table: Table | None, snapshot_id: int | None = None) -> Archived:
     if not found:
         raise ArchiveError(f"snapshot {snapshot.snapshot_id} was not written by an export")
     found.reverse()
+    # An expired commit's summary lives on in PostgreSQL; the snapshots left continue it.
+    first = found[0].first_seq
+    found = [c for c in recorded if c.last_seq < first] + found
     last = found[-1]
     return Archived(
         snapshot.snapshot_id, last.last_seq, last.last_block, last.last_hash, tuple(found)
@@ -485,7 +506,7 @@ def export_sealed(
         with opened_catalog(engine, settings, create=True) as catalog:
             table = load_table(catalog, settings, create=True)
             assert table is not None
-            state = archived(table)
+            state = archived(table, recorded=recorded_commits(raw))
             blocks = _sealed(raw, state.last_block, settings.archive.lag_s)
             if blocks and (
                 blocks[0].first_seq != state.last_seq + 1

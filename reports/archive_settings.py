@@ -28,6 +28,10 @@ class ArchiveSettings(BaseModel):
     commit_events: int = Field(default=500_000, ge=1)
     # How often the scheduler should run the export; 0: never (run `archive export`).
     interval_s: int = Field(default=900, ge=0)
+    # Events per partition of the log that `archive prune` creates ahead of the head (the
+    # first ones are migration 0018's): weeks of appends, not hours, as a read by render id
+    # probes every partition kept.
+    partition_events: int = Field(default=5_000_000, ge=1)
     namespace: str = "renderledger"
     table: str = LOG  # the Iceberg table is named after the log it holds
 

@@ -177,23 +177,28 @@ def verify_archive(
         return ArchiveVerifyResult(rows.ok and not problems, state, rows, tuple(problems))
 
 
-def spans(archive: Archived, head: int, head_block: int) -> list[Span]:
-    """Where each range of the log is read from, for ``verify``'s report."""
+def spans(
+    archive: Archived, head: int, head_block: int, hot_seq: int = 1, hot_block: int = 1
+) -> list[Span]:
+    """Where each range of the log is read from, for ``verify``'s report; rows before
+    ``hot_seq`` (block ``hot_block``) were pruned from PostgreSQL."""
     out = []
-    if archive.last_seq:
+    if hot_seq > 1:
+        out.append(Span(1, hot_seq - 1, 1, hot_block - 1, "archive only (pruned from PostgreSQL)"))
+    if archive.last_seq >= hot_seq:
         commits = len(archive.commits)
         out.append(
             Span(
-                1,
+                hot_seq,
                 archive.last_seq,
-                1,
+                hot_block,
                 archive.last_block,
                 f"archive (Iceberg snapshot {archive.snapshot_id}, {commits} commit"
                 f"{'s' if commits != 1 else ''}) and PostgreSQL",
             )
         )
-    if head > archive.last_seq:
-        out.append(
-            Span(archive.last_seq + 1, head, archive.last_block + 1, head_block, "PostgreSQL only")
-        )
+    last = max(archive.last_seq, hot_seq - 1)
+    if head > last:
+        first_block = max(archive.last_block, hot_block - 1) + 1
+        out.append(Span(last + 1, head, first_block, head_block, "PostgreSQL only"))
     return out

@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from ledger.connections import connection
 from ledger.events import Stage
 from ledger.journal import head as ledger_head
+from ledger.journal import pruned_through
 from reports.archive import (
     Archived,
     ArchiveError,
@@ -40,6 +41,7 @@ from reports.archive import (
     load_table,
     log_ranges,
     opened_catalog,
+    recorded_commits,
     roles,
 )
 from reports.archive_settings import HasArchive
@@ -97,14 +99,20 @@ def opened(engine: Engine, settings: HasArchive | None) -> Iterator[History]:
     role, url = roles(engine)
     if settings is None:
         with connection(engine) as raw:
-            head = ledger_head(raw)
+            head, pruned = ledger_head(raw), pruned_through(raw)
+        if pruned:
+            raise ArchiveError(f"seq 1..{pruned} was pruned to the archive: read it from there")
         yield History(archived(None), None, head, url, role)
         return
     with opened_catalog(engine, settings) as catalog:
         table = load_table(catalog, settings)
-        state = archived(table)
         with connection(engine) as raw:
-            head = ledger_head(raw)
+            state = archived(table, recorded=recorded_commits(raw))
+            head, pruned = ledger_head(raw), pruned_through(raw)
+        if state.last_seq < pruned:  # prune never drops what the archive lacks
+            raise ArchiveError(
+                f"seq 1..{pruned} was pruned, the archive holds only 1..{state.last_seq}"
+            )
         yield History(state, table, max(head, state.last_seq), url, role)
 
 
@@ -265,9 +273,8 @@ def signed_frames(
     reading of PostgreSQL (``read_events_adbc``, two ranges in flight), which is what a
     rebuild without an archive always did, as fast as before.
 
-    A tail reversal finds the wall time of the event it reverses by a subquery on the log.
-    While nothing is pruned that event is always there; ``archive prune`` (a later phase)
-    must first give the tail the archived walls, as ``signed`` takes them here."""
+    A tail reversal finds the wall time of the event it reverses by a subquery on the log,
+    or in ``pruned_walls`` once ``archive prune`` dropped that event's partition."""
     targets = reversal_targets(history)
     columns = ROLLUP_COLUMNS if targets.is_empty() else (*ROLLUP_COLUMNS, "event_id")
     walls: list[pl.DataFrame] = []

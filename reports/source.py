@@ -6,7 +6,8 @@ C++): one stream reads about as fast as the CSV route (1.4-1.7 s per million eve
 way, see BENCHMARKS.md), but ADBC decodes outside the GIL, so two reads overlap with the
 aggregation of the chunk before them. Each row is signed: a reversal (``sign`` −1)
 subtracts its quantity, its cache events, its event count and the wall time of the event it
-reverses; its cost is already negated. Each row keeps its currency: no rollup adds two.
+reverses (kept in ``pruned_walls`` once that event's partition is pruned); its cost is
+already negated. Each row keeps its currency: no rollup adds two.
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS
             AND {wall} IS NULL THEN 1 ELSE 0 END AS unreadable_wall
 FROM (
     SELECT e.*, CASE WHEN e.reverses IS NULL THEN e.attributes->'wall_s'
-                ELSE (SELECT o.attributes->'wall_s' FROM {log} AS o
-                      WHERE o.tenant_id = e.tenant_id AND o.event_id = e.reverses) END AS w
+                ELSE coalesce((SELECT o.attributes->'wall_s' FROM {log} AS o
+                               WHERE o.tenant_id = e.tenant_id AND o.event_id = e.reverses),
+                              (SELECT p.wall FROM pruned_walls AS p
+                               WHERE p.tenant_id = e.tenant_id AND p.event_id = e.reverses))
+                END AS w
     FROM {log} AS e WHERE e.seq BETWEEN {lo} AND {hi}
 ) AS e ORDER BY seq
 """

@@ -109,7 +109,21 @@ def test_the_migrated_schema_matches_the_table_definitions(db_url: str) -> None:
 
     engine = create_engine(database.sqlalchemy_url(db_url))
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        # The log's partitions are its storage, not tables of the schema (migration 0018).
+        partitions = set(
+            conn.exec_driver_sql(
+                "SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'"
+            ).scalars()
+        )
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_name": lambda name, kind, _parent: (
+                    not (kind == "table" and name in partitions)
+                )
+            },
+        )
+        diff = compare_metadata(context, metadata)
     engine.dispose()
     assert diff == []
 

@@ -9,11 +9,20 @@ import typer
 from rich.table import Table
 from sqlalchemy import Engine
 
+from ledger import database
+from ledger.chain import VerifyResult
 from ledger.connections import connection
 from ledger.journal import head
-from reports.archive import ArchiveError, archived, export_sealed, load_table, opened_catalog
+from reports.archive import (
+    ArchiveError,
+    archived,
+    export_sealed,
+    load_table,
+    opened_catalog,
+    recorded_commits,
+)
 from reports.archive_verify import spans, verify_archive
-from service.cli.common import err, fail, open_ledger, out, plain, progress_bar
+from service.cli.common import database_url, err, fail, open_ledger, out, plain, progress_bar
 from service.settings import Settings, get_settings
 
 archive_app = typer.Typer(
@@ -45,6 +54,48 @@ def export(
     )
 
 
+@archive_app.command("prune")
+def prune_command(
+    keep: Annotated[
+        str, typer.Option(help="Keep in PostgreSQL what was stored within this: 90d, 3mo, 1y")
+    ] = "3mo",
+    dry_run: Annotated[bool, typer.Option(help="Say what would be pruned; change nothing")] = False,
+) -> None:
+    """Drop partitions of the log that the archive holds, verified, and that are older than
+    --keep; create the next partitions ahead of the head; expire older Iceberg snapshots
+    (their summaries are kept in PostgreSQL). Runs as the owner role (DDL)."""
+    from reports.archive_prune import keep_window, prune
+
+    settings = get_settings()
+    try:
+        keep_window(keep)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    open_ledger(settings).engine.dispose()  # the schema's revision is checked there
+    engine = database.make_engine(database_url(settings))  # the owner: no SET ROLE
+    try:
+        result = prune(engine, settings, keep, dry_run=dry_run)
+    except (ArchiveError, RuntimeError) as exc:
+        raise fail(str(exc), code=2) from exc
+    finally:
+        engine.dispose()
+    for v in result.verdicts:
+        verdict = ("would prune" if dry_run else "pruned") if v.prune else f"kept: {v.reason}"
+        seqs = f"seq {v.partition.first_seq}..{v.partition.last_seq}"
+        out.print(f"{v.partition.name} ({seqs}): {plain(verdict)}", highlight=False)
+    if result.verified_events is not None:
+        out.print(f"the archive verified: {result.verified_events:,} events")
+    for problem in result.problems:
+        err.print(f"broken: {plain(problem)}", highlight=False)
+    if result.problems:
+        raise fail("the archive failed verification; nothing was pruned", code=2)
+    if not dry_run:
+        out.print(
+            f"pruned {len(result.pruned)} partition(s); created {len(result.created)} ahead of "
+            f"the head; expired {result.expired_snapshots} Iceberg snapshot(s)"
+        )
+
+
 @archive_app.command("status")
 def status() -> None:
     """Where the table is, what it holds, and its last commits."""
@@ -52,9 +103,9 @@ def status() -> None:
     engine = open_ledger(settings).engine
     with opened_catalog(engine, settings) as catalog:
         table = load_table(catalog, settings)
-        state = archived(table)
         with connection(engine) as raw:
             last = head(raw)
+            state = archived(table, recorded=recorded_commits(raw))
         if table is None:
             out.print(f"nothing archived yet; the log holds seq 1..{last}")
             return
@@ -74,15 +125,24 @@ def status() -> None:
         out.print(shown)
 
 
-def verify_history(engine: Engine, settings: Settings, blocks: int, events: int) -> None:
-    """``verify``'s second half, after the chain verified ``blocks`` blocks and ``events``
-    events in PostgreSQL: the archive's rows against the chain, and which range was read
-    from where. Raises exit 2 when the archive disagrees with the chain."""
+def verify_history(engine: Engine, settings: Settings, chain: VerifyResult) -> None:
+    """``verify``'s second half, after the chain was verified in PostgreSQL (``chain``): the
+    archive's rows against the chain, and which range was read from where; a range pruned
+    from PostgreSQL is judged from the archive alone. Raises exit 2 when the archive
+    disagrees with the chain or a pruned range has no archive."""
     with progress_bar() as progress:
         task = progress.add_task("verifying the archive", total=None)
         result = verify_archive(engine, settings, lambda n: progress.advance(task, n))
     archive = result.archive if result is not None else archived(None)
-    for span in spans(archive, events, blocks):
+    head = chain.first_seq - 1 + chain.events_checked
+    head_block = chain.first_block - 1 + chain.blocks_checked
+    if archive.last_seq < chain.first_seq - 1:
+        raise fail(
+            f"seq 1..{chain.first_seq - 1} was pruned from PostgreSQL, and the archive holds "
+            f"only seq 1..{archive.last_seq}: that range cannot be verified",
+            code=2,
+        )
+    for span in spans(archive, head, head_block, chain.first_seq, chain.first_block):
         seqs = f"seq {span.first_seq}..{span.last_seq}"
         out.print(f"  {seqs} (blocks {span.first_block}..{span.last_block}): {span.source}")
     if result is None or result.ok:

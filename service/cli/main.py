@@ -332,8 +332,16 @@ def verify() -> None:
             f"{result.events_checked} events read",
             code=2,
         )
-    out.print(f"ok: {result.blocks_checked} blocks, {result.events_checked} events verified")
-    verify_history(ledger.engine, get_settings(), result.blocks_checked, result.events_checked)
+    pruned = (
+        f" in PostgreSQL from seq {result.first_seq} (block {result.first_block}); the range "
+        "before was pruned"
+        if result.first_seq > 1
+        else ""
+    )
+    out.print(
+        f"ok: {result.blocks_checked} blocks, {result.events_checked} events verified{pruned}"
+    )
+    verify_history(ledger.engine, get_settings(), result)
 
 
 @app.command()

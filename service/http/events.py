@@ -14,9 +14,10 @@ from ingest.fast_json import parse
 from ingest.parsing import EVENT, MalformedBody
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError
 from ledger.events import TENANT_ID, TENANT_PATTERN, Stage, duration
-from ledger.journal import StoredEvent, read_after, read_render
+from ledger.journal import StoredEvent, read_render
 from ledger.money import format_nanos
 from ledger.store import Ledger, Receipt
+from reports.archive_events import read_after
 from service.http.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
 from service.http.errors import http_error, responses
 from service.http.event_schemas import EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
@@ -163,6 +164,7 @@ async def post_events(
 def get_events(
     ledger: LedgerDep,
     key: ReadKey,
+    settings: SettingsDep,
     after_seq: Annotated[int, Query(ge=0, description="Return events with seq above this")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     render_id: Annotated[UUID | None, Query(description="Only this render's events")] = None,
@@ -180,7 +182,8 @@ def get_events(
         wanted = [e for e in render if e.seq > after_seq and tenant_id in (None, e.tenant_id)]
         stored = wanted[:limit]
     else:
-        stored = read_after(ledger.engine, after_seq, limit, tenant_id)  # filtered in SQL
+        # Filtered in SQL; a range pruned from PostgreSQL is read from the archive.
+        stored = read_after(ledger.engine, settings, after_seq, limit, tenant_id)
     events = [EventOut.of(e) for e in stored]
     return EventPage(events=events, next_after_seq=events[-1].seq if events else None)
 
