@@ -67,7 +67,8 @@ _TIME_RE = re.compile(_TIME)
 class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One event as the usual producer spells it; optional fields UNSET when absent.
 
-    Text is checked in ``_Batch``, where a value repeated in the batch is checked once."""
+    Text is checked in ``_events``, where a value repeated in the batch is checked once;
+    attributes are kept as their JSON text, decoded and checked once per distinct text."""
 
     event_id: UUID
     tenant_id: str
@@ -81,11 +82,12 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     baseline_quantity: str | UnsetType | None = UNSET
     outcome: Outcome | UnsetType | None = UNSET
     reverses: UUID | UnsetType | None = UNSET
-    attributes: dict[str, Any] | UnsetType = UNSET
+    attributes: msgspec.Raw | UnsetType = UNSET
 
 
 _ARRAY: Final = msgspec.json.Decoder(list[_Wire])
 _LINE: Final = msgspec.json.Decoder(_Wire)
+_ATTRIBUTES: Final = msgspec.json.Decoder(dict[str, Any])  # as the Struct decoded them before
 _REQUIRED: Final = (
     "event_id",
     "tenant_id",
@@ -98,9 +100,11 @@ _REQUIRED: Final = (
 )
 _OPTIONAL: Final = ("cache", "baseline_quantity", "outcome", "reverses", "attributes")
 _ZERO: Final = Decimal(0)
+_SCALARS: Final = frozenset({str, int, bool, type(None)})  # immutable: a copy shares nothing
 _new = object.__new__
 _set = object.__setattr__
 _fromiso = datetime.fromisoformat
+_RENDER: Final = Stage.RENDER
 
 
 class _Doubt(Exception):
@@ -113,119 +117,138 @@ def _given(shape: tuple[bool, ...]) -> frozenset[str]:
     )
 
 
-class _Batch:
-    """One body's events; each distinct text (tenant, use case, SKU, time, quantity) is
-    checked and converted once per body."""
+def _time(text: str, ceiling: datetime) -> datetime:
+    if not _TIME_RE.match(text):
+        raise _Doubt
+    at = _fromiso(text)
+    if at > ceiling or at < EARLIEST:
+        raise _Doubt
+    return at
 
-    def __init__(self) -> None:
-        self.ceiling = datetime.now(UTC) + MAX_FUTURE  # before the model's "now": stricter
-        self.labels: set[tuple[str, str, str]] = set()
-        self.times: dict[str, datetime] = {}
-        self.quantities: dict[str, Decimal] = {}
-        self.shapes: dict[tuple[bool, ...], frozenset[str]] = {}
 
-    def time(self, text: str) -> datetime:
-        at = self.times.get(text)
-        if at is None:
-            if not _TIME_RE.match(text):
-                raise _Doubt
-            at = _fromiso(text)
-            if at > self.ceiling or at < EARLIEST:
-                raise _Doubt
-            self.times[text] = at
-        return at
+def _quantity(text: str) -> Decimal:
+    if not _QUANTITY_RE.match(text):
+        raise _Doubt
+    value = Decimal(text)
+    return _ZERO if value.is_zero() else value  # as the model's _plain_zero
 
-    def quantity(self, text: str) -> Decimal:
-        value = self.quantities.get(text)
-        if value is None:
-            if not _QUANTITY_RE.match(text):
-                raise _Doubt
-            value = Decimal(text)
-            if value.is_zero():
-                value = _ZERO  # as the model's _plain_zero
-            self.quantities[text] = value
-        return value
 
-    def labels_ok(self, tenant: str, use_case: str, sku: str) -> None:
-        key = (tenant, use_case, sku)
-        if key not in self.labels:
-            if not (_TENANT_RE.match(tenant) and _USE_CASE_RE.match(use_case)):
-                raise _Doubt
-            if not _SKU_RE.match(sku):
-                raise _Doubt
-            self.labels.add(key)
+def _labels(tenant: str, use_case: str, sku: str) -> None:
+    if not (_TENANT_RE.match(tenant) and _USE_CASE_RE.match(use_case) and _SKU_RE.match(sku)):
+        raise _Doubt
 
-    def event(self, w: _Wire) -> CostEvent:
-        self.labels_ok(w.tenant_id, w.use_case, w.sku)
-        at = self.time(w.occurred_at)
-        cache, baseline, outcome, reverses, attributes = (
-            w.cache,
-            w.baseline_quantity,
-            w.outcome,
-            w.reverses,
-            w.attributes,
-        )
-        shape = (
-            cache is UNSET,
-            baseline is UNSET,
-            outcome is UNSET,
-            reverses is UNSET,
-            attributes is UNSET,
-        )
-        given = self.shapes.get(shape)
-        if given is None:
-            given = self.shapes[shape] = _given(shape)
-        if attributes is UNSET:
-            attributes = {}
-        else:
-            attributes = _check_attributes(attributes)
-            _check_known_attributes(attributes)
-        if outcome is UNSET:
-            outcome = None
-        if reverses is UNSET:
-            reverses = None
-        stage = w.stage
-        if stage is Stage.RENDER:
-            if outcome is None and reverses is None:
-                raise _Doubt
-        elif outcome is not None:
-            raise _Doubt
-        # What pydantic's model_construct does, without its per-call overhead: the values
-        # are the ones validation would have produced (tests/test_fast_json.py holds them).
-        event: CostEvent = _new(CostEvent)
-        _set(
-            event,
-            "__dict__",
-            {
-                "event_id": w.event_id,
-                "tenant_id": w.tenant_id,
-                "use_case": w.use_case,
-                "render_id": w.render_id,
-                "stage": stage,
-                "sku": w.sku,
-                "quantity": self.quantity(w.quantity),
-                "occurred_at": at,
-                "cache": None if cache is UNSET else cache,
-                "baseline_quantity": None
-                if baseline is UNSET or baseline is None
-                else self.quantity(baseline),
-                "outcome": outcome,
-                "reverses": reverses,
-                "attributes": attributes,
-            },
-        )
-        _set(event, "__pydantic_fields_set__", set(given))
-        _set(event, "__pydantic_extra__", None)
-        _set(event, "__pydantic_private__", None)
-        return event
+
+def _attributes(text: bytes) -> tuple[dict[str, Any], bool]:
+    """Checked attributes, and whether every value is a scalar (then copies share nothing)."""
+    attributes = _check_attributes(_ATTRIBUTES.decode(text))
+    _check_known_attributes(attributes)
+    return attributes, all(type(v) in _SCALARS for v in attributes.values())
 
 
 def _events(wires: list[_Wire]) -> list[CostEvent] | None:
-    batch = _Batch()
+    """Each event as pydantic would have made it, or None at the first doubt.
+
+    One body's distinct texts (labels, times, quantities, attributes) are checked and
+    converted once; a render's events repeat most of them. The loop is one function, not a
+    method per field, as it runs for every event."""
+    ceiling = datetime.now(UTC) + MAX_FUTURE  # before the model's "now": stricter
+    labels: set[tuple[str, str, str]] = set()
+    times: dict[str, datetime] = {}
+    quantities: dict[str, Decimal] = {}
+    shapes: dict[tuple[bool, ...], frozenset[str]] = {}
+    known: dict[bytes, dict[str, Any]] = {}
+    out: list[CostEvent] = []
+    append = out.append
     try:
-        return [batch.event(w) for w in wires]
-    except (_Doubt, ValueError, TypeError):
+        for w in wires:
+            tenant, use_case, sku = w.tenant_id, w.use_case, w.sku
+            key = (tenant, use_case, sku)
+            if key not in labels:
+                _labels(tenant, use_case, sku)
+                labels.add(key)
+            text = w.occurred_at
+            at = times.get(text)
+            if at is None:
+                at = times[text] = _time(text, ceiling)
+            text = w.quantity
+            quantity = quantities.get(text)
+            if quantity is None:
+                quantity = quantities[text] = _quantity(text)
+            cache, baseline, outcome, reverses, raw = (
+                w.cache,
+                w.baseline_quantity,
+                w.outcome,
+                w.reverses,
+                w.attributes,
+            )
+            shape = (
+                cache is UNSET,
+                baseline is UNSET,
+                outcome is UNSET,
+                reverses is UNSET,
+                raw is UNSET,
+            )
+            given = shapes.get(shape)
+            if given is None:
+                given = shapes[shape] = _given(shape)
+            if raw is UNSET:
+                attributes: dict[str, Any] = {}
+            else:
+                body = bytes(raw)
+                found = known.get(body)
+                if found is None:
+                    attributes, flat = _attributes(body)
+                    if flat:  # a repeat gets a copy of its own, as pydantic would give it
+                        known[body] = attributes
+                else:
+                    attributes = found.copy()
+            if cache is UNSET:
+                cache = None
+            if outcome is UNSET:
+                outcome = None
+            if reverses is UNSET:
+                reverses = None
+            stage = w.stage
+            if stage is _RENDER:
+                if outcome is None and reverses is None:
+                    raise _Doubt
+            elif outcome is not None:
+                raise _Doubt
+            based: Decimal | None = None
+            if baseline is not UNSET and baseline is not None:
+                based = quantities.get(baseline)
+                if based is None:
+                    based = quantities[baseline] = _quantity(baseline)
+            # What pydantic's model_construct does, without its per-call overhead: the values
+            # are the ones validation would have produced (tests/test_fast_ingest.py holds
+            # them).
+            event: CostEvent = _new(CostEvent)
+            _set(
+                event,
+                "__dict__",
+                {
+                    "event_id": w.event_id,
+                    "tenant_id": tenant,
+                    "use_case": use_case,
+                    "render_id": w.render_id,
+                    "stage": stage,
+                    "sku": sku,
+                    "quantity": quantity,
+                    "occurred_at": at,
+                    "cache": cache,
+                    "baseline_quantity": based,
+                    "outcome": outcome,
+                    "reverses": reverses,
+                    "attributes": attributes,
+                },
+            )
+            _set(event, "__pydantic_fields_set__", set(given))
+            _set(event, "__pydantic_extra__", None)
+            _set(event, "__pydantic_private__", None)
+            append(event)
+    except (_Doubt, ValueError, TypeError, msgspec.DecodeError):
         return None
+    return out
 
 
 def decode_array(body: bytes, max_events: int) -> list[CostEvent] | None:

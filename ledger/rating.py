@@ -36,18 +36,28 @@ class Rated:
         return (self.price_version, self.event.sku)
 
 
+def bounded(field: str, nanos: int, currency: str) -> int:
+    """A cost an event may carry, or ``Unrateable`` naming the quantity that set it."""
+    if nanos > MAX_EVENT_COST_NANOS:
+        raise Unrateable(
+            field,
+            f"costs {format_nanos(nanos)} {currency}, above the limit of "
+            f"{format_nanos(MAX_EVENT_COST_NANOS)} for one event; split it",
+        )
+    return nanos
+
+
 def rate(i: int, e: CostEvent, book: PriceBook) -> Rated:
+    """One event priced: the definition. ``ledger.copy_rows`` does the same for a batch in
+    one pass with its repeats computed once (tests/test_fast_ingest.py holds the two)."""
     version, price = book.price(e.sku, e.occurred_at)
     unit = price.unit_price_nanos
-    cost = cost_nanos(e.quantity, unit)
-    baseline = None if e.baseline_quantity is None else cost_nanos(e.baseline_quantity, unit)
-    for field, nanos in (("quantity", cost), ("baseline_quantity", baseline)):
-        if nanos is not None and nanos > MAX_EVENT_COST_NANOS:
-            raise Unrateable(
-                field,
-                f"costs {format_nanos(nanos)} {version.currency}, above the limit of "
-                f"{format_nanos(MAX_EVENT_COST_NANOS)} for one event; split it",
-            )
+    cost = bounded("quantity", cost_nanos(e.quantity, unit), version.currency)
+    baseline = (
+        None
+        if e.baseline_quantity is None
+        else bounded("baseline_quantity", cost_nanos(e.baseline_quantity, unit), version.currency)
+    )
     return Rated(i, e, e.content_hash(), version.version, unit, version.currency, cost, baseline)
 
 

@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
-import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
-import orjson
 import psycopg
 import psycopg.errors
-from psycopg.adapt import PyFormat
 from sqlalchemy import Engine
 
 from ledger import locks
-from ledger.chain import GENESIS, block_hash, price_tag, row_digest
+from ledger.chain import GENESIS, block_hash, row_digest
 from ledger.connections import connection
+from ledger.copy_rows import CHUNK as _CHUNK
+from ledger.copy_rows import FIELDS as _FIELDS
+from ledger.copy_rows import SIGNATURE as _SIGNATURE
+from ledger.copy_rows import TRAILER as _TRAILER
+from ledger.copy_rows import Prepared
+from ledger.copy_rows import head as _head
+from ledger.copy_rows import int8 as _int8
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError, LedgerError
 from ledger.events import CONTENT_VERSION, CostEvent
 from ledger.journal import (
     COPY_SQL,
     EVENT_KEY,
     KEYS_SQL,
-    WRITTEN,
     EventKey,
     render_owners,
     stored_hashes,
 )
 from ledger.price_books import read_price_book, read_version
 from ledger.prices import PriceBook, PriceBookFile, PriceVersion, UnpricedSku
-from ledger.rating import Rated, Unrateable, rate_all, rate_each
+from ledger.rating import Rated, Unrateable, rate_all
 from ledger.reversals import price_reversals
 
 FOREIGN_RENDER = "this render_id cannot be used; render ids are chosen fresh for each render"
@@ -121,7 +122,11 @@ class Ledger:
                 # Another append holds the lock: price and encode the rows now, while
                 # waiting, so the lock is held for the database's part alone.
                 early = self.price_book()
-                prepared = Prepared(rate_all(events, early))
+                try:
+                    prepared = Prepared.rate_now(events, early)
+                except (UnpricedSku, Unrateable):
+                    rate_all(events, early)  # names every event that cannot be rated
+                    raise
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (locks.APPEND,))
             book = self._book_in_force(raw)
             if prepared is not None and book is not early:
@@ -247,142 +252,6 @@ def _copy_row(seq: int, r: Rated, block_id: int) -> tuple[Any, ...]:
         r.content,
         block_id,
     )
-
-
-# -- COPY rows, encoded by hand ---------------------------------------------------------
-#
-# The append's binary COPY, written as bytes rather than through ``copy.write_row``: the
-# per-row formatting (two UUID and one JSONB dumper in Python) was a third of the append's
-# CPU. Each row is ``_copy_row`` in PostgreSQL's binary COPY format; everything but ``seq``
-# and ``block_id`` is encoded before the append knows them (``Prepared``), so a batch waiting
-# for the lock does that work while it waits. tests/test_fast_ingest.py holds these bytes to
-# psycopg's own formatting of ``_copy_row`` with ``journal.COPY_TYPES``.
-
-_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # the header, no flags, no extension
-_TRAILER = b"\xff\xff"
-_FIELDS = len(WRITTEN)
-_CHUNK = 1 << 17
-_NULL = b"\xff\xff\xff\xff"
-_UUID = struct.pack(">i", 16)
-_head = struct.Struct(">hiq").pack  # field count, then seq as int8
-_int8 = struct.Struct(">iq").pack
-_int4 = struct.Struct(">ii").pack
-_size = struct.Struct(">i").pack
-# psycopg's own (C) dumpers for the two encodings worth not writing again; never None here.
-_numeric = cast(
-    Callable[[Decimal], bytes], psycopg.adapters.get_dumper(Decimal, PyFormat.BINARY)(Decimal).dump
-)
-_timestamptz = cast(
-    Callable[[datetime], bytes],
-    psycopg.adapters.get_dumper(datetime, PyFormat.BINARY)(datetime).dump,
-)
-
-
-def _field(data: bytes | bytearray | memoryview) -> bytes:
-    return _size(len(data)) + bytes(data)
-
-
-class _Texts(dict[str, bytes]):
-    """Text fields as COPY fields, each spelling encoded once (tenants, SKUs and stages
-    repeat across a batch)."""
-
-    def __missing__(self, text: str) -> bytes:
-        field = self[text] = _field(text.encode())
-        return field
-
-
-@dataclass(frozen=True, slots=True)
-class _PriceFields:
-    """The price columns of every event one (version, SKU) prices: computed once."""
-
-    tag: bytes  # the row digest's pricing part
-    version_and_unit: bytes  # price_version, unit_price_nanos
-    currency: bytes
-
-
-Row = tuple[Rated, bytes, bytes]
-"""A rated event, its price tag for the row digest, its COPY fields but seq and block_id."""
-
-
-class Prepared:
-    """A batch's rows: each event rated, with its COPY fields from ``event_id`` through
-    ``content_hash`` encoded; ``seq`` and ``block_id`` are added when the block is written."""
-
-    def __init__(self, rated: Iterable[Rated]) -> None:
-        self._rated = rated
-        self._texts = _Texts()
-        self._prices: dict[tuple[int, str], _PriceFields] = {}
-        self._rows: list[Row] | None = None
-        self._last_time: datetime | None = None
-        self._last_timestamptz = b""
-        if isinstance(rated, list):
-            self._rows = [self._encode(r) for r in rated]
-
-    @classmethod
-    def lazily(cls, events: Sequence[CostEvent], book: PriceBook) -> Prepared:
-        """Rated and encoded as the COPY asks for each row (``UnpricedSku`` on the first)."""
-        return cls(rate_each(events, book))
-
-    @property
-    def rated(self) -> list[Rated]:
-        assert self._rows is not None
-        return [r for r, _, _ in self._rows]
-
-    def __iter__(self) -> Iterator[Row]:
-        if self._rows is not None:
-            return iter(self._rows)
-        return map(self._encode, self._rated)
-
-    def _encode(self, r: Rated) -> Row:
-        e = r.event
-        texts = self._texts
-        key = (r.price_version, e.sku)
-        price = self._prices.get(key)
-        if price is None:
-            price = self._prices[key] = _PriceFields(
-                price_tag(r.price_version, r.unit_price_nanos, r.currency),
-                _int4(4, r.price_version) + _field(_numeric(r.unit_price_nanos)),
-                texts[r.currency],
-            )
-        at = e.occurred_at
-        if at is not self._last_time:  # a render's events often share one datetime object
-            self._last_time, self._last_timestamptz = at, _timestamptz(at)
-        quantity = _numeric(e.quantity)
-        baseline = e.baseline_quantity
-        attributes = orjson.dumps(e.attributes)
-        middle = b"".join(
-            (
-                _UUID,
-                e.event_id.int.to_bytes(16, "big"),  # UUID.bytes, without the property call
-                texts[e.tenant_id],
-                texts[e.use_case],
-                _UUID,
-                e.render_id.int.to_bytes(16, "big"),
-                texts[e.stage],
-                texts[e.sku],
-                _size(len(quantity)),
-                quantity,
-                _TIMESTAMPTZ,
-                self._last_timestamptz,
-                _NULL if e.cache is None else texts[e.cache],
-                _NULL if baseline is None else _field(_numeric(baseline)),
-                _NULL if e.outcome is None else texts[e.outcome],
-                _NULL if e.reverses is None else _UUID + e.reverses.bytes,
-                _size(len(attributes) + 1),  # jsonb's binary form: version 1, then the text
-                b"\x01",
-                attributes,
-                price.version_and_unit,
-                _int8(8, r.cost_nanos),
-                _NULL if r.baseline_cost_nanos is None else _int8(8, r.baseline_cost_nanos),
-                price.currency,
-                _size(len(r.content)),
-                r.content,
-            )
-        )
-        return r, price.tag, middle
-
-
-_TIMESTAMPTZ = struct.pack(">i", 8)
 
 
 def _split_duplicates(rated: list[Rated], stored: dict[EventKey, bytes]) -> tuple[list[Rated], int]:

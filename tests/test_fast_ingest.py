@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -22,12 +22,13 @@ from psycopg.types.json import set_json_dumps
 from ingest.fast_json import decode_array, decode_ndjson
 from ingest.parsing import parse_body
 from ingest.sample import sample_events
+from ledger.copy_rows import Prepared, int8
 from ledger.errors import LedgerError
-from ledger.events import CostEvent
+from ledger.events import Cache, CostEvent
 from ledger.journal import COPY_TYPES
-from ledger.prices import PriceBook, PriceVersion, load_price_book_file
-from ledger.rating import rate
-from ledger.store import Prepared, _copy_row, _int8
+from ledger.prices import PriceBook, PriceVersion, UnpricedSku, load_price_book_file
+from ledger.rating import Unrateable, rate
+from ledger.store import _copy_row
 from service.cli.main import DEFAULT_PRICES
 
 SAMPLE = [e.model_dump(mode="json") for e in itertools.islice(sample_events(40, seed=3), 300)]
@@ -185,13 +186,16 @@ def _book() -> PriceBook:
 
 
 class _Context:
-    """psycopg's adapters as the append used them: binary COPY types, JSONB by orjson."""
+    """psycopg's adapters as the append used them: binary COPY types, JSONB by orjson (keys
+    sorted: the one pass writes the text it hashes; JSONB stores either spelling alike)."""
 
     connection = None
 
     def __init__(self) -> None:
         self.adapters = AdaptersMap(psycopg.adapters)
-        set_json_dumps(lambda v: orjson.dumps(v).decode(), self.adapters)
+        set_json_dumps(
+            lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode(), self.adapters
+        )
 
 
 def test_copy_rows_are_the_bytes_psycopg_would_send() -> None:
@@ -215,7 +219,7 @@ def test_copy_rows_are_the_bytes_psycopg_would_send() -> None:
     ours = bytearray(b"PGCOPY\n\xff\r\n\x00" + bytes(8))
     for seq, (_, _, middle) in enumerate(Prepared(rated), start=7):
         ours += len(_copy_row(seq, rated[0], 3)).to_bytes(2, "big")
-        ours += _int8(8, seq) + middle + _int8(8, 3)
+        ours += int8(8, seq) + middle + int8(8, 3)
     ours += b"\xff\xff"
     assert bytes(ours) == bytes(expected)
 
@@ -226,3 +230,115 @@ def test_quantities_keep_their_digits() -> None:
     assert str(fast.quantity) == "12.500"
     assert fast.baseline_quantity == Decimal(0)
     assert str(fast.baseline_quantity) == "0"
+
+
+# -- rating, hashing and encoding in one pass ---------------------------------------------
+
+
+def _variants() -> list[CostEvent]:
+    """The sample, and events that take each branch of the one pass: a baseline, a cache,
+    a reversal, nested and float attributes, another UTC offset, quantities equal in value
+    but spelled apart, and one ``Decimal`` shared by several events (as the fast path does)."""
+    events = [CostEvent.model_validate(e) for e in SAMPLE]
+    first = events[0]
+    shared = Decimal("2.500")
+    east = timezone(timedelta(hours=5, minutes=30))
+    changes: list[dict[str, Any]] = [
+        {"baseline_quantity": Decimal("1.25"), "cache": Cache.MISS},
+        {"baseline_quantity": Decimal("0"), "cache": Cache.HIT, "quantity": Decimal("0")},
+        {"reverses": uuid.uuid4()},
+        {"attributes": {"z": [1.5, {"a": None}], "b": "é", "a": 2**40}},
+        {"occurred_at": first.occurred_at.astimezone(east)},
+        {"quantity": Decimal("1")},
+        {"quantity": Decimal("1.0")},
+        {"quantity": Decimal("1E+1")},
+        {"quantity": shared},
+        {"quantity": shared, "baseline_quantity": shared},
+        {"quantity": shared, "occurred_at": first.occurred_at.astimezone(east)},
+    ]
+    events += [first.model_copy(update=c | {"event_id": uuid.uuid4()}) for c in changes]
+    events += [e.model_copy(update={"quantity": shared}) for e in events[:20]]
+    return events
+
+
+def _same_rows(events: list[CostEvent], book: PriceBook) -> None:
+    reference = list(Prepared([rate(i, e, book) for i, e in enumerate(events)]))
+    assert list(Prepared.rate_now(events, book)) == reference
+    assert list(Prepared.lazily(events, book)) == reference
+    for (r, _, _), e in zip(reference, events, strict=True):
+        assert r.content == e.content_hash()
+
+
+def test_one_pass_rates_hashes_and_encodes_as_rate_does() -> None:
+    _same_rows(_variants(), _book())
+
+
+def test_one_pass_on_fast_decoded_events_shares_work_and_not_results() -> None:
+    fast = decode_array(orjson.dumps(SAMPLE * 2), 10_000)
+    assert fast is not None
+    _same_rows(fast, _book())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    index=st.integers(0, len(SAMPLE) - 1),
+    quantity=st.decimals(min_value=0, max_value=10**6, places=6),
+    baseline=st.none() | st.decimals(min_value=0, max_value=10**3, places=9),
+    offset=st.integers(-14 * 60, 14 * 60),
+    attributes=st.dictionaries(
+        st.text(max_size=4),
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
+        max_size=4,
+    ),
+)
+def test_generated_events_rate_alike_in_one_pass(
+    index: int,
+    quantity: Decimal,
+    baseline: Decimal | None,
+    offset: int,
+    attributes: dict[str, Any],
+) -> None:
+    base = CostEvent.model_validate(SAMPLE[index])
+    try:
+        event = CostEvent.model_validate(
+            base.model_dump()
+            | {
+                "quantity": quantity,
+                "baseline_quantity": baseline,
+                "attributes": attributes,
+                "occurred_at": base.occurred_at.astimezone(timezone(timedelta(minutes=offset))),
+            }
+        )
+    except ValueError:
+        return  # not an event; the one pass never sees it
+    book = _book()
+    try:
+        expected = rate(0, event, book)
+    except Unrateable as exc:
+        refused = (exc.field, str(exc))
+    else:
+        refused = None
+    if refused is not None:
+        with pytest.raises(Unrateable) as raised:
+            Prepared.rate_now([event], book)
+        assert (raised.value.field, str(raised.value)) == refused
+        return
+    _same_rows([event, event.model_copy(update={"event_id": uuid.uuid4()})], book)
+    assert Prepared.rate_now([event], book).rated == [expected]
+
+
+def test_one_pass_refuses_what_rate_refuses() -> None:
+    book = _book()
+    event = CostEvent.model_validate(SAMPLE[3])
+    unpriced = event.model_copy(update={"sku": "no.such.sku"})
+    with pytest.raises(UnpricedSku):
+        Prepared.rate_now([event, unpriced], book)
+    with pytest.raises(UnpricedSku):
+        list(Prepared.lazily([event, unpriced], book))
+    dear = event.model_copy(update={"quantity": Decimal("999999999999")})
+    with pytest.raises(Unrateable) as exc:
+        Prepared.rate_now([dear], book)
+    assert exc.value.field == "quantity"
+    with pytest.raises(Unrateable) as exc:
+        rate(0, dear, book)
+    assert exc.value.field == "quantity"
