@@ -234,12 +234,15 @@ def stored_hashes(
 def render_owners(
     raw: psycopg.Connection[Any], render_ids: Sequence[UUID]
 ) -> dict[UUID, RenderOwner]:
-    """The owner of each of these renders the ledger knows."""
+    """The owner of each of these renders the ledger knows, its first event pruned or not."""
     sql = (
-        f"SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM {LOG} "
-        "WHERE render_id = ANY(%s) ORDER BY render_id, seq"
+        "SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM ("
+        "SELECT render_id, tenant_id, use_case, 0 AS seq FROM pruned_renders "
+        "WHERE render_id = ANY(%s) UNION ALL SELECT render_id, tenant_id, use_case, seq "
+        f"FROM {LOG} WHERE render_id = ANY(%s)) AS o ORDER BY render_id, seq"
     )
-    return {o.render_id: o for o in _typed(raw, RenderOwner, sql, (list(render_ids),))}
+    ids = list(render_ids)
+    return {o.render_id: o for o in _typed(raw, RenderOwner, sql, (ids, ids))}
 
 
 def known_keys(raw: psycopg.Connection[Any], keys: Sequence[EventKey]) -> set[EventKey]:

@@ -162,6 +162,15 @@ log_pruned = Table(
     Column("pruned_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# The owner of each render whose first event was pruned (a render stays its first tenant's).
+pruned_renders = Table(
+    "pruned_renders",
+    metadata,
+    Column("render_id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("use_case", Text, nullable=False),
+)
+
 # Summaries of export commits whose Iceberg snapshots `archive prune` expired (issue 16).
 archive_commits = Table(
     "archive_commits",

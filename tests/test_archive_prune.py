@@ -27,7 +27,7 @@ from ledger.errors import BatchInvalid, EventConflict
 from ledger.events import CostEvent
 from ledger.journal import read_after
 from ledger.reversals import PRUNED
-from ledger.store import Ledger
+from ledger.store import FOREIGN_RENDER, Ledger
 from reports import archive_events
 from reports.archive import ArchiveError, export_sealed, recorded_commits
 from reports.archive_prune import keep_since, plan, prune
@@ -225,6 +225,11 @@ def test_after_prune_every_reader_is_whole(small: Small) -> None:
     with pytest.raises(BatchInvalid) as refused:
         small.ledger.append([reversal_of(events[1], 1.0)])
     assert refused.value.errors[0].message == PRUNED
+    # A pruned render is still its first tenant's.
+    foreign = events[0].model_copy(update={"event_id": uuid.uuid4(), "tenant_id": "t-other"})
+    with pytest.raises(BatchInvalid) as taken:
+        small.ledger.append([foreign])
+    assert taken.value.errors[0].message == FOREIGN_RENDER
 
     # verify: PostgreSQL from block 5, the pruned range from the archive alone.
     chain = verify(small.engine)

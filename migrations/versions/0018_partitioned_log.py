@@ -22,7 +22,9 @@ writes through it, never a partition directly, and creates nothing.
 
 ``log_pruned`` records each seq range dropped from PostgreSQL (verify judges it from the
 archive alone); ``pruned_walls`` keeps the ``wall_s`` of pruned events that a kept reversal
-cancels, which the rollup's SQL reads when the event itself is gone. ``archive_commits``
+cancels, which the rollup's SQL reads when the event itself is gone; ``pruned_renders`` the
+owner (first tenant and use case) of each render whose first event was pruned, so a render
+still belongs to one tenant. ``archive_commits``
 keeps the summaries (seq range, blocks, hashes) of Iceberg snapshots that prune expired, so
 ``verify`` still judges every commit. All are append-only.
 """
@@ -152,6 +154,15 @@ def upgrade() -> None:
     )
     op.execute(
         """
+        CREATE TABLE pruned_renders (
+            render_id uuid PRIMARY KEY,
+            tenant_id text NOT NULL,
+            use_case text NOT NULL
+        )
+        """
+    )
+    op.execute(
+        """
         CREATE TABLE archive_commits (
             snapshot_id bigint PRIMARY KEY,
             committed_ms bigint NOT NULL,
@@ -167,12 +178,12 @@ def upgrade() -> None:
         )
         """
     )
-    for table in ("event_keys", "log_pruned", "pruned_walls", "archive_commits"):
+    for table in ("event_keys", "log_pruned", "pruned_walls", "pruned_renders", "archive_commits"):
         _append_only(table)
     op.execute("DROP TABLE cost_events_unpartitioned")
     _grant(
         f"GRANT SELECT, INSERT ON cost_events, event_keys TO {APP_ROLE}; "
-        f"GRANT SELECT ON log_pruned, pruned_walls, archive_commits TO {APP_ROLE}"
+        f"GRANT SELECT ON log_pruned, pruned_walls, pruned_renders, archive_commits TO {APP_ROLE}"
     )
 
 
@@ -197,5 +208,5 @@ def downgrade() -> None:
     )
     op.execute("CREATE INDEX cost_events_occurred_brin ON cost_events USING brin (occurred_at)")
     _append_only("cost_events")
-    op.execute("DROP TABLE archive_commits, pruned_walls, log_pruned, event_keys")
+    op.execute("DROP TABLE archive_commits, pruned_renders, pruned_walls, log_pruned, event_keys")
     _grant(f"GRANT SELECT, INSERT ON cost_events TO {APP_ROLE}")
