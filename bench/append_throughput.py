@@ -1,21 +1,27 @@
 """Ingest throughput, side by side on the same generated events, each into a fresh database:
 
 raw COPY of pre-built rows (the limit), ``Ledger.append`` in bulk, HTTP ``POST /v1/events``
-with 1,000-event batches against ``renderledger serve`` in its own process, and a naive
-row-by-row INSERT with a commit per row. All durable: fsync and synchronous_commit on.
+with 1,000-event batches against ``renderledger serve`` in its own process (uvicorn, one and
+two workers) and against the same app under granian (when installed), and a naive row-by-row
+INSERT with a commit per row. All durable: fsync and synchronous_commit on. For each server,
+the CPU its processes used per event is measured too: the API's own work, apart from the
+database's.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import itertools
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,6 +44,8 @@ COLUMNS = ", ".join(WRITTEN)
 RAW = "raw COPY of pre-built rows (the limit)"
 APPEND = "`Ledger.append`, 10,000-event batches"
 HTTP = "HTTP `POST /v1/events`, 1,000-event batches, 2 clients, {workers} worker(s)"
+GRANIAN = "the same under granian instead of uvicorn, 1 worker"
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def fresh_db(server: str, name: str) -> str:
@@ -120,8 +128,67 @@ def run_naive(url: str, payload: bytes, n: int) -> int:
     return len(lines)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its live descendants (server workers)."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += tree_cpu(int(child))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return total
+
+
+@contextmanager
+def granian_server(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """The API under granian (ASGI, one worker), as ``api_server`` runs it under uvicorn."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "RENDERLEDGER_REPORTS__ROLLUP_INTERVAL_S": "0",
+        "RENDERLEDGER_LOG_FORMAT": "json",
+    }
+    args = ["--interface", "asgi", "--port", str(port), "--factory", "--no-ws"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "granian", *args, "service.http.app:create_app"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):  # bounded: ~30 s to come up
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"granian did not come up on port {port}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+API_CPU: dict[str, list[float]] = {}
+"""Per HTTP path, the server processes' CPU microseconds per event, one entry a round."""
+
+
 def run_http(
-    url: str, events: list[CostEvent], batch: int, clients: int, workers: int
+    url: str,
+    events: list[CostEvent],
+    batch: int,
+    clients: int,
+    workers: int,
+    granian: bool = False,
+    name: str = "",
 ) -> tuple[int, float]:
     """Events sent and seconds from the first request to the last answer."""
     port = free_port()
@@ -136,7 +203,8 @@ def run_http(
         "authorization": f"Bearer {create_key(engine, None, ['admin'], 'bench')}",
     }
     engine.dispose()
-    with api_server(url, port, workers=workers):
+    server = granian_server(url, port) if granian else api_server(url, port, workers=workers)
+    with server as proc:
         errors: list[str] = []
 
         def send(share: list[bytes]) -> None:
@@ -146,6 +214,7 @@ def run_http(
                     if r.status_code != 200:
                         errors.append(r.text[:200])
 
+        cpu = tree_cpu(proc.pid)
         start = time.perf_counter()
         threads = [
             threading.Thread(target=send, args=(bodies[k::clients],)) for k in range(clients)
@@ -155,6 +224,7 @@ def run_http(
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        API_CPU.setdefault(name, []).append((tree_cpu(proc.pid) - cpu) / len(events) * 1e6)
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
     return len(events), elapsed
@@ -178,10 +248,15 @@ def main() -> None:
             APPEND: lambda url: timed(lambda: run_append(url, events, 10_000)),
             **{
                 HTTP.format(workers=w): (
-                    lambda url, w=w: run_http(url, events, 1_000, clients=2, workers=w)
+                    lambda url, w=w: run_http(url, events, 1_000, 2, w, name=HTTP.format(workers=w))
                 )
                 for w in (1, 2)
             },
+            **(
+                {GRANIAN: lambda url: run_http(url, events, 1_000, 2, 1, True, GRANIAN)}
+                if importlib.util.find_spec("granian")
+                else {}
+            ),
             "naive row-by-row INSERT, commit per row": lambda url: timed(
                 lambda: run_naive(url, payload, args.naive_events)
             ),
@@ -198,8 +273,9 @@ def main() -> None:
 
     limit_runs = runs[RAW]
     rows = [
-        "| path | events | seconds | events/s | × raw COPY (same round, median) |",
-        "|---|---:|---:|---:|---:|",
+        "| path | events | seconds | events/s | × raw COPY (same round, median) "
+        "| API CPU µs/event |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     ratios: dict[str, float] = {}
     for name, (count, secs) in results.items():
@@ -208,8 +284,10 @@ def main() -> None:
         ratios[name] = statistics.median(
             (n / s) / (ln / ls) for (n, s), (ln, ls) in zip(runs[name], limit_runs, strict=True)
         )
+        cpu = f"{statistics.median(API_CPU[name]):.1f}" if name in API_CPU else ""
         rows.append(
-            f"| {name} | {count:,} | {secs:.2f} | {count / secs:,.0f} | {ratios[name]:.2f} |"
+            f"| {name} | {count:,} | {secs:.2f} | {count / secs:,.0f} | {ratios[name]:.2f} "
+            f"| {cpu} |"
         )
     table = "\n".join(rows)
     http1 = results[HTTP.format(workers=1)]
@@ -217,8 +295,8 @@ def main() -> None:
         f"One API process: {http1[0] / http1[1]:,.0f} events/s, "
         f"{ratios[HTTP.format(workers=1)]:.2f}× raw COPY (targets 50,000 and 0.4×); "
         f"`Ledger.append` {ratios[APPEND]:.2f}× raw COPY (target 0.75×). "
-        f"1-min load average {load_before:.1f} at the start, {load_after:.1f} at the end: "
-        "the 2-core machine was shared with other developers' test runs while this ran."
+        f"1-min load average {load_before:.1f} at the start, {load_after:.1f} at the end, on "
+        "2 cores (the run itself keeps about two busy; above that, other work shared them)."
     )
     print(table)
     print(summary)
@@ -230,7 +308,11 @@ def main() -> None:
             f"synchronous_commit on). Median of {args.rounds} rounds; each round runs every "
             "path once, in turn, and each ratio is taken against the raw COPY of its own round. "
             "Raw COPY is the text-format COPY of rows built beforehand; the append sends binary "
-            "COPY rows it encodes itself.\n\n" + table + "\n\n" + summary
+            "COPY rows it encodes itself. API CPU is what the server's processes used per "
+            "event (parsing, rating, encoding, HTTP), the database's work apart.\n\n"
+            + table
+            + "\n\n"
+            + summary
         )
         write_section(args.write, "ingest", body, "make bench")
 
