@@ -7,10 +7,12 @@ second process (another API replica, a CLI run) from running the job at the same
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -35,7 +37,7 @@ from reports.rollups import (
     looked_up,
     render_partials,
 )
-from reports.source import copy_in, read_events
+from reports.source import copy_in, read_events, uuid_text
 from reports.tracing import traced
 
 JOB = "rollup"
@@ -48,19 +50,15 @@ class RollupResult:
     chunks: int = 0
     last_seq: int = 0
     seconds: float = 0.0
+    # A rebuild's seconds by phase: waiting for rows, aggregating them, COPY (in a thread of
+    # its own, overlapping the two), waiting for that writer at the end, then building the
+    # indexes and merging late rows.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def checkpoint(raw: psycopg.Connection[Any]) -> int:
     row = raw.execute("SELECT last_seq FROM rollup_checkpoints WHERE job = %s", (JOB,)).fetchone()
     return int(row[0]) if row else 0
-
-
-def _load_then_index(raw: psycopg.Connection[Any], table: str, frame: pl.DataFrame) -> None:
-    """COPY into the emptied table without its indexes, then build each once, sorted: about
-    half the time of maintaining them row by row (migration 0007 has the functions)."""
-    raw.execute(f"SELECT renderledger_{table}_unindex()")
-    copy_in(raw, table, frame)
-    raw.execute(f"SELECT renderledger_{table}_reindex()")
 
 
 def _upsert(
@@ -152,34 +150,172 @@ def _rebuild(
     progress: Callable[[int, int], None] | None,
     started: float,
 ) -> RollupResult:
-    """Aggregate the whole log in memory while the next chunk streams in, then replace the
-    rollups and the checkpoint in one transaction: a crash leaves the old rollups whole.
+    """Replace the rollups and the checkpoint in one transaction while the log streams in:
+    a crash leaves the old rollups whole (readers of the rollups wait for the commit).
 
     The rows come through ``reports.history``: the Iceberg archive (``archive``'s settings)
-    up to its pinned snapshot, then PostgreSQL's hot tail; without one, PostgreSQL alone."""
-    day_parts: list[pl.DataFrame] = []
-    render_parts: list[pl.DataFrame] = []
-    with history.opened(engine, archive) as past:
+    up to its pinned snapshot, then PostgreSQL's hot tail; without one, PostgreSQL alone.
+    Each chunk is aggregated into partials (``rollups``); rows no later chunk is likely to
+    touch are written at once by a thread of their own (``_Writer``), so PostgreSQL stores
+    them while the next chunk is read and aggregated, each batch sorted by (tenant, day):
+
+    - a render is written once a chunk goes by without its events; its partials are kept,
+      and a render written twice (a late event long after) is merged at the end, its rows
+      replaced before the indexes are built;
+    - a daily row is written once the log is a day past its day (``_DAILY_LAG``); a
+      late event's daily row for a day already written is merged by upsert at the end.
+    """
+    phases = dict.fromkeys(("read", "aggregate", "copy", "write", "index"), 0.0)
+    parts: list[pl.DataFrame] = []  # every render partial, in log order
+    written: list[pl.DataFrame] = []  # the keys of every render row written
+    pending: pl.DataFrame | None = None  # render partials not yet written
+    days: list[pl.DataFrame] = []  # daily partials not yet written
+    late_days: list[pl.DataFrame] = []
+    watermark: date | None = None  # daily rows up to this day are written
+    chunks = 0
+    with history.opened(engine, archive) as past, raw.transaction():
         head = past.head
-        for events in history.signed_frames(past, rows=chunk):
-            lazy = events.lazy()
-            day_parts.append(daily(lazy).collect())
-            render_parts.append(render_partials(lazy).collect())
-            if progress:
-                progress(int(events["seq"][-1]), head)
-    with raw.transaction():
         raw.execute("TRUNCATE render_rollup, daily_rollup")
-        if day_parts:
-            days = pl.concat(day_parts).group_by(DAILY_KEYS).agg(pl.col(DAILY_SUMS).sum())
-            days = days.sort(DAILY_KEYS)
-            copy_in(raw, "daily_rollup", days)
-            # Written in (tenant, day) order: a tenant's month then sits on a few dozen pages,
-            # which is what a report reads (a render_id order scattered it over thousands).
-            merged = combine(pl.concat(render_parts).lazy())
-            renders = merged.sort("tenant_id", "day", *RENDER_KEYS).collect()
-            _load_then_index(raw, "render_rollup", renders)
+        raw.execute("SELECT renderledger_render_rollup_unindex()")
+        with _Writer(raw, phases) as writer:
+            frames = history.rollup_frames(past, rows=chunk)
+            clock = time.perf_counter()
+            for events in frames:
+                now = time.perf_counter()
+                phases["read"] += now - clock
+                chunks += 1
+                lazy = events.lazy()
+                # Renders: write those this chunk did not touch.
+                new = render_partials(lazy).collect()
+                parts.append(new)
+                if pending is None:
+                    pending = new
+                else:
+                    touched = new.select(RENDER_KEYS)
+                    done = pending.join(touched, on=RENDER_KEYS, how="anti")
+                    if done.height:
+                        written.append(done.select(RENDER_KEYS).unique())
+                        writer.put("render_rollup", _render_rows(done))
+                    kept = pending.join(touched, on=RENDER_KEYS, how="semi")
+                    pending = pl.concat([kept, new])  # log order: first-wins stays first
+                # Daily rows: write the days the log has left behind.
+                fresh = daily(lazy).collect()
+                if watermark is not None:
+                    late_days.append(fresh.filter(pl.col("day") <= watermark))
+                    fresh = fresh.filter(pl.col("day") > watermark)
+                days.append(fresh)
+                newest = fresh.select(pl.col("day").max()).item()
+                if newest is not None and (watermark is None or newest - _DAILY_LAG > watermark):
+                    watermark = newest - _DAILY_LAG
+                    held = pl.concat(days)
+                    ready = held.filter(pl.col("day") <= watermark)
+                    days = [held.filter(pl.col("day") > watermark)]
+                    if ready.height:
+                        writer.put("daily_rollup", _daily_rows(ready))
+                clock = time.perf_counter()
+                phases["aggregate"] += clock - now
+                if progress:
+                    progress(int(events["seq"][-1]), head)
+            if pending is not None and pending.height:
+                written.append(pending.select(RENDER_KEYS).unique())
+                writer.put("render_rollup", _render_rows(pending))
+            if days:
+                writer.put("daily_rollup", _daily_rows(pl.concat(days)))
+            twice = _written_twice(written)
+            merged = None
+            if twice.height:
+                log = pl.concat(parts).join(twice, on=RENDER_KEYS, how="semi")
+                merged = _render_rows(log)
+            wait = time.perf_counter()
+        phases["write"] += time.perf_counter() - wait
+        clock = time.perf_counter()
+        if merged is not None:
+            _replace_renders(raw, merged)
+        raw.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        raw.execute("SELECT renderledger_render_rollup_reindex()")
+        if late_days:
+            late = _daily_rows(pl.concat(late_days))
+            if late.height:
+                _upsert(raw, "daily_rollup", late, DAILY_KEYS, _DAILY_MERGE)
         _save_checkpoint(raw, head, head, reset=True)
-    return RollupResult(True, head, len(day_parts), head, time.perf_counter() - started)
+        phases["index"] = time.perf_counter() - clock
+    seconds = time.perf_counter() - started
+    return RollupResult(True, head, chunks, head, seconds, phases)
+
+
+# A daily row is written once the newest event read is this far past its day (late events
+# after that are merged by upsert at the end).
+_DAILY_LAG = timedelta(days=1)
+
+
+def _daily_rows(partials: pl.DataFrame) -> pl.DataFrame:
+    """daily_rollup rows of these partials, in key order."""
+    return partials.group_by(DAILY_KEYS).agg(pl.col(DAILY_SUMS).sum()).sort(DAILY_KEYS)
+
+
+def _render_rows(partials: pl.DataFrame) -> pl.DataFrame:
+    """render_rollup rows of these partials, in (tenant, day) order, ids as COPY text."""
+    rows = combine(partials.lazy()).sort("tenant_id", "day", *RENDER_KEYS)
+    return rows.with_columns(uuid_text()).collect()
+
+
+def _written_twice(written: list[pl.DataFrame]) -> pl.DataFrame:
+    """Render keys written in more than one batch (a late event after its render was)."""
+    if not written:
+        return pl.DataFrame(schema={"render_id": pl.Binary, "currency": pl.Categorical})
+    keys = pl.concat(written)
+    return keys.filter(pl.struct(RENDER_KEYS).is_duplicated()).unique()
+
+
+def _replace_renders(raw: psycopg.Connection[Any], rows: pl.DataFrame) -> None:
+    """Replace the rows of renders written more than once by their merged row."""
+    raw.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS rebuilt_renders (render_id uuid, currency text) "
+        "ON COMMIT DROP"
+    )
+    copy_in(raw, "rebuilt_renders", rows.select(RENDER_KEYS))
+    raw.execute(
+        "DELETE FROM render_rollup AS r USING rebuilt_renders AS k "
+        "WHERE r.render_id = k.render_id AND r.currency = k.currency"
+    )
+    copy_in(raw, "render_rollup", rows)
+
+
+class _Writer:
+    """COPYs frames into the job's transaction from a thread of its own, in the order put;
+    at most two frames wait. An error is raised in the caller at the next put or at exit."""
+
+    def __init__(self, raw: psycopg.Connection[Any], phases: dict[str, float]) -> None:
+        self._raw = raw
+        self._phases = phases
+        self._box: queue.Queue[tuple[str, pl.DataFrame] | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rollup-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._box.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    def put(self, table: str, frame: pl.DataFrame) -> None:
+        if self._error is not None:
+            raise self._error
+        self._box.put((table, frame))
+
+    def _run(self) -> None:
+        while (item := self._box.get()) is not None:
+            if self._error is None:
+                began = time.perf_counter()
+                try:
+                    copy_in(self._raw, *item)
+                except BaseException as exc:  # raised in the caller
+                    self._error = exc
+                self._phases["copy"] += time.perf_counter() - began
 
 
 def _run(

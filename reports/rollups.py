@@ -68,38 +68,58 @@ def cache_flags() -> list[pl.Expr]:
 
 
 def render_partials(events: pl.LazyFrame) -> pl.LazyFrame:
-    """One partial row per render and currency from a slice of the log."""
+    """One partial row per render and currency from a slice of the log. The first-wins
+    values are a render event's (the first of them with a value), as ``combine`` and the
+    SQL merge take them, so the partials of any split of the log merge to the same row.
+
+    Every per-stage figure is a column masked before the group-by, so the aggregation is
+    plain sums, mins and firsts (a filter inside the aggregation runs group by group)."""
     is_render = (pl.col("stage") == Stage.RENDER.value) & (pl.col("sign") == 1)
-    stage_sums = [
-        pl.col("cost_nanos").filter(pl.col("stage") == stage).sum().alias(column)
-        for stage, column in STAGE_COLUMNS.items()
+    masked = [
+        pl.when(is_render).then(pl.col("day")).alias("render_day"),
+        pl.when(is_render).then(pl.col("at")).alias("render_at"),
+        *(pl.when(is_render).then(pl.col(c)).alias(f"_{c}") for c in FIRSTS),
+        *(
+            pl.when(pl.col("stage") == stage).then(pl.col("cost_nanos")).otherwise(0).alias(column)
+            for stage, column in STAGE_COLUMNS.items()
+        ),
+        *(
+            pl.when(pl.col("stage") == stage)
+            .then(pl.col(source))
+            .otherwise(0)
+            .cast(pl.Int64)
+            .alias(column)
+            for stage, pair in STAGE_CACHE_COLUMNS.items()
+            for source, column in zip(("cache_hit", "cache_miss"), pair, strict=True)
+        ),
     ]
-    cache_sums = [
-        pl.col(source).filter(pl.col("stage") == stage).sum().cast(pl.Int64).alias(column)
-        for stage, pair in STAGE_CACHE_COLUMNS.items()
-        for source, column in zip(("cache_hit", "cache_miss"), pair, strict=True)
-    ]
-    return events.group_by(RENDER_KEYS).agg(
-        pl.col("tenant_id").first(),
-        pl.col("use_case").first(),
-        pl.col("day").filter(is_render).first().alias("render_day"),
-        pl.col("day").min().alias("min_day"),
-        pl.col("at").filter(is_render).first().alias("render_at"),
-        pl.col("outcome").filter(is_render).first(),
-        pl.col("latency_ms").filter(is_render).first(),
-        *(pl.col(c).filter(is_render).first() for c in FIRSTS[2:]),
-        pl.col("cost_nanos").sum().alias("total_nanos"),
-        pl.col("baseline_nanos").sum(),
-        *stage_sums,
-        *cache_sums,
-        pl.col("seq").max().alias("last_seq"),
+    return (
+        events.with_columns(masked)
+        .group_by(RENDER_KEYS)
+        .agg(
+            pl.col("tenant_id").first(),
+            pl.col("use_case").first(),
+            pl.col("render_day").first(ignore_nulls=True),
+            pl.col("day").min().alias("min_day"),
+            pl.col("render_at").first(ignore_nulls=True),
+            *(pl.col(f"_{c}").first(ignore_nulls=True).alias(c) for c in FIRSTS),
+            pl.col("cost_nanos").sum().alias("total_nanos"),
+            pl.col("baseline_nanos").sum(),
+            *(pl.col(c).sum() for c in STAGE_COLUMNS.values()),
+            *(pl.col(c).sum() for c in CACHE_COUNTS),
+            pl.col("seq").max().alias("last_seq"),
+        )
     )
 
 
 def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
-    """Merge partials of the same render; the result has the stored render_rollup columns."""
-    return (
-        partials.group_by(RENDER_KEYS)
+    """Merge partials of the same render, in the order given (the log's); the result has the
+    stored render_rollup columns. Most renders have one partial (their events are near each
+    other in the log): only those with more go through the merging group-by."""
+    counted = partials.with_columns(pl.len().over(RENDER_KEYS).alias("_parts"))
+    merged = (
+        counted.filter(pl.col("_parts") > 1)
+        .group_by(RENDER_KEYS)
         .agg(
             pl.col("tenant_id").first(),
             pl.col("use_case").first(),
@@ -110,6 +130,10 @@ def combine(partials: pl.LazyFrame) -> pl.LazyFrame:
             *(pl.col(c).sum() for c in SUMS),
             pl.col("last_seq").max(),
         )
+    )
+    single = counted.filter(pl.col("_parts") == 1).drop("_parts")
+    return (
+        pl.concat([single, merged], how="vertical_relaxed")
         .with_columns(
             pl.coalesce("render_day", "min_day").alias("day"),
             pl.coalesce("render_at", pl.col("min_day").cast(pl.Datetime("us")))

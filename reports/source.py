@@ -104,9 +104,12 @@ FROM (
 """
 
 
-def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFrame:
+def read_events_adbc(
+    url: str, lo: int, hi: int, role: str | None, *, hex_ids: bool = True
+) -> pl.DataFrame:
     """Events with ``lo <= seq <= hi`` over a connection of their own. They are committed
-    and immutable (below the chain head), so reading outside the job's transaction is safe."""
+    and immutable (below the chain head), so reading outside the job's transaction is safe.
+    ``hex_ids=False`` keeps each render id as its 16 bytes (the rebuild's form)."""
     import adbc_driver_postgresql.dbapi as adbc
 
     query = (
@@ -126,7 +129,7 @@ def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFra
     return (
         _counted(frame)
         .with_columns(
-            pl.col("render_id").bin.encode("hex"),
+            pl.col("render_id").bin.encode("hex") if hex_ids else pl.col("render_id"),
             pl.col("quantity").str.to_decimal(scale=18),
             pl.col("wall_s").str.to_decimal(scale=9),
             pl.col(["sign", "cache_hit", "cache_miss", "unreadable", "unreadable_wall"]).cast(
@@ -136,6 +139,11 @@ def read_events_adbc(url: str, lo: int, hi: int, role: str | None) -> pl.DataFra
         )
         .select(list(EVENT_SCHEMA))
     )
+
+
+def uuid_text(column: str = "render_id") -> pl.Expr:
+    """A uuid's 16 bytes as the 32 hex digits PostgreSQL reads as a uuid (a COPY's text)."""
+    return pl.col(column).bin.encode("hex")
 
 
 def read_events(raw: psycopg.Connection[Any], lo: int, hi: int) -> pl.DataFrame:
