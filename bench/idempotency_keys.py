@@ -1,5 +1,9 @@
-"""What finding resends costs an append once the log is partitioned (issue 16), two ways,
-measured batch by batch in one run on one database (so a noisy machine skews both alike):
+"""What finding resends costs an append once the log is partitioned (issue 16), measured
+batch by batch in one run, alternating (so a noisy machine skews every figure alike):
+
+- before and after: the same batches appended to a database at revision 0017 (the log
+  unpartitioned, its unique index finding resends) and to one at the head (partitioned,
+  ``event_keys``), each batch to one then the other;
 
 - A (what the append does): ``event_keys`` written in the append's transaction, its primary
   key the unique index that finds resends; the cost is the time of that ``INSERT … SELECT``.
@@ -7,8 +11,8 @@ measured batch by batch in one run on one database (so a noisy machine skews bot
   in every older partition (and a table of pruned keys); the cost is the time of that probe
   for a batch of new keys, the usual case (a new key must be shown absent everywhere).
 
-Both against the whole append's time, over the second half of the run (when there are older
-partitions to probe). ``--partition-events`` sets how many partitions the log has.
+Over the second half of the run (when there are older partitions to probe).
+``--partition-events`` sets how many partitions the log has.
 """
 
 from __future__ import annotations
@@ -47,8 +51,13 @@ def main() -> None:
     execute = psycopg.Connection.execute
 
     def timed(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+        before = self.info.dbname == "bench_before"
+        if before and isinstance(query, str) and query.startswith("INSERT INTO render_owners"):
+            return None  # 0017 found a render's owner in the log itself (the view below)
         if query is not KEYS_SQL:
             return execute(self, query, params, **kw)
+        if before:
+            return None  # revision 0017 had no event_keys: its unique index did this work
         started = time.perf_counter()
         try:
             return execute(self, query, params, **kw)
@@ -60,8 +69,24 @@ def main() -> None:
     with database.throwaway_server("renderledger-bench-") as server:
         with psycopg.connect(database.libpq_url(server), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench_keys")
+            conn.execute("CREATE DATABASE bench_before")
         url = make_url(server).set(database="bench_keys").render_as_string(hide_password=False)
+        before_url = (
+            make_url(url).set(database="bench_before").render_as_string(hide_password=False)
+        )
         database.migrate(url)
+        database.migrate(before_url, "0017")
+        with psycopg.connect(database.libpq_url(before_url), autocommit=True) as su:
+            # The owner check as 0017 ran it: the first event of each render, in the log.
+            su.execute(
+                "CREATE VIEW render_owners AS SELECT DISTINCT ON (render_id) render_id, "
+                "tenant_id, use_case FROM cost_events ORDER BY render_id, seq; "
+                "GRANT SELECT ON render_owners TO renderledger_app"
+            )
+        before_engine = database.make_engine(before_url, app_role="renderledger_app")
+        before = Ledger(before_engine)
+        before.load_prices(load_price_book_file(DEFAULT_PRICES))
+        before.price_book()
         with psycopg.connect(database.libpq_url(url), autocommit=True) as su:
             su.execute("DROP TABLE cost_events_p1")  # empty: partitions of --partition-events
         owner = database.make_engine(url)
@@ -73,8 +98,12 @@ def main() -> None:
         ledger.price_book()
         events = list(sample_events(n // 9 + 2, seed=7))[:n]
         append_s: list[float] = []
+        before_s: list[float] = []
         probe_s: list[float] = []
         for i in range(0, n, batch):
+            started = time.perf_counter()
+            before.append(events[i : i + batch])
+            before_s.append(time.perf_counter() - started)
             started = time.perf_counter()
             receipt = ledger.append(events[i : i + batch])
             append_s.append(time.perf_counter() - started)
@@ -88,16 +117,23 @@ def main() -> None:
                 probe_s.append(time.perf_counter() - started)
         engine.dispose()
         owner.dispose()
+        before_engine.dispose()
 
     half = len(append_s) // 2
 
     def ms(xs: list[float]) -> float:
         return statistics.median(xs[half:]) * 1000
 
-    append, keys, probe = ms(append_s), ms(keys_s), ms(probe_s)
+    append, keys, probe, was = ms(append_s), ms(keys_s), ms(probe_s), ms(before_s)
+    total, total_before = sum(append_s), sum(before_s)
     print(
-        f"{n:,} events, partitions of {size:,} ({-(-n // size)} at the end), median of the "
-        f"second half's {batch:,}-event appends: append {append:.1f} ms; "
+        f"{n:,} events in {batch:,}-event appends: before (0017) {n / total_before:,.0f} "
+        f"events/s, after (partitioned, event_keys) {n / total:,.0f} events/s "
+        f"({total / total_before - 1:+.1%} time)"
+    )
+    print(
+        f"partitions of {size:,} ({-(-n // size)} at the end), median of the second half's "
+        f"appends: before {was:.1f} ms, after {append:.1f} ms; "
         f"A event_keys insert {keys:.1f} ms ({keys / append:.1%} of the append); "
         f"C probe of the older partitions {probe:.1f} ms ({probe / append:.1%})"
     )

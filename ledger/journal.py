@@ -234,15 +234,19 @@ def stored_hashes(
 def render_owners(
     raw: psycopg.Connection[Any], render_ids: Sequence[UUID]
 ) -> dict[UUID, RenderOwner]:
-    """The owner of each of these renders the ledger knows, its first event pruned or not."""
-    sql = (
-        "SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM ("
-        "SELECT render_id, tenant_id, use_case, 0 AS seq FROM pruned_renders "
-        "WHERE render_id = ANY(%s) UNION ALL SELECT render_id, tenant_id, use_case, seq "
-        f"FROM {LOG} WHERE render_id = ANY(%s)) AS o ORDER BY render_id, seq"
-    )
-    ids = list(render_ids)
-    return {o.render_id: o for o in _typed(raw, RenderOwner, sql, (ids, ids))}
+    """The owner of each of these renders the ledger knows (its first event pruned or not)."""
+    sql = "SELECT render_id, tenant_id, use_case FROM render_owners WHERE render_id = ANY(%s)"
+    return {o.render_id: o for o in _typed(raw, RenderOwner, sql, (list(render_ids),))}
+
+
+def claim_renders(raw: psycopg.Connection[Any], owners: Sequence[RenderOwner]) -> None:
+    """Record the owners of new renders, in the append's transaction, under its lock."""
+    raw.execute(
+        "INSERT INTO render_owners (render_id, tenant_id, use_case) "
+        "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[])",
+        ([o.render_id for o in owners], [o.tenant_id for o in owners],
+         [o.use_case for o in owners]),
+    )  # fmt: skip
 
 
 def known_keys(raw: psycopg.Connection[Any], keys: Sequence[EventKey]) -> set[EventKey]:

@@ -29,6 +29,8 @@ from ledger.journal import (
     EVENT_KEY,
     KEYS_SQL,
     EventKey,
+    RenderOwner,
+    claim_renders,
     render_owners,
     stored_hashes,
 )
@@ -293,17 +295,26 @@ def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEven
     """A render belongs to the tenant of its first event; another tenant's event on it is
     refused like any invalid event, with a message that does not say the render exists.
 
-    Runs under the append lock, so two tenants cannot both claim a new render at once.
+    Runs under the append lock, so two tenants cannot both claim a new render at once. New
+    renders are claimed here (``render_owners``, migration 0018), by the tenant and use case
+    of their first event in the batch: one lookup per render, however many partitions the
+    log has, and still there once the render's events are pruned.
     """
-    known = render_owners(raw, list({e.render_id.int: e.render_id for e in events}.values()))
+    renders = {e.render_id.int: e.render_id for e in events}
+    known = render_owners(raw, list(renders.values()))
     tenants = {e.tenant_id for e in events}
-    if len(tenants) == 1 and all(o.tenant_id in tenants for o in known.values()):
-        return  # the usual batch: one tenant, on renders of its own or new ones
-    owners = {render: owner.tenant_id for render, owner in known.items()}
-    errors = [
-        FieldError(i, "render_id", FOREIGN_RENDER)
-        for i, e in enumerate(events)
-        if owners.setdefault(e.render_id, e.tenant_id) != e.tenant_id
-    ]
-    if errors:
-        raise BatchInvalid(errors)
+    if len(tenants) != 1 or not all(o.tenant_id in tenants for o in known.values()):
+        owners = {render: owner.tenant_id for render, owner in known.items()}
+        errors = [
+            FieldError(i, "render_id", FOREIGN_RENDER)
+            for i, e in enumerate(events)
+            if owners.setdefault(e.render_id, e.tenant_id) != e.tenant_id
+        ]
+        if errors:
+            raise BatchInvalid(errors)
+    if len(known) < len(renders):
+        new: dict[UUID, RenderOwner] = {}
+        for e in events:
+            if e.render_id not in known and e.render_id not in new:
+                new[e.render_id] = RenderOwner(e.render_id, e.tenant_id, e.use_case)
+        claim_renders(raw, list(new.values()))

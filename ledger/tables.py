@@ -162,9 +162,9 @@ log_pruned = Table(
     Column("pruned_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# The owner of each render whose first event was pruned (a render stays its first tenant's).
-pruned_renders = Table(
-    "pruned_renders",
+# Each render's owner, the tenant and use case of its first event, written by the append.
+render_owners = Table(
+    "render_owners",
     metadata,
     Column("render_id", UUID(as_uuid=True), primary_key=True),
     Column("tenant_id", Text, nullable=False),

@@ -10,9 +10,8 @@ read past it, and every partition before it is pruned too (the pruned range is a
 
 Before a partition goes, the wall times of its events that a kept reversal cancels are
 copied to ``pruned_walls`` (the rollup's SQL takes a reversal's wall from the event it
-reverses), the owners of the renders first seen in it to ``pruned_renders`` (a render stays
-its first tenant's), and the range is recorded in ``log_pruned``; detach, drop and record
-are one transaction.
+reverses), and the range is recorded in ``log_pruned``; detach, drop and record are one
+transaction.
 """
 
 from __future__ import annotations
@@ -165,16 +164,6 @@ def _record_walls(raw: psycopg.Connection[Any], p: Partition) -> None:
     )
 
 
-def _record_owners(raw: psycopg.Connection[Any], p: Partition) -> None:
-    """The owner of each render first seen in ``p`` (partitions go in seq order, so a render
-    already recorded was first seen earlier)."""
-    raw.execute(
-        "INSERT INTO pruned_renders (render_id, tenant_id, use_case) "
-        f"SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM {p.name} "
-        "ORDER BY render_id, seq ON CONFLICT DO NOTHING"
-    )
-
-
 def prune(
     engine: Engine,
     settings: HasArchive,
@@ -213,7 +202,6 @@ def prune(
             if pruned_through(raw) != v.partition.first_seq - 1:
                 raise RuntimeError(f"{v.partition.name}: the pruned range moved meanwhile")
             _record_walls(raw, v.partition)
-            _record_owners(raw, v.partition)
             raw.execute(
                 "INSERT INTO log_pruned (first_seq, last_seq, partition_name, "
                 "archive_snapshot_id) VALUES (%s, %s, %s, %s)",

@@ -13,7 +13,10 @@ one refuses UPDATE, DELETE and TRUNCATE; it is dropped whole once its rows are a
 A partitioned table cannot have a unique index that leaves out the partition key, so the
 idempotency key ``(tenant_id, event_id)`` and "reversed at most once" move to ``event_keys``:
 one narrow row per event, written by the append in the same transaction, and never pruned,
-so a resend of an event whose partition is long gone is still found (DESIGN.md).
+so a resend of an event whose partition is long gone is still found (DESIGN.md). Likewise
+``render_owners`` holds each render's owner (the tenant and use case of its first event),
+written by the append for each new render: the check that a render stays its first
+tenant's reads it alone, instead of probing every partition's render index.
 
 ``cost_events_default`` catches appends past the last range partition, so an append never
 fails for want of one; ``archive prune`` (the owner role) creates the next partitions ahead
@@ -22,9 +25,7 @@ writes through it, never a partition directly, and creates nothing.
 
 ``log_pruned`` records each seq range dropped from PostgreSQL (verify judges it from the
 archive alone); ``pruned_walls`` keeps the ``wall_s`` of pruned events that a kept reversal
-cancels, which the rollup's SQL reads when the event itself is gone; ``pruned_renders`` the
-owner (first tenant and use case) of each render whose first event was pruned, so a render
-still belongs to one tenant. ``archive_commits``
+cancels, which the rollup's SQL reads when the event itself is gone. ``archive_commits``
 keeps the summaries (seq range, blocks, hashes) of Iceberg snapshots that prune expired, so
 ``verify`` still judges every commit. All are append-only.
 """
@@ -154,12 +155,16 @@ def upgrade() -> None:
     )
     op.execute(
         """
-        CREATE TABLE pruned_renders (
+        CREATE TABLE render_owners (
             render_id uuid PRIMARY KEY,
             tenant_id text NOT NULL,
             use_case text NOT NULL
         )
         """
+    )
+    op.execute(
+        "INSERT INTO render_owners SELECT DISTINCT ON (render_id) render_id, tenant_id, "
+        "use_case FROM cost_events ORDER BY render_id, seq"
     )
     op.execute(
         """
@@ -178,12 +183,12 @@ def upgrade() -> None:
         )
         """
     )
-    for table in ("event_keys", "log_pruned", "pruned_walls", "pruned_renders", "archive_commits"):
+    for table in ("event_keys", "log_pruned", "pruned_walls", "render_owners", "archive_commits"):
         _append_only(table)
     op.execute("DROP TABLE cost_events_unpartitioned")
     _grant(
-        f"GRANT SELECT, INSERT ON cost_events, event_keys TO {APP_ROLE}; "
-        f"GRANT SELECT ON log_pruned, pruned_walls, pruned_renders, archive_commits TO {APP_ROLE}"
+        f"GRANT SELECT, INSERT ON cost_events, event_keys, render_owners TO {APP_ROLE}; "
+        f"GRANT SELECT ON log_pruned, pruned_walls, archive_commits TO {APP_ROLE}"
     )
 
 
@@ -208,5 +213,5 @@ def downgrade() -> None:
     )
     op.execute("CREATE INDEX cost_events_occurred_brin ON cost_events USING brin (occurred_at)")
     _append_only("cost_events")
-    op.execute("DROP TABLE archive_commits, pruned_renders, pruned_walls, log_pruned, event_keys")
+    op.execute("DROP TABLE archive_commits, render_owners, pruned_walls, log_pruned, event_keys")
     _grant(f"GRANT SELECT, INSERT ON cost_events TO {APP_ROLE}")
