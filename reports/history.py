@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
@@ -442,3 +443,96 @@ def signed(frame: pl.DataFrame, walls: pl.DataFrame | None = None) -> pl.DataFra
         (render & pl.col("latency_ms_unreadable")).cast(pl.Int64).alias("unreadable"),
         (~render & ~reversal & pl.col("wall_s_unreadable")).cast(pl.Int64).alias("unreadable_wall"),
     ).cast(ROLLUP_SCHEMA)  # type: ignore[arg-type]
+
+
+# -- a window of the archive, files chosen by their statistics --------------------------------
+
+
+def _bound(found: dict[int, bytes], field: int) -> int | None:
+    """A long or timestamptz bound of a file's statistics (8 bytes, little-endian)."""
+    raw = found.get(field)
+    return None if raw is None else int.from_bytes(raw, "little", signed=True)
+
+
+def _micros(at: datetime) -> int:
+    """Microseconds since the epoch, exactly (Iceberg's timestamptz)."""
+    delta = at - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def archive_tables_in(
+    history: History,
+    columns: Sequence[str],
+    *,
+    since: datetime,
+    until: datetime,
+    through: int,
+    after: int = 0,
+    dictionary: Sequence[str] = (),
+) -> Iterator[pa.Table]:
+    """The archived rows of the files that may hold an event with ``since <= occurred_at <
+    until`` and ``after < seq <= through``, a file at a time in seq order, straight from
+    its Parquet: only ``columns``, those in ``dictionary`` dictionary-encoded (Polars:
+    categorical), uuids as their 16 bytes. Rows are not filtered: a file is read whole or
+    skipped, and the caller applies the bounds.
+
+    Files are chosen by their ``occurred_at`` and ``seq`` statistics (time follows seq but
+    for late events, so a month is a few files plus the files that hold its late events).
+    The skipped files are still accounted for: the planned files' seq bounds must tile
+    1..last_seq of the pinned snapshot, and each file read must hold exactly its bounds,
+    gapless, so a missing, doubled or overlapping file stops the read."""
+    table, state = history.table, history.archive
+    if table is None or state.snapshot_id is None:
+        return
+    read = _with_seq(columns)
+    schema = table.schema()
+    seq_id = schema.find_field("seq").field_id
+    at_id = schema.find_field("occurred_at").field_id
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must be aware datetimes")
+    lo_us, hi_us = _micros(since), _micros(until)
+    scan = table.scan(snapshot_id=state.snapshot_id, selected_fields=read)
+    chosen = []
+    expected = 1
+    for task in sorted(scan.plan_files(), key=_lower_seq):
+        first, last = _lower_seq(task), _bound(task.file.upper_bounds, seq_id)
+        if last is None or first != expected or last < first:
+            raise ArchiveError(
+                f"{task.file.file_path} holds seq {first}..{last}; expected {expected}.."
+            )
+        if task.delete_files:
+            raise ArchiveError(f"{task.file.file_path} has deletes, which the reader cannot apply")
+        expected = last + 1
+        earliest = _bound(task.file.lower_bounds, at_id)
+        latest = _bound(task.file.upper_bounds, at_id)
+        if last <= after or first > through:
+            continue
+        if earliest is not None and earliest >= hi_us:
+            continue
+        if latest is not None and latest < lo_us:
+            continue
+        chosen.append((task, first, last))
+    if expected != state.last_seq + 1:
+        raise ArchiveError(
+            f"the archive's files end at seq {expected - 1}; its commits say {state.last_seq}"
+        )
+    import pyarrow.parquet as parquet
+
+    for task, first, last in chosen:
+        with table.io.new_input(task.file.file_path).open() as stream:
+            data = parquet.read_table(
+                stream, columns=list(read), read_dictionary=[c for c in read if c in dictionary]
+            )
+        for i, spec in enumerate(data.schema):
+            if isinstance(spec.type, pa.ExtensionType):  # Iceberg's uuid: its 16 bytes
+                storage = [chunk.storage for chunk in data.column(i).chunks]
+                data = data.set_column(
+                    i, spec.name, pa.chunked_array(storage, type=spec.type.storage_type)
+                )
+        at = first
+        for batch in data.to_batches():
+            if batch.num_rows:
+                at = check_seq(batch, at)
+        if at != last + 1:
+            raise ArchiveError(f"{task.file.file_path} holds seq {first}..{at - 1}, not ..{last}")
+        yield data.select(list(columns))

@@ -20,6 +20,7 @@ from ledger.connections import job_lock
 from ledger.locks import ALERTS
 from reports.alerts.utilisation import judge_pools
 from reports.allocation_job import run_allocation
+from reports.archive_settings import HasArchive
 from reports.billing.monthly import draft_last_month
 from reports.billing.parties import Issuer
 from reports.jobs import run_rollup
@@ -81,9 +82,11 @@ def _archive(export: Callable[[], object]) -> None:
         log.exception("archive export failed; retrying at the next interval")
 
 
-def _invoices(engine: Engine, target: str, s3: Any, issuer: Issuer | None) -> None:
+def _invoices(
+    engine: Engine, target: str, s3: Any, issuer: Issuer | None, history: HasArchive | None
+) -> None:
     try:
-        draft_last_month(engine, target, s3, issuer=issuer)
+        draft_last_month(engine, target, s3, issuer=issuer, archive=history)
     except Exception:  # logged; the drafts can be made by hand with `invoice export`
         log.exception("monthly invoice drafts failed")
 
@@ -103,6 +106,7 @@ def start(
     issuer: Issuer | None = None,
     archive: Callable[[], object] | None = None,
     archive_interval_s: int = 0,
+    history: HasArchive | None = None,
 ) -> BackgroundScheduler:
     """The rollup every ``interval_s`` (0: none), then ``after_rollup`` (alert detection)
     and ``budgets`` (budget judging), so both see the spend just rolled up;
@@ -110,7 +114,8 @@ def start(
     its own on a thread of its own (one run at a time, late ticks coalesced), so a slow
     receiver delays only later webhooks to it; with ``invoices_to``,
     last month's draft invoices at 00:30 UTC on the 1st; with ``archive``, the export of
-    sealed blocks to the columnar history every ``archive_interval_s``. After each
+    sealed blocks to the columnar history every ``archive_interval_s`` (the drafts read
+    that history through ``history``'s settings). After each
     allocation run, pools under ``utilisation_floor`` for the last hour are judged
     (reports/alerts/utilisation.py)."""
     scheduler = BackgroundScheduler(
@@ -163,7 +168,7 @@ def start(
             minute=30,
             timezone="UTC",
             id="invoices",
-            args=(engine, invoices_to, s3, issuer),
+            args=(engine, invoices_to, s3, issuer, history),
         )
     scheduler.start()
     return scheduler

@@ -18,6 +18,8 @@ from ledger import encoding
 from ledger.connections import connection
 from ledger.journal import head as ledger_head
 from ledger.locks import INVOICE, scoped
+from reports import history
+from reports.archive_settings import HasArchive
 from reports.billing import notices
 from reports.billing.credit_notes import credit_notes
 from reports.billing.document import Invoice, InvoiceSummary
@@ -40,6 +42,7 @@ from reports.billing.usage import (
     late_months,
     month_of,
     read_usage,
+    read_usage_history,
     window_of,
     windows_of,
 )
@@ -67,9 +70,12 @@ def draft_all(
     issuer: Issuer | None = None,
     issued_on: date | None = None,
     refused: dict[str, str] | None = None,
+    past: history.History | None = None,
 ) -> list[Invoice]:
     """Every tenant's invoice for ``period`` (finalized ones as they are): one read of the
-    month per time zone in use, not one per tenant.
+    month per time zone in use, not one per tenant; with ``past`` (``history.opened``)
+    holding an archive, one read of the archived files that may hold the month and of the
+    hot tail, every tenant in its own window (``read_usage_history``).
 
     With ``refused``, a tenant whose draft cannot be priced (say, a currency without a
     rate) is left out and its reason kept there, so one tenant never stops the batch.
@@ -100,6 +106,9 @@ def draft_all(
         groups[windows[t].start, windows[t].end].append(t)
     utc = utc_window(period)
     usage: dict[str, list[Usage]] = {}
+    if past is not None and past.archive.last_seq > 0:
+        groups = {}  # the archive holds part of the log: read through it instead
+        usage = read_usage_history(raw, past, {t: windows[t] for t in open_tenants}, through)
     for bounds, members in groups.items():
         window = windows[members[0]]
         if bounds == (utc.start, utc.end) and len(members) > 100:
@@ -306,14 +315,22 @@ def finalize_all(
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
     issuer: Issuer | None = None,
+    archive: HasArchive | None = None,
 ) -> list[Finalization]:
     """Finalize many tenants' invoices from one batch of drafts; each tenant's in its own
-    transaction, so one refusal (a month out of order) stops no other."""
-    with connection(engine) as raw:
+    transaction, so one refusal (a month out of order) stops no other. The drafts read
+    archived history from ``archive``'s Iceberg table when given."""
+    with history.opened(engine, archive) as past, connection(engine) as raw:
         now = now or datetime.now(UTC)
         refused: dict[str, str] = {}
         drafts = draft_all(
-            raw, period, tenants, issuer=issuer, issued_on=now.date(), refused=refused
+            raw,
+            period,
+            tenants,
+            issuer=issuer,
+            issued_on=now.date(),
+            refused=refused,
+            past=past,
         )
         open_drafts = [d for d in drafts if d.status == "draft"]
         earliest: dict[str, datetime] = {}

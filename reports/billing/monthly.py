@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 
 from ledger.connections import job_lock
 from ledger.locks import MONTHLY
+from reports import history
+from reports.archive_settings import HasArchive
 from reports.billing.exports import Exported, export
 from reports.billing.lifecycle import draft_all
 from reports.billing.months import month, previous_month
@@ -31,14 +33,17 @@ def draft_last_month(
     s3: Any = None,
     now: datetime | None = None,
     issuer: Issuer | None = None,
+    archive: HasArchive | None = None,
 ) -> list[Exported] | None:
-    """None when another process holds the job; else what was written."""
+    """None when another process holds the job; else what was written. The drafts read
+    archived history from ``archive``'s Iceberg table when given."""
     period = previous_month((now or datetime.now(UTC)).date().replace(day=1))
     with job_lock(engine, MONTHLY) as raw:
         if raw is None:
             return None
         refused: dict[str, str] = {}
-        docs = draft_all(raw, period, issuer=issuer, refused=refused)
+        with history.opened(engine, archive) as past:
+            docs = draft_all(raw, period, issuer=issuer, refused=refused, past=past)
         logo = issuer.logo if issuer else None
         written = export(docs, f"{target.rstrip('/')}/{month(period)}", s3, logo=logo)
     log.info("drafted %d invoices for %s into %s", len(docs), month(period), target)

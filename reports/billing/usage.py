@@ -3,17 +3,24 @@
 Invoices read the events, not the rollups: an invoice names the last position it covers
 (``through_seq``), and the rollups cannot split a render's cost at a position. The BRIN
 index on ``occurred_at`` keeps the read to the month's pages.
+
+A batch of drafts reads the log's history through ``reports.history`` instead
+(``read_usage_history``): the archived files that may hold the month (by their statistics)
+in Polars, then the hot tail in PostgreSQL, by the same rules as ``_USAGE``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+import polars as pl
 import psycopg
 
 from ledger.journal import LOG
+from reports import history
 from reports.billing.months import Window, next_month, previous_month, window
 from reports.billing.plans import Plan, plans_for
 from reports.billing.pricing import Usage
@@ -65,6 +72,153 @@ def read_usage(
         usage = Usage(use_case, outcome, renders, events, int(cost), first, last, currency)
         out[tenant].append(usage)
     return out
+
+
+# The first step of ``_USAGE`` (a render's events in one currency), over the hot tail of
+# ``read_usage_history``: each tenant in its own window.
+_TAIL_RENDERS = """
+SELECT e.tenant_id, e.use_case, e.render_id, e.currency, max(e.outcome), count(*),
+       sum(e.cost_nanos), min(e.seq), max(e.seq)
+FROM {log} AS e
+JOIN unnest(%(tenants)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
+    AS w(tenant_id, start_at, end_at)
+  ON e.tenant_id = w.tenant_id AND e.occurred_at >= w.start_at AND e.occurred_at < w.end_at
+WHERE e.seq > %(after)s AND e.seq <= %(through)s
+GROUP BY 1, 2, 3, 4
+"""
+_RENDER_KEY = ("tenant_id", "use_case", "render_id", "currency")
+_READ = ("seq", "tenant_id", "use_case", "render_id", "currency", "outcome", "cost_nanos",
+         "occurred_at")  # fmt: skip
+_RENDERS: dict[str, Any] = {
+    "tenant_id": pl.String,
+    "use_case": pl.String,
+    "render_id": pl.Binary,
+    "currency": pl.String,
+    "outcome": pl.String,
+    "events": pl.Int64,
+    "cost": pl.Int128,  # exact: a month's nanos may pass 64 bits, never 128
+    "first_seq": pl.Int64,
+    "last_seq": pl.Int64,
+}
+
+
+def read_usage_history(
+    raw: psycopg.Connection[Any],
+    past: history.History,
+    windows: Mapping[str, Window],
+    through_seq: int,
+    *,
+    after_seq: int = 0,
+) -> dict[str, list[Usage]]:
+    """``read_usage`` of every tenant of ``windows``, each in its own window, over the log's
+    history as ``past`` pins it: the archived files that may hold an event of some window
+    (``history.archive_tables_in``, by their statistics) aggregated a file at a time in
+    Polars, the tail (seq after the archive) by SQL on ``raw``; both by render, merged by
+    render (a render's events may lie on both sides, or in two files), then grouped exactly
+    as ``_USAGE`` groups: the render's greatest outcome ("" for none), integer nanos."""
+    if not windows:
+        return {}
+    tenants = list(windows)
+    bounds = pl.DataFrame(
+        {
+            "tenant_id": tenants,
+            "start_at": [windows[t].start for t in tenants],
+            "end_at": [windows[t].end for t in tenants],
+        },
+        schema={
+            "tenant_id": pl.Categorical,
+            "start_at": pl.Datetime("us", "UTC"),
+            "end_at": pl.Datetime("us", "UTC"),
+        },
+    )
+    since = min(w.start for w in windows.values())
+    until = max(w.end for w in windows.values())
+    parts = [pl.DataFrame(schema=_RENDERS)]
+    for data in history.archive_tables_in(
+        past,
+        _READ,
+        since=since,
+        until=until,
+        through=through_seq,
+        after=after_seq,
+        dictionary=("tenant_id", "use_case", "currency", "outcome"),
+    ):
+        frame = pl.from_arrow(data)
+        assert isinstance(frame, pl.DataFrame)
+        parts.append(_by_render(frame.lazy(), bounds.lazy(), after_seq, through_seq))
+    tail_after = max(after_seq, past.archive.last_seq)
+    if tail_after < through_seq:
+        rows = raw.execute(
+            _TAIL_RENDERS.format(log=LOG),
+            {
+                "tenants": tenants,
+                "starts": [windows[t].start for t in tenants],
+                "ends": [windows[t].end for t in tenants],
+                "after": tail_after,
+                "through": through_seq,
+            },
+        ).fetchall()
+        parts.append(
+            pl.DataFrame(
+                [
+                    (t, u, r.bytes, c, o, n, int(cost), a, b)
+                    for t, u, r, c, o, n, cost, a, b in rows
+                ],
+                schema=_RENDERS,
+                orient="row",
+            )
+        )
+    renders = (
+        pl.concat(parts)
+        .group_by(_RENDER_KEY)
+        .agg(
+            pl.col("outcome").max(),
+            pl.col("events").sum(),
+            pl.col("cost").sum(),
+            pl.col("first_seq").min(),
+            pl.col("last_seq").max(),
+        )
+    )
+    usage = renders.group_by(
+        "tenant_id", "use_case", pl.col("outcome").fill_null(""), "currency"
+    ).agg(
+        pl.len().alias("renders"),
+        pl.col("events").sum(),
+        pl.col("cost").sum(),
+        pl.col("first_seq").min(),
+        pl.col("last_seq").max(),
+    )
+    out: dict[str, list[Usage]] = defaultdict(list)
+    for tenant, use_case, outcome, currency, n, events, cost, first, last in usage.iter_rows():
+        out[tenant].append(
+            Usage(use_case, outcome, n, int(events), int(cost), first, last, currency)
+        )
+    return out
+
+
+def _by_render(
+    frame: pl.LazyFrame, bounds: pl.LazyFrame, after_seq: int, through_seq: int
+) -> pl.DataFrame:
+    """One archived file's rows in their tenant's window and the seq bounds, by render."""
+    return (
+        frame.filter((pl.col("seq") > after_seq) & (pl.col("seq") <= through_seq))
+        .join(bounds, on="tenant_id")
+        .filter(
+            (pl.col("occurred_at") >= pl.col("start_at"))
+            & (pl.col("occurred_at") < pl.col("end_at"))
+        )
+        .group_by(_RENDER_KEY)
+        .agg(
+            pl.col("outcome").cast(pl.String).max(),
+            pl.len().cast(pl.Int64).alias("events"),
+            pl.col("cost_nanos").cast(pl.Int128).sum().alias("cost"),
+            pl.col("seq").min().alias("first_seq"),
+            pl.col("seq").max().alias("last_seq"),
+        )
+        .collect()
+        .cast({"tenant_id": pl.String, "use_case": pl.String, "currency": pl.String})
+        .select(*_RENDERS)
+    )
 
 
 def late_months(

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from ledger.connections import connection
+from reports import history
 from reports.billing.credit_notes import issue_credit_note
 from reports.billing.exports import FORMATS, export, render
 from reports.billing.invoices import InvoiceError
@@ -149,7 +150,8 @@ def invoice_finalize(
     period = _period(month)
     chosen = _tenants(tenant, all_tenants)
     issuer = _issuer()
-    ledger = open_ledger(get_settings())
+    settings = get_settings()
+    ledger = open_ledger(settings)
     with progress_bar() as progress:
         task = progress.add_task("finalizing invoices", total=None)
         outcomes = finalize_all(
@@ -158,6 +160,7 @@ def invoice_finalize(
             chosen,
             progress=lambda d, n: progress.update(task, completed=d, total=n),
             issuer=issuer,
+            archive=settings,  # drafts read archived history from the Iceberg table
         )
     failed = 0
     for o in outcomes:
@@ -201,7 +204,7 @@ def invoice_export(
     with progress_bar() as progress:
         task = progress.add_task("drafting invoices", total=None)
         refused: dict[str, str] = {}
-        with connection(ledger.engine) as raw:
+        with history.opened(ledger.engine, settings) as past, connection(ledger.engine) as raw:
             docs = draft_all(
                 raw,
                 period,
@@ -209,6 +212,7 @@ def invoice_export(
                 lambda d, n: progress.update(task, completed=d, total=n),
                 issuer=settings.billing.issuer,
                 refused=refused,
+                past=past,  # archived history from the Iceberg table, the tail from here
             )
         task = progress.add_task("writing documents", total=len(docs))
         try:

@@ -104,6 +104,7 @@ def create_app(
                 issuer=settings.billing.issuer,
                 archive=partial(export_sealed, app.state.ledger.engine, settings),
                 archive_interval_s=settings.archive.interval_s,
+                history=settings,  # the monthly drafts read the archive + hot tail
             )
         try:
             yield
