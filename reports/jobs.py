@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -50,9 +50,9 @@ class RollupResult:
     chunks: int = 0
     last_seq: int = 0
     seconds: float = 0.0
-    # A rebuild's seconds by phase: waiting for rows, aggregating them, COPY (in a thread of
+    # Seconds by phase. A rebuild: waiting for rows, aggregating them, COPY (in a thread of
     # its own, overlapping the two), waiting for that writer at the end, then building the
-    # indexes and merging late rows.
+    # indexes and merging late rows. An incremental run: reading, each table, the commit.
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -67,18 +67,20 @@ def _upsert(
     frame: pl.DataFrame,
     keys: list[str],
     assign: dict[str, str],
+    order: Sequence[str] = (),
 ) -> None:
     """COPY into a temp table, then one INSERT … ON CONFLICT merging old (``t``) and new
-    (``EXCLUDED``) rows column by column."""
+    (``EXCLUDED``) rows column by column, inserted in ``order`` (else the keys')."""
     staging = f"staging_{table}"
     raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) ON COMMIT DELETE ROWS")
     copy_in(raw, staging, frame)
     cols = ", ".join(frame.columns)
     updates = ", ".join(f"{c} = {assign[c]}" for c in frame.columns if c not in keys)
     raw.execute(
-        # In key order: index lookups then walk the B-tree instead of jumping about it.
+        # In key order, index lookups walk the B-tree instead of jumping about it; new rows
+        # go to the end of the table in this order.
         f"INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {staging} "
-        f"ORDER BY {', '.join(keys)} "
+        f"ORDER BY {', '.join(order or keys)} "
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )
     raw.execute(f"TRUNCATE {staging}")
@@ -105,14 +107,25 @@ _RENDER_MERGE = {
     },
 }
 _DAILY_MERGE = {c: f"t.{c} + EXCLUDED.{c}" for c in DAILY_SUMS}
+_RENDER_ORDER = ("tenant_id", "day", *RENDER_KEYS)
 
 
-def apply_chunk(raw: psycopg.Connection[Any], events: pl.DataFrame) -> None:
-    """Fold one slice of the log into the rollups; every merge is additive or first-wins."""
+def apply_chunk(
+    raw: psycopg.Connection[Any], events: pl.DataFrame, phases: dict[str, float] | None = None
+) -> None:
+    """Fold one slice of the log into the rollups; every merge is additive or first-wins.
+    ``phases`` gains the seconds spent on each table."""
+    seconds = phases if phases is not None else {}
+    clock = time.perf_counter()
     lazy = events.lazy()
     _upsert(raw, "daily_rollup", daily(lazy).collect(), DAILY_KEYS, _DAILY_MERGE)
+    now = time.perf_counter()
+    seconds["daily"] = seconds.get("daily", 0.0) + now - clock
     renders = combine(render_partials(lazy)).collect()
-    _upsert(raw, "render_rollup", renders, RENDER_KEYS, _RENDER_MERGE)
+    # New renders are appended in (tenant, day) order, as a rebuild writes them: a run's
+    # renders of one tenant share pages instead of each taking one (render ids are random).
+    _upsert(raw, "render_rollup", renders, RENDER_KEYS, _RENDER_MERGE, _RENDER_ORDER)
+    seconds["renders"] = seconds.get("renders", 0.0) + time.perf_counter() - now
 
 
 @traced("rollup")
@@ -329,17 +342,23 @@ def _run(
         position, head = checkpoint(raw), ledger_head(raw)
     total = head - position
     done = chunks = 0
+    phases = dict.fromkeys(("read", "daily", "renders", "commit"), 0.0)
     while position < head and (stop_after is None or chunks < stop_after):
         hi = min(position + chunk, head)
         with raw.transaction():
+            clock = time.perf_counter()
             events = read_events(raw, position + 1, hi)
-            apply_chunk(raw, events)
+            phases["read"] += time.perf_counter() - clock
+            apply_chunk(raw, events, phases)
             _save_checkpoint(raw, hi, events.height)
+            clock = time.perf_counter()
+        phases["commit"] += time.perf_counter() - clock
         done += hi - position
         position, chunks = hi, chunks + 1
         if progress:
             progress(done, total)
-    return RollupResult(True, done, chunks, position, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return RollupResult(True, done, chunks, position, seconds, phases)
 
 
 def _save_checkpoint(

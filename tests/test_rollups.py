@@ -216,3 +216,67 @@ def test_the_bulk_load_functions_refuse_a_table_with_rows(own_ledger: Ledger) ->
         "render_rollup_rendered_at",
     }
     assert rows == (1,)
+
+
+def test_a_rebuild_merges_rows_it_wrote_before_their_late_events(
+    own_ledger: Ledger, fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild writes a render once a chunk passes without it, and a day once the log is
+    a day past it. Events arriving later (a late stage of an old render, on its old day; a
+    second render event) must be merged into those rows, not written beside them."""
+    early, other = uuid.uuid4(), uuid.uuid4()
+    own_ledger.append([_event("late-co", early, "unet", "gpu.a100.second", "1.5", 0)])
+    own_ledger.append(
+        [
+            _event(
+                "late-co", early, "render", "render.image", "1", 0, outcome="delivered"
+            ).model_copy(update={"attributes": {"model": "sdxl"}})
+        ]
+    )
+    # Many chunks of other renders days later, then late events of the first render.
+    own_ledger.append(
+        [_event("late-co", other, "unet", "gpu.a100.second", "2", d) for d in range(3, 9)]
+    )
+    own_ledger.append(
+        [
+            _event("late-co", early, "vae_decode", "gpu.h100.second", "0.25", 0),
+            _event(
+                "late-co",
+                early,
+                "render",
+                "render.image",
+                "1",
+                0,
+                outcome="failed",
+                attributes={"latency_ms": 7.0, "model": "other"},
+            ),
+        ]
+    )
+    run_rollup(own_ledger.engine, chunk_events=1)  # incremental, event by event
+    incremental = snapshot(own_ledger)
+    replaced: list[int] = []
+    upserted: list[str] = []
+    real_replace, real_upsert = jobs._replace_renders, jobs._upsert
+
+    def replace(raw: Any, rows: Any) -> None:
+        replaced.append(rows.height)
+        real_replace(raw, rows)
+
+    def upsert(raw: Any, table: str, *args: Any) -> None:
+        upserted.append(table)
+        real_upsert(raw, table, *args)
+
+    monkeypatch.setattr(jobs, "_replace_renders", replace)
+    monkeypatch.setattr(jobs, "_upsert", upsert)
+    rebuild_from_scratch(own_ledger, fresh_database, chunk=1)
+    assert replaced == [1]  # the early render, written twice, merged once
+    assert upserted == ["daily_rollup"]  # its late day's rows
+    assert snapshot(own_ledger) == incremental
+    renders = {r[0]: r for r in incremental[0]}
+    with connection(own_ledger.engine) as raw:
+        outcome, latency, model = raw.execute(
+            "SELECT outcome, latency_ms, model FROM render_rollup WHERE render_id = %s", (early,)
+        ).fetchone() or (None, None, None)
+    assert early in renders
+    # First wins: the first render event's outcome and model; its latency, the first given.
+    assert (outcome, latency, model) == ("delivered", 7.0, "sdxl")
