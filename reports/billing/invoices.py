@@ -146,6 +146,48 @@ def last_finalized(raw: psycopg.Connection[Any], tenant: str, before: date) -> F
     return Finalized(row[0], int(row[1]), int(row[2])) if row else None
 
 
+def last_finalized_all(
+    raw: psycopg.Connection[Any], tenants: list[str], before: date
+) -> dict[str, Finalized]:
+    """``last_finalized`` of many tenants in one query (those without one are left out)."""
+    return {
+        t: Finalized(period, int(through), int(allocations))
+        for t, period, through, allocations in raw.execute(
+            "SELECT DISTINCT ON (tenant_id) tenant_id, period, through_seq, "
+            "coalesce((document->'positions'->>'allocations_through')::bigint, 0) "
+            "FROM invoices WHERE tenant_id = ANY(%s) AND period < %s "
+            "ORDER BY tenant_id, period DESC",
+            (tenants, before),
+        )
+    }
+
+
+def credit_balances(
+    raw: psycopg.Connection[Any], plans: Mapping[str, Plan], windows: Mapping[str, Window]
+) -> dict[str, int]:
+    """``_credit_balance`` of every tenant of ``windows`` in one query."""
+    tenants = list(windows)
+    return {
+        t: int(balance)
+        for t, balance in raw.execute(
+            """
+            SELECT w.t,
+                   (SELECT coalesce(sum(amount_minor), 0) FROM credit_grants
+                    WHERE tenant_id = w.t AND currency = w.c AND granted_on < w.e)
+                 - (SELECT coalesce(sum(credits_applied_minor), 0) FROM invoices
+                    WHERE tenant_id = w.t AND currency = w.c AND period <> w.p)
+            FROM unnest(%s::text[], %s::text[], %s::date[], %s::date[]) AS w(t, c, e, p)
+            """,
+            (
+                tenants,
+                [plans[t].currency for t in tenants],
+                [windows[t].end.date() for t in tenants],
+                [windows[t].period for t in tenants],
+            ),
+        )
+    }
+
+
 def _credit_balance(raw: psycopg.Connection[Any], plan: Plan, window: Window) -> int:
     row = raw.execute(
         """
@@ -172,11 +214,15 @@ def compute(
     issuer: Issuer | None = None,
     issued_on: date | None = None,
     profiles: Mapping[str, BillingProfile] | None = None,
+    finalized: Mapping[str, Finalized] | None = None,
+    credits: Mapping[str, int] | None = None,
 ) -> Invoice:
     """The invoice of ``tenant`` for ``period`` over the log up to ``through_seq``.
 
     ``plan``, ``usage``, ``late`` and ``window`` may be handed in by a caller that read
-    them for many tenants at once; otherwise they are read here. The billing profile is
+    them for many tenants at once; otherwise they are read here. So may ``finalized`` (each
+    tenant's last finalized invoice before ``period``, ``last_finalized_all``) and
+    ``credits`` (its credit balance, ``credit_balances``). The billing profile is
     the one in force on ``issued_on`` (today for a draft): from ``profiles``, read for a
     batch on that day, when given.
     """
@@ -199,7 +245,10 @@ def compute(
         allocated = read_allocated(raw, tenant, window, allocations)
     try:
         lines = _charge(plan, usage, allocated, _rates(raw, plan, window, usage, allocated))
-        last = last_finalized(raw, tenant, period)
+        if finalized is not None:
+            last = finalized.get(tenant)
+        else:
+            last = last_finalized(raw, tenant, period)
         if last is not None:
             if late is None:
                 late = late_months(raw, [tenant], last.through_seq, through_seq, window.start).get(
@@ -220,7 +269,8 @@ def compute(
     if profile is not None and not profile.reverse_charge:
         taxes = tax_lines(net, profile.tax_rates, digits)
     total = net + sum(t.amount_minor for t in taxes)
-    credits = max(0, min(_credit_balance(raw, plan, window), total))
+    balance = credits[tenant] if credits is not None else _credit_balance(raw, plan, window)
+    credit = max(0, min(balance, total))
     renders: dict[str, int] = defaultdict(int)
     for u in usage:
         renders[u.outcome or "no_outcome"] += u.renders
@@ -273,8 +323,8 @@ def compute(
         subtotal=money(sums["usage"] + sums["allocation"], digits),
         commitment_topup=money(sums["commitment"], digits),
         adjustments=money(sums["adjustment"], digits),
-        credits_applied=money(credits, digits),
-        credits_applied_minor=credits,
+        credits_applied=money(credit, digits),
+        credits_applied_minor=credit,
         total=money(total, digits),
         total_minor=total,
         issuer=issuer.party() if issuer else None,
@@ -286,8 +336,8 @@ def compute(
         taxes=taxes,
         tax=money(total - net, digits),
         tax_minor=total - net,
-        amount_due=money(total - credits, digits),
-        amount_due_minor=total - credits,
+        amount_due=money(total - credit, digits),
+        amount_due_minor=total - credit,
         content_sha256="",
     ).sealed()
 

@@ -23,7 +23,13 @@ from reports.archive_settings import HasArchive
 from reports.billing import notices
 from reports.billing.credit_notes import credit_notes
 from reports.billing.document import Invoice, InvoiceSummary
-from reports.billing.invoices import InvoiceError, compute, draft
+from reports.billing.invoices import (
+    InvoiceError,
+    compute,
+    credit_balances,
+    draft,
+    last_finalized_all,
+)
 from reports.billing.listing import list_all
 from reports.billing.months import (
     Window,
@@ -117,14 +123,9 @@ def draft_all(
             usage.update(read_usage(raw, window, through, exclude=others))
         else:
             usage.update(read_usage(raw, window, through, tenants=members))
-    lasts = {
-        r[0]: int(r[1])
-        for r in raw.execute(
-            "SELECT DISTINCT ON (tenant_id) tenant_id, through_seq FROM invoices "
-            "WHERE period < %s AND tenant_id = ANY(%s) ORDER BY tenant_id, period DESC",
-            (period, open_tenants),
-        )
-    }
+    finalized_before = last_finalized_all(raw, open_tenants, period)
+    lasts = {t: f.through_seq for t, f in finalized_before.items()}
+    credits = credit_balances(raw, plans, {t: windows[t] for t in open_tenants})
     late: dict[str, set[date]] = {}
     if lasts:
         # The month's last possible start: a superset; _adjustments re-checks.
@@ -148,6 +149,8 @@ def draft_all(
                         issuer=issuer,
                         issued_on=issued_on,
                         profiles=profiles,
+                        finalized=finalized_before,
+                        credits=credits,
                     )
                 )
         except InvoiceError as exc:

@@ -141,11 +141,11 @@ def read_usage_history(
         until=until,
         through=through_seq,
         after=after_seq,
-        dictionary=("tenant_id", "use_case", "currency", "outcome"),
+        dictionary=("tenant_id", "use_case", "currency"),
     ):
         frame = pl.from_arrow(data)
         assert isinstance(frame, pl.DataFrame)
-        parts.append(_by_render(frame.lazy(), bounds.lazy(), after_seq, through_seq))
+        parts.append(_by_render(frame, bounds, after_seq, through_seq))
     tail_after = max(after_seq, past.archive.last_seq)
     if tail_after < through_seq:
         rows = raw.execute(
@@ -197,19 +197,32 @@ def read_usage_history(
 
 
 def _by_render(
-    frame: pl.LazyFrame, bounds: pl.LazyFrame, after_seq: int, through_seq: int
+    frame: pl.DataFrame, bounds: pl.DataFrame, after_seq: int, through_seq: int
 ) -> pl.DataFrame:
-    """One archived file's rows in their tenant's window and the seq bounds, by render."""
-    return (
-        frame.filter((pl.col("seq") > after_seq) & (pl.col("seq") <= through_seq))
-        .join(bounds, on="tenant_id")
-        .filter(
+    """One archived file's rows in their tenant's window and the seq bounds, by render.
+
+    A file is mostly inside every window and the seq bounds (time follows seq but for late
+    events): its rows are then grouped as they are, without the join that finds each
+    row's window (a third of the time)."""
+    seq, at = frame["seq"], frame["occurred_at"]
+    if not (after_seq < seq.min() and seq.max() <= through_seq):  # type: ignore[operator]
+        frame = frame.filter((pl.col("seq") > after_seq) & (pl.col("seq") <= through_seq))
+    inside = (
+        bounds["start_at"].max() <= at.min()  # type: ignore[operator]
+        and at.max() < bounds["end_at"].min()  # type: ignore[operator]
+        and set(frame["tenant_id"].unique().cast(pl.String))
+        <= set(bounds["tenant_id"].cast(pl.String))
+    )
+    lazy = frame.lazy()
+    if not inside:
+        lazy = lazy.join(bounds.lazy(), on="tenant_id").filter(
             (pl.col("occurred_at") >= pl.col("start_at"))
             & (pl.col("occurred_at") < pl.col("end_at"))
         )
-        .group_by(_RENDER_KEY)
+    return (
+        lazy.group_by(_RENDER_KEY)
         .agg(
-            pl.col("outcome").cast(pl.String).max(),
+            pl.col("outcome").max(),  # read as plain strings: a categorical's cast costs more
             pl.len().cast(pl.Int64).alias("events"),
             pl.col("cost_nanos").cast(pl.Int128).sum().alias("cost"),
             pl.col("seq").min().alias("first_seq"),
