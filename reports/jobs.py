@@ -22,13 +22,15 @@ from sqlalchemy import Engine
 from ledger.connections import job_lock
 from ledger.journal import head as ledger_head
 from ledger.locks import ROLLUP
-from ledger.tables import STAGE_CACHE_COLUMNS
+from ledger.tables import STAGE_CACHE_COLUMNS, STAGE_COLUMNS
 from reports import history
 from reports.archive_settings import HasArchive
 from reports.rollups import (
+    CACHE_COUNTS,
     DAILY_KEYS,
     DAILY_SUMS,
     FIRSTS,
+    RENDER_COLUMNS,
     RENDER_KEYS,
     SUMS,
     combine,
@@ -37,7 +39,7 @@ from reports.rollups import (
     looked_up,
     render_partials,
 )
-from reports.source import copy_in, read_events, uuid_text
+from reports.source import copy_in, copy_out, read_events, uuid_text
 from reports.tracing import traced
 
 JOB = "rollup"
@@ -172,14 +174,13 @@ def _rebuild(
     touch are written at once by a thread of their own (``_Writer``), so PostgreSQL stores
     them while the next chunk is read and aggregated, each batch sorted by (tenant, day):
 
-    - a render is written once a chunk goes by without its events; its partials are kept,
-      and a render written twice (a late event long after) is merged at the end, its rows
-      replaced before the indexes are built;
+    - a render is written once a chunk goes by without its events; a render written twice
+      (a late event long after) has its rows read back and merged at the end, before the
+      indexes are built, so no partial is kept in memory once written;
     - a daily row is written once the log is a day past its day (``_DAILY_LAG``); a
       late event's daily row for a day already written is merged by upsert at the end.
     """
     phases = dict.fromkeys(("read", "aggregate", "copy", "write", "index"), 0.0)
-    parts: list[pl.DataFrame] = []  # every render partial, in log order
     written: list[pl.DataFrame] = []  # the keys of every render row written
     pending: pl.DataFrame | None = None  # render partials not yet written
     days: list[pl.DataFrame] = []  # daily partials not yet written
@@ -200,7 +201,6 @@ def _rebuild(
                 lazy = events.lazy()
                 # Renders: write those this chunk did not touch.
                 new = render_partials(lazy).collect()
-                parts.append(new)
                 if pending is None:
                     pending = new
                 else:
@@ -235,15 +235,11 @@ def _rebuild(
             if days:
                 writer.put("daily_rollup", _daily_rows(pl.concat(days)))
             twice = _written_twice(written)
-            merged = None
-            if twice.height:
-                log = pl.concat(parts).join(twice, on=RENDER_KEYS, how="semi")
-                merged = _render_rows(log)
             wait = time.perf_counter()
         phases["write"] += time.perf_counter() - wait
         clock = time.perf_counter()
-        if merged is not None:
-            _replace_renders(raw, merged)
+        if twice.height:
+            _merge_written_twice(raw, twice)
         raw.execute("SET LOCAL maintenance_work_mem = '256MB'")
         raw.execute("SELECT renderledger_render_rollup_reindex()")
         if late_days:
@@ -280,18 +276,59 @@ def _written_twice(written: list[pl.DataFrame]) -> pl.DataFrame:
     return keys.filter(pl.struct(RENDER_KEYS).is_duplicated()).unique()
 
 
-def _replace_renders(raw: psycopg.Connection[Any], rows: pl.DataFrame) -> None:
-    """Replace the rows of renders written more than once by their merged row."""
+def _merge_written_twice(raw: psycopg.Connection[Any], keys: pl.DataFrame) -> None:
+    """Replace the rows of renders written more than once by their merge. The stored rows
+    are partials again (a row with an outcome holds the render event's day and time; one
+    without, its earliest day), merged in the order written (their last seq)."""
     raw.execute(
         "CREATE TEMP TABLE IF NOT EXISTS rebuilt_renders (render_id uuid, currency text) "
         "ON COMMIT DROP"
     )
-    copy_in(raw, "rebuilt_renders", rows.select(RENDER_KEYS))
+    copy_in(raw, "rebuilt_renders", keys.with_columns(uuid_text()))
+    found = copy_out(
+        raw,
+        f"SELECT {', '.join(RENDER_COLUMNS)} FROM render_rollup "
+        "JOIN rebuilt_renders USING (render_id, currency) ORDER BY last_seq",
+        _STORED_RENDER,
+    )
+    has_render = pl.col("outcome").is_not_null()
+    partials = found.select(
+        *RENDER_KEYS,
+        "tenant_id",
+        "use_case",
+        pl.when(has_render).then(pl.col("day")).alias("render_day"),
+        pl.col("day").alias("min_day"),
+        pl.when(has_render)
+        .then(pl.col("rendered_at").dt.convert_time_zone("UTC").dt.replace_time_zone(None))
+        .alias("render_at"),
+        *FIRSTS,
+        *SUMS,
+        "last_seq",
+    )
+    rows = combine(partials.lazy()).sort("tenant_id", "day", *RENDER_KEYS).collect()
     raw.execute(
         "DELETE FROM render_rollup AS r USING rebuilt_renders AS k "
         "WHERE r.render_id = k.render_id AND r.currency = k.currency"
     )
     copy_in(raw, "render_rollup", rows)
+
+
+# render_rollup's columns as ``copy_out`` reads them back (uuids as text).
+_STORED_RENDER: dict[str, Any] = {
+    "render_id": pl.String,
+    "currency": pl.String,
+    "tenant_id": pl.String,
+    "use_case": pl.String,
+    "day": pl.Date,
+    "rendered_at": pl.Datetime("us", "UTC"),
+    **{c: pl.String for c in FIRSTS},
+    "latency_ms": pl.Float64,
+    **{c: pl.Int128 for c in SUMS[: 2 + len(STAGE_COLUMNS)]},
+    **{c: pl.Int64 for c in CACHE_COUNTS},
+    "cache_hits": pl.Int32,
+    "cache_lookups": pl.Int32,
+    "last_seq": pl.Int64,
+}
 
 
 class _Writer:

@@ -256,17 +256,17 @@ def test_a_rebuild_merges_rows_it_wrote_before_their_late_events(
     incremental = snapshot(own_ledger)
     replaced: list[int] = []
     upserted: list[str] = []
-    real_replace, real_upsert = jobs._replace_renders, jobs._upsert
+    real_replace, real_upsert = jobs._merge_written_twice, jobs._upsert
 
-    def replace(raw: Any, rows: Any) -> None:
-        replaced.append(rows.height)
-        real_replace(raw, rows)
+    def replace(raw: Any, keys: Any) -> None:
+        replaced.append(keys.height)
+        real_replace(raw, keys)
 
     def upsert(raw: Any, table: str, *args: Any) -> None:
         upserted.append(table)
         real_upsert(raw, table, *args)
 
-    monkeypatch.setattr(jobs, "_replace_renders", replace)
+    monkeypatch.setattr(jobs, "_merge_written_twice", replace)
     monkeypatch.setattr(jobs, "_upsert", upsert)
     rebuild_from_scratch(own_ledger, fresh_database, chunk=1)
     assert replaced == [1]  # the early render, written twice, merged once
