@@ -9,7 +9,8 @@ batch by batch in one run, alternating (so a noisy machine skews every figure al
   key the unique index that finds resends; the cost is the time of that ``INSERT … SELECT``.
 - C: a unique index per partition, plus, under the append lock, a probe of the batch's keys
   in every older partition (and a table of pruned keys); the cost is the time of that probe
-  for a batch of new keys, the usual case (a new key must be shown absent everywhere).
+  for a batch of new keys, the usual case (a new key must be shown absent everywhere), on a
+  third database at the head given that per-partition index, the batches appended there too.
 
 Over the second half of the run (when there are older partitions to probe).
 ``--partition-events`` sets how many partitions the log has.
@@ -58,6 +59,8 @@ def main() -> None:
             return execute(self, query, params, **kw)
         if before:
             return None  # revision 0017 had no event_keys: its unique index did this work
+        if self.info.dbname != "bench_keys":
+            return execute(self, query, params, **kw)
         started = time.perf_counter()
         try:
             return execute(self, query, params, **kw)
@@ -70,11 +73,14 @@ def main() -> None:
         with psycopg.connect(database.libpq_url(server), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench_keys")
             conn.execute("CREATE DATABASE bench_before")
+            conn.execute("CREATE DATABASE bench_probe")
         url = make_url(server).set(database="bench_keys").render_as_string(hide_password=False)
         before_url = (
             make_url(url).set(database="bench_before").render_as_string(hide_password=False)
         )
+        probe_url = make_url(url).set(database="bench_probe").render_as_string(hide_password=False)
         database.migrate(url)
+        database.migrate(probe_url)
         database.migrate(before_url, "0017")
         with psycopg.connect(database.libpq_url(before_url), autocommit=True) as su:
             # The owner check as 0017 ran it: the first event of each render, in the log.
@@ -87,15 +93,22 @@ def main() -> None:
         before = Ledger(before_engine)
         before.load_prices(load_price_book_file(DEFAULT_PRICES))
         before.price_book()
-        with psycopg.connect(database.libpq_url(url), autocommit=True) as su:
-            su.execute("DROP TABLE cost_events_p1")  # empty: partitions of --partition-events
-        owner = database.make_engine(url)
-        with connection(owner, transaction=True) as raw:
-            partitions.ensure_ahead(raw, size, ahead=n + size)
-        engine = database.make_engine(url, app_role="renderledger_app")
-        ledger = Ledger(engine)
-        ledger.load_prices(load_price_book_file(DEFAULT_PRICES))
-        ledger.price_book()
+        ledgers = []
+        for where in (url, probe_url):
+            with psycopg.connect(database.libpq_url(where), autocommit=True) as su:
+                su.execute("DROP TABLE cost_events_p1")  # empty: partitions of --partition-events
+                if where == probe_url:  # C's own index, in every partition
+                    su.execute("CREATE INDEX ON cost_events (tenant_id, event_id)")
+            owner = database.make_engine(where)
+            with connection(owner, transaction=True) as raw:
+                partitions.ensure_ahead(raw, size, ahead=n + size)
+            owner.dispose()
+            made = Ledger(database.make_engine(where, app_role="renderledger_app"))
+            made.load_prices(load_price_book_file(DEFAULT_PRICES))
+            made.price_book()
+            ledgers.append(made)
+        ledger, probed = ledgers
+        engine = ledger.engine
         events = list(sample_events(n // 9 + 2, seed=7))[:n]
         append_s: list[float] = []
         before_s: list[float] = []
@@ -105,18 +118,19 @@ def main() -> None:
             before.append(events[i : i + batch])
             before_s.append(time.perf_counter() - started)
             started = time.perf_counter()
-            receipt = ledger.append(events[i : i + batch])
+            ledger.append(events[i : i + batch])
             append_s.append(time.perf_counter() - started)
+            receipt = probed.append(events[i : i + batch])
             new = [e.model_copy(update={"event_id": uuid.uuid4()}) for e in events[i : i + batch]]
             assert receipt.last_seq is not None
             current = (receipt.last_seq - 1) // size * size + 1  # the partition being written
-            with connection(engine) as raw:
+            with connection(probed.engine) as raw:
                 started = time.perf_counter()
                 tenants, ids = [e.tenant_id for e in new], [e.event_id for e in new]
                 raw.execute(_PROBE, (current, tenants, ids)).fetchone()
                 probe_s.append(time.perf_counter() - started)
         engine.dispose()
-        owner.dispose()
+        probed.engine.dispose()
         before_engine.dispose()
 
     half = len(append_s) // 2

@@ -88,8 +88,8 @@ partitioned by seq (migration 0018) and cannot hold a unique index on the key it
 EVENT_KEY = "event_keys_tenant_event"
 """The unique index behind ``EventKey``: a violation of it on append means a resend."""
 KEYS_SQL = (
-    f"INSERT INTO {KEYS} (tenant_id, event_id, content_hash, block_id, reverses) "
-    f"SELECT tenant_id, event_id, content_hash, block_id, reverses FROM {LOG} "
+    f"INSERT INTO {KEYS} (tenant_id, event_id, content_hash, block_id, reverses, seq) "
+    f"SELECT tenant_id, event_id, content_hash, block_id, reverses, seq FROM {LOG} "
     "WHERE seq BETWEEN %s AND %s"
 )
 """The append's second write, in its transaction: the keys of the rows it just copied."""
@@ -194,9 +194,13 @@ def stream(raw: psycopg.Connection[Any], after: int = 0) -> Generator[StoredEven
 def events_by_key(
     raw: psycopg.Connection[Any], keys: Sequence[EventKey]
 ) -> dict[EventKey, StoredEvent]:
-    """The stored events of these keys; a key of another tenant's id finds nothing."""
+    """The stored events of these keys; a key of another tenant's id finds nothing (nor
+    does a pruned event's)."""
+    # An array, not IN (subquery): the seqs are known before the log is read, so only the
+    # partitions holding them are (run-time pruning).
+    where = f"seq = ANY(ARRAY(SELECT seq FROM {KEYS} WHERE {_among('tenant_id, event_id')}))"
     with raw.cursor(row_factory=_stored) as cur:
-        rows = cur.execute(f"{_SELECT} WHERE {_among('tenant_id, event_id')}", _keys(keys))
+        rows = cur.execute(f"{_SELECT} WHERE {where}", _keys(keys))
         return {(e.tenant_id, e.event_id): e for e in rows}
 
 

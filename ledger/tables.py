@@ -120,8 +120,7 @@ cost_events = Table(
     CheckConstraint(
         "outcome IS NULL OR outcome IN ('delivered', 'failed', 'cancelled')", name="outcome_known"
     ),
-    # Partitioned by RANGE (seq) (migration 0018): uniqueness of keys is event_keys'.
-    Index("cost_events_tenant_event", "tenant_id", "event_id"),
+    # Partitioned by RANGE (seq) (migration 0018): keys are event_keys', which gives their seq.
     Index("cost_events_render", "render_id"),
     Index(
         "cost_events_reverses",
@@ -142,6 +141,7 @@ event_keys = Table(
     Column("content_hash", LargeBinary, nullable=False),
     Column("block_id", BigInteger, nullable=False),
     Column("reverses", UUID(as_uuid=True)),
+    Column("seq", BigInteger, nullable=False),
     Index(
         "event_keys_reverses_once",
         "tenant_id",

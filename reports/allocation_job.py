@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from ledger import locks
 from ledger.capacity import FULL_REQUESTED, read_pools
 from ledger.connections import job_lock
-from ledger.journal import LOG
+from ledger.journal import KEYS, LOG
 from ledger.journal import head as ledger_head
 from reports.allocation import ALLOCATION_KEYS, I128, hourly_parts, overhead_shares, pool_variance
 from reports.allocation_inputs import fixed_shares, hourly_pools, idle_policies, month_pieces
@@ -54,7 +54,9 @@ FROM (
     SELECT coalesce(o.occurred_at, e.occurred_at), e.tenant_id, e.use_case,
            coalesce(o.attributes, e.attributes), e.sku, e.stage, e.outcome, e.quantity,
            e.cost_nanos, e.currency, -1
-    FROM {LOG} e LEFT JOIN {LOG} o ON o.tenant_id = e.tenant_id AND o.event_id = e.reverses
+    FROM {LOG} e
+    LEFT JOIN {KEYS} k ON k.tenant_id = e.tenant_id AND k.event_id = e.reverses
+    LEFT JOIN {LOG} o ON o.seq = k.seq
     WHERE e.seq > {{lo}} AND e.seq <= {{hi}} AND e.reverses IS NOT NULL
 ) AS usage
 GROUP BY 1, 2, 3, 4, 5, 6

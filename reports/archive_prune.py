@@ -158,9 +158,11 @@ def _record_walls(raw: psycopg.Connection[Any], p: Partition) -> None:
     """The wall time of each event in ``p`` that a reversal cancels, for the rollup's SQL."""
     raw.execute(
         f"INSERT INTO pruned_walls (tenant_id, event_id, wall) "
-        f"SELECT e.tenant_id, e.event_id, e.attributes->'wall_s' FROM {KEYS} AS k "
-        f"JOIN {p.name} AS e ON e.tenant_id = k.tenant_id AND e.event_id = k.reverses "
-        "WHERE k.reverses IS NOT NULL ON CONFLICT DO NOTHING"
+        f"SELECT t.tenant_id, t.event_id, e.attributes->'wall_s' FROM {KEYS} AS r "
+        f"JOIN {KEYS} AS t ON t.tenant_id = r.tenant_id AND t.event_id = r.reverses "
+        f"JOIN {p.name} AS e ON e.seq = t.seq "
+        f"WHERE r.reverses IS NOT NULL AND t.seq BETWEEN {p.first_seq} AND {p.last_seq} "
+        "ON CONFLICT DO NOTHING"
     )
 
 

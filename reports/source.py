@@ -95,7 +95,9 @@ SELECT seq, tenant_id, use_case, render_id, stage, sku, coalesce(outcome, '') AS
 FROM (
     SELECT e.*, CASE WHEN e.reverses IS NULL THEN e.attributes->'wall_s'
                 ELSE coalesce((SELECT o.attributes->'wall_s' FROM {log} AS o
-                               WHERE o.tenant_id = e.tenant_id AND o.event_id = e.reverses),
+                               WHERE o.seq = (SELECT k.seq FROM event_keys AS k
+                                              WHERE k.tenant_id = e.tenant_id
+                                                AND k.event_id = e.reverses)),
                               (SELECT p.wall FROM pruned_walls AS p
                                WHERE p.tenant_id = e.tenant_id AND p.event_id = e.reverses))
                 END AS w

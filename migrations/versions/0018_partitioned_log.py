@@ -13,7 +13,9 @@ one refuses UPDATE, DELETE and TRUNCATE; it is dropped whole once its rows are a
 A partitioned table cannot have a unique index that leaves out the partition key, so the
 idempotency key ``(tenant_id, event_id)`` and "reversed at most once" move to ``event_keys``:
 one narrow row per event, written by the append in the same transaction, and never pruned,
-so a resend of an event whose partition is long gone is still found (DESIGN.md). Likewise
+so a resend of an event whose partition is long gone is still found (DESIGN.md). It also
+carries each event's ``seq``: reads by key go through it to the log's primary key, so the
+log needs no second b-tree of random keys on every append. Likewise
 ``render_owners`` holds each render's owner (the tenant and use case of its first event),
 written by the append for each new render: the check that a render stays its first
 tenant's reads it alone, instead of probing every partition's render index.
@@ -41,9 +43,6 @@ APP_ROLE = "renderledger_app"
 PARTITION_EVENTS = 5_000_000
 INDEXES = (
     "CREATE INDEX cost_events_render ON cost_events (render_id)",
-    # Reads by key (reversal targets, the rollup's reversed wall times); uniqueness is
-    # event_keys'.
-    "CREATE INDEX cost_events_tenant_event ON cost_events (tenant_id, event_id)",
     "CREATE INDEX cost_events_reverses ON cost_events (tenant_id, reverses) "
     "WHERE reverses IS NOT NULL",
     "CREATE INDEX cost_events_occurred_brin ON cost_events USING brin (occurred_at)",
@@ -119,13 +118,14 @@ def upgrade() -> None:
             content_hash bytea NOT NULL,
             block_id bigint NOT NULL,
             reverses uuid,
+            seq bigint NOT NULL,
             CONSTRAINT event_keys_tenant_event PRIMARY KEY (tenant_id, event_id)
         )
         """
     )
     op.execute(
-        "INSERT INTO event_keys (tenant_id, event_id, content_hash, block_id, reverses) "
-        "SELECT tenant_id, event_id, content_hash, block_id, reverses FROM cost_events "
+        "INSERT INTO event_keys (tenant_id, event_id, content_hash, block_id, reverses, seq) "
+        "SELECT tenant_id, event_id, content_hash, block_id, reverses, seq FROM cost_events "
         "ORDER BY tenant_id, event_id"
     )
     op.execute(
