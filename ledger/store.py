@@ -300,8 +300,10 @@ def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEven
     of their first event in the batch: one lookup per render, however many partitions the
     log has, and still there once the render's events are pruned.
     """
-    renders = {e.render_id.int: e.render_id for e in events}
-    known = render_owners(raw, list(renders.values()))
+    # Each render's first event in the batch, keyed by the uuid's int (hashed in C, where a
+    # UUID's __hash__ is Python): reversed, so the first occurrence is the one kept.
+    firsts = {e.render_id.int: e for e in reversed(events)}
+    known = render_owners(raw, [e.render_id for e in firsts.values()])
     tenants = {e.tenant_id for e in events}
     if len(tenants) != 1 or not all(o.tenant_id in tenants for o in known.values()):
         owners = {render: owner.tenant_id for render, owner in known.items()}
@@ -312,9 +314,13 @@ def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEven
         ]
         if errors:
             raise BatchInvalid(errors)
-    if len(known) < len(renders):
-        new: dict[UUID, RenderOwner] = {}
-        for e in events:
-            if e.render_id not in known and e.render_id not in new:
-                new[e.render_id] = RenderOwner(e.render_id, e.tenant_id, e.use_case)
-        claim_renders(raw, list(new.values()))
+    if len(known) < len(firsts):
+        claimed = {render.int for render in known}
+        claim_renders(
+            raw,
+            [
+                RenderOwner(e.render_id, e.tenant_id, e.use_case)
+                for k, e in firsts.items()
+                if k not in claimed
+            ],
+        )

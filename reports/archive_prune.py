@@ -194,7 +194,7 @@ def prune(
             if verified.archive.snapshot_id != state.snapshot_id:  # an export committed since
                 state = verified.archive
     result.verdicts = verdicts
-    if dry_run:
+    if dry_run or result.problems:  # a broken archive: nothing changes until it is looked at
         return result
     size = partition_events or settings.archive.partition_events
     for v in verdicts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.table import Table
 from sqlalchemy import Engine
@@ -77,6 +78,8 @@ def prune_command(
         result = prune(engine, settings, keep, dry_run=dry_run)
     except (ArchiveError, RuntimeError) as exc:
         raise fail(str(exc), code=2) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise fail(f"{exc} (prune runs as the owner role, as `migrate` does)", code=2) from exc
     finally:
         engine.dispose()
     for v in result.verdicts:
