@@ -29,7 +29,7 @@ import orjson
 import psycopg
 from sqlalchemy.engine import make_url
 
-from bench.processes import api_server, free_port
+from bench.processes import api_server, free_port, wait_until_up
 from bench.report import write_section
 from ingest.sample import sample_events
 from ledger import database
@@ -159,14 +159,7 @@ def granian_server(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(300):  # bounded: ~30 s to come up
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"granian did not come up on port {port}")
+        wait_until_up(port, "granian")
         yield proc
     finally:
         proc.terminate()

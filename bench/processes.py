@@ -35,6 +35,17 @@ def free_port() -> int:
         return port
 
 
+def wait_until_up(port: int, name: str) -> None:
+    """Until the server on ``port`` answers its health check; bounded to about 30 s."""
+    for _ in range(300):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{name} did not come up on port {port}")
+
+
 @contextmanager
 def api_server(url: str, port: int, *, workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
     """The API on 127.0.0.1:port against ``url``, scheduler off; stopped on exit if alive."""
@@ -55,14 +66,7 @@ def api_server(url: str, port: int, *, workers: int = 1) -> Iterator[subprocess.
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(300):  # bounded: ~30 s to come up
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"the API did not come up on port {port}")
+        wait_until_up(port, "the API")
         yield proc
     finally:
         if proc.poll() is None:
