@@ -23,7 +23,7 @@ from ledger.connections import job_lock
 from ledger.journal import head as ledger_head
 from ledger.locks import ROLLUP
 from ledger.tables import STAGE_CACHE_COLUMNS, STAGE_COLUMNS
-from reports import history
+from reports import history, rollup_history
 from reports.archive_settings import HasArchive
 from reports.rollups import (
     CACHE_COUNTS,
@@ -192,7 +192,7 @@ def _rebuild(
         raw.execute("TRUNCATE render_rollup, daily_rollup")
         raw.execute("SELECT renderledger_render_rollup_unindex()")
         with _Writer(raw, phases) as writer:
-            frames = history.rollup_frames(past, rows=chunk)
+            frames = rollup_history.rollup_frames(past, rows=chunk)
             clock = time.perf_counter()
             for events in frames:
                 now = time.perf_counter()

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from ledger import database
 from ledger.events import CostEvent
 from ledger.store import Ledger
-from reports import history
+from reports import history, rollup_history
 from reports.archive import export_sealed
 from reports.archive_settings import ArchiveSettings
 from reports.jobs import run_rollup
@@ -215,7 +215,7 @@ def rebuilds_agree(world: World, blocks: list[list[tuple[Any, ...]]], archive_bl
             w.archived_examples += 1
         if 0 < past.archive.last_seq < past.head:
             w.split_examples += 1
-        frames = list(history.signed_frames(past, rows=50))
+        frames = list(rollup_history.signed_frames(past, rows=50))
         head = past.head
     if not head:
         return
