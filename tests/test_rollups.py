@@ -19,7 +19,7 @@ from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.locks import ROLLUP
 from ledger.store import Ledger
-from reports import jobs
+from reports import jobs, rollup_rebuild, rollup_writes
 from reports.jobs import run_rollup
 from tests.conftest import ledger_with_prices
 
@@ -168,15 +168,15 @@ def test_a_job_killed_half_way_and_run_again_changes_nothing(
     # Killed between chunks: the first chunk is committed with its checkpoint.
     assert run_rollup(own_ledger.engine, chunk_events=100, stop_after_chunks=1).last_seq == 100
     # Killed inside a chunk, after the rollup rows were written but before the commit.
-    real_save = jobs._save_checkpoint
+    real_save = rollup_writes.save_checkpoint
 
     def crash(*args: Any) -> None:
         raise RuntimeError("kill -9")
 
-    monkeypatch.setattr(jobs, "_save_checkpoint", crash)
+    monkeypatch.setattr("reports.jobs.save_checkpoint", crash)
     with pytest.raises(RuntimeError, match="kill -9"):
         run_rollup(own_ledger.engine, chunk_events=100)
-    monkeypatch.setattr(jobs, "_save_checkpoint", real_save)
+    monkeypatch.setattr("reports.jobs.save_checkpoint", real_save)
     with connection(own_ledger.engine) as raw:
         assert jobs.checkpoint(raw) == 100
     run_rollup(own_ledger.engine, chunk_events=100)
@@ -256,7 +256,7 @@ def test_a_rebuild_merges_rows_it_wrote_before_their_late_events(
     incremental = snapshot(own_ledger)
     replaced: list[int] = []
     upserted: list[str] = []
-    real_replace, real_upsert = jobs._merge_written_twice, jobs._upsert
+    real_replace, real_upsert = rollup_rebuild._merge_written_twice, rollup_writes.upsert
 
     def replace(raw: Any, keys: Any) -> None:
         replaced.append(keys.height)
@@ -266,8 +266,8 @@ def test_a_rebuild_merges_rows_it_wrote_before_their_late_events(
         upserted.append(table)
         real_upsert(raw, table, *args)
 
-    monkeypatch.setattr(jobs, "_merge_written_twice", replace)
-    monkeypatch.setattr(jobs, "_upsert", upsert)
+    monkeypatch.setattr(rollup_rebuild, "_merge_written_twice", replace)
+    monkeypatch.setattr("reports.rollup_rebuild.upsert", upsert)
     rebuild_from_scratch(own_ledger, fresh_database, chunk=1)
     assert replaced == [1]  # the early render, written twice, merged once
     assert upserted == ["daily_rollup"]  # its late day's rows
