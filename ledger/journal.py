@@ -243,14 +243,25 @@ def render_owners(
     return {o.render_id: o for o in _typed(raw, RenderOwner, sql, (list(render_ids),))}
 
 
-def claim_renders(raw: psycopg.Connection[Any], owners: Sequence[RenderOwner]) -> None:
-    """Record the owners of new renders, in the append's transaction, under its lock."""
-    raw.execute(
-        "INSERT INTO render_owners (render_id, tenant_id, use_case) "
-        "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[])",
-        ([o.render_id for o in owners], [o.tenant_id for o in owners],
-         [o.use_case for o in owners]),
-    )  # fmt: skip
+def claim_renders(
+    raw: psycopg.Connection[Any], firsts: Sequence[RenderOwner]
+) -> dict[UUID, RenderOwner]:
+    """Claim each of these renders for the tenant and use case of its first event in a batch,
+    unless it has an owner; return the owners it had before (so, the ones to check against).
+
+    One statement, in the append's transaction, under its lock: the SELECT reads the
+    snapshot from before the INSERT, so a render claimed here is not among those returned.
+    A batch the check then refuses is rolled back with its claims.
+    """
+    ids = [o.render_id for o in firsts]
+    sql = (
+        "WITH claimed AS (INSERT INTO render_owners (render_id, tenant_id, use_case) "
+        "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[]) "
+        "ON CONFLICT (render_id) DO NOTHING) "
+        "SELECT render_id, tenant_id, use_case FROM render_owners WHERE render_id = ANY(%s)"
+    )
+    params = (ids, [o.tenant_id for o in firsts], [o.use_case for o in firsts], ids)
+    return {o.render_id: o for o in _typed(raw, RenderOwner, sql, params)}
 
 
 def known_keys(raw: psycopg.Connection[Any], keys: Sequence[EventKey]) -> set[EventKey]:

@@ -31,7 +31,6 @@ from ledger.journal import (
     EventKey,
     RenderOwner,
     claim_renders,
-    render_owners,
     stored_hashes,
 )
 from ledger.price_books import read_price_book, read_version
@@ -117,42 +116,46 @@ class Ledger:
             raise BatchTooLarge(len(events), self.max_batch_events)
         if not events:
             return Receipt(0, 0, None, None, None)
+        # Ids unique in the batch is enough (keys are per tenant, so this is stricter), and a
+        # set of ids allocates no tuples: 10,000 of those woke the cyclic GC on every batch.
+        # UUID's __hash__ is Python; its int's is not.
+        if len({e.event_id.int for e in events}) == len(events) and not any(
+            e.reverses for e in events
+        ):
+            # Resends are rare: let the unique index find them, then start again the long way.
+            try:
+                return self._append_new(events)
+            except (UnpricedSku, Unrateable):
+                pass  # the long way names every unpriced event, not just the first
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != EVENT_KEY:
+                    raise
+        return self._append_checked(events)
+
+    def _append_new(self, events: Sequence[CostEvent]) -> Receipt:
+        """The usual batch, every event new: priced while the COPY streams when the lock is
+        free (the server indexes early rows while later ones are priced), before taking it
+        when another append holds it (so it is held for the database's part alone)."""
         with connection(self.engine, transaction=True) as raw:
             prepared: Prepared | None = None
-            lock = raw.execute("SELECT pg_try_advisory_xact_lock(%s)", (locks.APPEND,))
-            if not (lock.fetchone() or (False,))[0]:
-                # Another append holds the lock: price and encode the rows now, while
-                # waiting, so the lock is held for the database's part alone.
+            early: PriceBook | None = None
+            with raw.pipeline():  # BEGIN and the attempt in one round trip
+                attempt = raw.execute("SELECT pg_try_advisory_xact_lock(%s)", (locks.APPEND,))
+            if not (attempt.fetchone() or (False,))[0]:
                 early = self.price_book()
-                try:
-                    prepared = Prepared.rate_now(events, early)
-                except (UnpricedSku, Unrateable):
-                    rate_all(events, early)  # names every event that cannot be rated
-                    raise
+                prepared = Prepared.rate_now(events, early)
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (locks.APPEND,))
-            book = self._book_in_force(raw)
-            if prepared is not None and book is not early:
-                prepared = None  # a price book was loaded meanwhile
-            _check_render_owners(raw, events)
-            # Ids unique in the batch is enough (keys are per tenant, so this is stricter), and a
-            # set of ids allocates no tuples: 10,000 of those woke the cyclic GC on every batch.
-            # UUID's __hash__ is Python; its int's is not.
-            simple = len({e.event_id.int for e in events}) == len(events) and not any(
-                e.reverses for e in events
-            )
-            if simple:
-                # Resends are rare: let the unique index find them. Uncontended, price while
-                # the COPY streams, so the server indexes early rows while later ones are priced.
-                rows = prepared if prepared is not None else Prepared.lazily(events, book)
-                try:
-                    with raw.transaction():
-                        return _write_block(raw, rows, events, 0)
-                except (UnpricedSku, Unrateable):
-                    pass  # _rate_all below names every unpriced event, not just the first
-                except psycopg.errors.UniqueViolation as exc:
-                    if exc.diag.constraint_name != EVENT_KEY:
-                        raise
-            rated = prepared.rated if prepared is not None else rate_all(events, book)
+            book, latest = self._under_lock(raw, events)
+            if prepared is None or book is not early:  # a price book was loaded meanwhile
+                prepared = Prepared.lazily(events, book)
+            return _write_block(raw, prepared, events, 0, latest)
+
+    def _append_checked(self, events: Sequence[CostEvent]) -> Receipt:
+        """Any batch: resends acknowledged or refused by content, reversals checked."""
+        with connection(self.engine, transaction=True) as raw:
+            raw.execute("SELECT pg_advisory_xact_lock(%s)", (locks.APPEND,))
+            book, latest = self._under_lock(raw, events)
+            rated = rate_all(events, book)
             fresh, duplicates = _split_duplicates(rated, {})
             # A resent reversal must count as a duplicate before it is judged as a reversal.
             fresh, stored_dups = _drop_stored(raw, fresh)
@@ -160,17 +163,43 @@ class Ledger:
             if not fresh:
                 return Receipt(0, duplicates + stored_dups, None, None, None)
             rows = Prepared(fresh)
-            return _write_block(raw, rows, [r.event for r in fresh], duplicates + stored_dups)
+            dups = duplicates + stored_dups
+            return _write_block(raw, rows, [r.event for r in fresh], dups, latest)
 
-    def _book_in_force(self, raw: psycopg.Connection[Any]) -> PriceBook:
-        """The cached book, reloaded if a version was added since; called under the lock."""
+    def _under_lock(
+        self, raw: psycopg.Connection[Any], events: Sequence[CostEvent]
+    ) -> tuple[PriceBook, _Latest]:
+        """The book in force (reloaded if a version was added since), the renders checked and
+        claimed, the tenants known and the last block: what every append asks first under
+        the lock, sent as one pipeline, so one round trip."""
+        # Each render's first event in the batch, keyed by the uuid's int (hashed in C, where
+        # a UUID's __hash__ is Python): reversed, so the first occurrence is the one kept.
+        firsts = {e.render_id.int: e for e in reversed(events)}
+        with raw.pipeline():
+            version = raw.execute(
+                "SELECT coalesce(max(version), 0) FROM price_versions WHERE kind = 'cost'"
+            )
+            last = raw.execute(
+                "SELECT block_id, hash, last_seq FROM blocks ORDER BY block_id DESC LIMIT 1"
+            )
+            raw.execute(
+                "INSERT INTO tenants (tenant_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                (sorted({e.tenant_id for e in events}),),
+            )
+            # Last: reading its rows is what sends the pipeline, all four statements at once.
+            known = claim_renders(
+                raw, [RenderOwner(e.render_id, e.tenant_id, e.use_case) for e in firsts.values()]
+            )
+        _check_render_owners(events, known)
         book = self.price_book()
-        latest = raw.execute(
-            "SELECT coalesce(max(version), 0) FROM price_versions WHERE kind = 'cost'"
-        ).fetchone()
-        if latest is not None and latest[0] != book.latest_version:
+        latest_version = (version.fetchone() or (0,))[0]
+        if latest_version != book.latest_version:
             book = self.price_book(refresh=True)
-        return book
+        return book, last.fetchone()
+
+
+_Latest = tuple[int, bytes, int] | None
+"""The last block's id, hash and last seq; None before the first."""
 
 
 def _write_block(
@@ -178,19 +207,14 @@ def _write_block(
     rows: Prepared,
     events: Sequence[CostEvent],
     duplicates: int,
+    latest: _Latest,
 ) -> Receipt:
-    """COPY the prepared rows (``events`` are the same ones, for counting) as the next block."""
-    latest = raw.execute(
-        "SELECT block_id, hash, last_seq FROM blocks ORDER BY block_id DESC LIMIT 1"
-    ).fetchone()
+    """COPY the prepared rows (``events`` are the same ones, for counting) as the block after
+    ``latest``."""
     block_id, prev_hash, first_seq = 1, GENESIS, 1
     if latest is not None:
         latest_id, latest_hash, latest_last = latest
         block_id, prev_hash, first_seq = latest_id + 1, bytes(latest_hash), latest_last + 1
-    raw.execute(
-        "INSERT INTO tenants (tenant_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-        (sorted({e.tenant_id for e in events}),),
-    )
     digests = []
     tail = _int8(8, block_id)
     buffer = bytearray(_SIGNATURE)
@@ -210,20 +234,22 @@ def _write_block(
     last_seq = first_seq + len(events) - 1
     # The keys, read back from the rows just copied (in the server's cache): the unique
     # index that finds resends, even of pruned events, is event_keys' (migration 0018).
-    raw.execute(KEYS_SQL, (first_seq, last_seq))
-    raw.execute(
-        "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count, "
-        "content_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (
-            block_id,
-            prev_hash,
-            block_hash(prev_hash, block_id, digests),
-            first_seq,
-            last_seq,
-            len(events),
-            CONTENT_VERSION,
-        ),
-    )
+    # Both statements in one round trip; a resend's violation is raised at its end.
+    with raw.pipeline():
+        raw.execute(KEYS_SQL, (first_seq, last_seq))
+        raw.execute(
+            "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count, "
+            "content_version) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                block_id,
+                prev_hash,
+                block_hash(prev_hash, block_id, digests),
+                first_seq,
+                last_seq,
+                len(events),
+                CONTENT_VERSION,
+            ),
+        )
     return Receipt(len(events), duplicates, first_seq, last_seq, block_id)
 
 
@@ -291,19 +317,15 @@ def _drop_stored(raw: psycopg.Connection[Any], fresh: list[Rated]) -> tuple[list
     return _split_duplicates(fresh, {k: bytes(h.content_hash) for k, h in stored.items()})
 
 
-def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEvent]) -> None:
+def _check_render_owners(events: Sequence[CostEvent], known: dict[UUID, RenderOwner]) -> None:
     """A render belongs to the tenant of its first event; another tenant's event on it is
     refused like any invalid event, with a message that does not say the render exists.
 
-    Runs under the append lock, so two tenants cannot both claim a new render at once. New
-    renders are claimed here (``render_owners``, migration 0018), by the tenant and use case
-    of their first event in the batch: one lookup per render, however many partitions the
-    log has, and still there once the render's events are pruned.
+    ``known`` are the owners the renders had before this batch (``journal.claim_renders``,
+    which claims the new ones under the append lock, so two tenants cannot both claim a new
+    render at once): one lookup per render, however many partitions the log has, and still
+    there once the render's events are pruned.
     """
-    # Each render's first event in the batch, keyed by the uuid's int (hashed in C, where a
-    # UUID's __hash__ is Python): reversed, so the first occurrence is the one kept.
-    firsts = {e.render_id.int: e for e in reversed(events)}
-    known = render_owners(raw, [e.render_id for e in firsts.values()])
     tenants = {e.tenant_id for e in events}
     if len(tenants) != 1 or not all(o.tenant_id in tenants for o in known.values()):
         owners = {render: owner.tenant_id for render, owner in known.items()}
@@ -314,13 +336,3 @@ def _check_render_owners(raw: psycopg.Connection[Any], events: Sequence[CostEven
         ]
         if errors:
             raise BatchInvalid(errors)
-    if len(known) < len(firsts):
-        claimed = {render.int for render in known}
-        claim_renders(
-            raw,
-            [
-                RenderOwner(e.render_id, e.tenant_id, e.use_case)
-                for k, e in firsts.items()
-                if k not in claimed
-            ],
-        )
