@@ -32,7 +32,8 @@ from bench.rollup_rebuild import TENANTS, generate, sql_side_by_side
 from ledger import database
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
-from reports.archive import COLUMNS, arrow_schema, export_sealed, log_ranges
+from reports.archive import COLUMNS, arrow_schema, log_ranges
+from reports.archive_export import export_sealed
 from reports.archive_settings import ArchiveSettings
 from reports.jobs import run_rollup
 from service.cli.main import DEFAULT_PRICES

@@ -36,7 +36,7 @@ from ledger.connections import connection
 from ledger.prices import load_price_book_file
 from ledger.store import Ledger
 from reports import history
-from reports.archive import export_sealed
+from reports.archive_export import export_sealed
 from reports.archive_settings import ArchiveSettings
 from reports.billing.document import Invoice
 from reports.billing.exports import export

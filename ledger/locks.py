@@ -66,5 +66,5 @@ BILLING_WEBHOOKS: Final = 0x42484F4B  # "BHOK"
 all API processes, so a receiver is not sent the same invoice event twice at once."""
 
 ARCHIVE: Final = 0x41524348  # "ARCH"
-"""Session lock of the archive export (reports/archive.py): one process writes the Iceberg
+"""Session lock of the archive export (reports/archive_export.py): one process writes the Iceberg
 table's next files, so no other writes files that its commit would then refuse."""

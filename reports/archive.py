@@ -1,25 +1,20 @@
-"""The columnar history: sealed blocks of the log appended to an Apache Iceberg table.
+"""The columnar history: sealed blocks of the log in an Apache Iceberg table.
 
 The table holds every column of the log (``ledger.journal.StoredEvent``), so
 ``verify`` can recompute content and block hashes from it, plus the attributes the
 product reads, typed as the rollup's SQL reads them (``latency_ms``, ``wall_s``, the
 pipeline labels), so that engines without PostgreSQL's JSON rules read the same values.
-Both the export and the hot tail's reader (``reports.history``) take rows through one
-SELECT (``select_log``), so archived and hot rows have the same columns and types by
-construction.
+Both the export (``reports.archive_export``) and the hot tail's reader (``reports.history``)
+take rows through one SELECT (``select_log``), so archived and hot rows have the same
+columns and types by construction.
 
-Export is idempotent and resumable without a checkpoint of its own: each Iceberg commit
-records in its snapshot summary the seq range, the blocks and their hashes it holds
-(``renderledger.*``), and the next run starts after what the table's current snapshot
-says. A run killed before its catalog commit (one conditional UPDATE in PostgreSQL) leaves
-only unreferenced files; one killed after it has nothing left to redo.
+Here: the columns, reading them out of PostgreSQL, the catalog and the table, and what the
+table holds (each export commit's snapshot summary: its seq range, blocks and hashes).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,20 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine
 
-from ledger.connections import job_lock
 from ledger.database import libpq_url
 from ledger.journal import LOG
-from ledger.locks import ARCHIVE
 from reports.archive_settings import HasArchive
 from reports.source import _READABLE_LATENCY, _WALL
-from reports.tracing import traced
 
 if TYPE_CHECKING:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table
-
-log = logging.getLogger(__name__)
 
 CATALOG = "renderledger"
 CATALOG_SCHEMA = "iceberg_catalog"  # migration 0017
@@ -213,19 +203,6 @@ def log_ranges(
             for a, b in ranges[i : i + 2][len(futures) :]:
                 futures.append(pool.submit(read, a, b))
             yield from futures.popleft().result()
-
-
-def fetch_arrow(url: str, role: str | None, sql: str, columns: Sequence[str]) -> pa.Table:
-    """A small query's rows in the archive's Arrow types (its columns named ``columns``)."""
-    import adbc_driver_postgresql.dbapi as adbc
-
-    schema = arrow_schema(columns)
-    with adbc.connect(url) as conn, conn.cursor() as cur:
-        if role:
-            cur.execute(f'SET ROLE "{role}"')
-        cur.execute(sql)
-        found = cur.fetch_arrow_table()
-    return pa.Table.from_batches([conform(b, schema) for b in found.to_batches()], schema)
 
 
 def check_seq(batch: pa.RecordBatch, expected: int) -> int:
@@ -432,101 +409,3 @@ def archived(
     return Archived(
         snapshot.snapshot_id, last.last_seq, last.last_block, last.last_hash, tuple(found)
     )
-
-
-# -- the export --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    ran: bool
-    commits: int = 0
-    events: int = 0
-    last_seq: int = 0
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Block:
-    block_id: int
-    prev_hash: bytes
-    hash: bytes
-    first_seq: int
-    last_seq: int
-
-
-def _sealed(raw: psycopg.Connection[Any], after_block: int, lag_s: int) -> list[_Block]:
-    with raw.transaction():
-        rows = raw.execute(
-            "SELECT block_id, prev_hash, hash, first_seq, last_seq FROM blocks "
-            "WHERE block_id > %s AND created_at <= now() - make_interval(secs => %s) "
-            "ORDER BY block_id",
-            (after_block, lag_s),
-        ).fetchall()
-    return [_Block(r[0], bytes(r[1]), bytes(r[2]), r[3], r[4]) for r in rows]
-
-
-def _groups(blocks: list[_Block], most: int) -> Iterator[list[_Block]]:
-    group: list[_Block] = []
-    for block in blocks:
-        if group and block.last_seq - group[0].first_seq + 1 > most:
-            yield group
-            group = []
-        group.append(block)
-    if group:
-        yield group
-
-
-def _properties(group: list[_Block]) -> dict[str, str]:
-    first, last = group[0], group[-1]
-    return {
-        PREFIX + "first-seq": str(first.first_seq),
-        PREFIX + "last-seq": str(last.last_seq),
-        PREFIX + "first-block": str(first.block_id),
-        PREFIX + "last-block": str(last.block_id),
-        PREFIX + "prev-hash": first.prev_hash.hex(),
-        PREFIX + "last-hash": last.hash.hex(),
-        PREFIX + "blocks-sha256": blocks_digest([b.hash for b in group]).hex(),
-        PREFIX + "events": str(last.last_seq - first.first_seq + 1),
-    }
-
-
-@traced("archive-export")
-def export_sealed(
-    engine: Engine, settings: HasArchive, *, max_commits: int | None = None
-) -> ExportResult:
-    """Append every sealed block older than ``archive.lag_s`` that the table does not hold
-    yet, in commits of at most ``archive.commit_events`` events; ``ran=False`` if another
-    process is exporting. The scheduler may call this every ``archive.interval_s``."""
-    started = time.perf_counter()
-    with job_lock(engine, ARCHIVE) as raw:
-        if raw is None:
-            return ExportResult(False)
-        role, url = roles(engine)
-        with opened_catalog(engine, settings, create=True) as catalog:
-            table = load_table(catalog, settings, create=True)
-            assert table is not None
-            state = archived(table, recorded=recorded_commits(raw))
-            blocks = _sealed(raw, state.last_block, settings.archive.lag_s)
-            if blocks and (
-                blocks[0].first_seq != state.last_seq + 1
-                or (state.last_hash is not None and blocks[0].prev_hash != state.last_hash)
-            ):
-                raise ArchiveError(
-                    f"block {blocks[0].block_id} does not continue the archive, which ends at "
-                    f"seq {state.last_seq} (block {state.last_block})"
-                )
-            commits = events = 0
-            last_seq = state.last_seq
-            for group in _groups(blocks, settings.archive.commit_events):
-                if max_commits is not None and commits >= max_commits:
-                    break
-                lo, hi = group[0].first_seq, group[-1].last_seq
-                schema = arrow_schema()
-                reader = pa.RecordBatchReader.from_batches(
-                    schema, log_ranges(url, role, COLUMNS, lo, hi)
-                )
-                table.append(reader, snapshot_properties=_properties(group))
-                commits, events, last_seq = commits + 1, events + hi - lo + 1, hi
-                log.info("archive: seq %d..%d committed (%d blocks)", lo, hi, len(group))
-    return ExportResult(True, commits, events, last_seq, time.perf_counter() - started)

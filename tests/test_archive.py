@@ -30,12 +30,12 @@ from reports import history
 from reports.archive import (
     COLUMNS,
     archived,
-    export_sealed,
     load_table,
     log_reader,
     opened_catalog,
     roles,
 )
+from reports.archive_export import export_sealed
 from reports.archive_settings import ArchiveSettings
 from reports.archive_verify import typed_attributes, verify_archive
 from service.cli.main import app

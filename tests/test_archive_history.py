@@ -36,7 +36,7 @@ from ledger import database
 from ledger.events import CostEvent
 from ledger.store import Ledger
 from reports import history, rollup_history
-from reports.archive import export_sealed
+from reports.archive_export import export_sealed
 from reports.archive_settings import ArchiveSettings
 from reports.jobs import run_rollup
 from reports.source import EVENT_SCHEMA, read_events_adbc

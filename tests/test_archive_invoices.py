@@ -32,7 +32,7 @@ from ledger.connections import connection
 from ledger.events import CostEvent
 from ledger.journal import head as ledger_head
 from reports import history
-from reports.archive import export_sealed
+from reports.archive_export import export_sealed
 from reports.archive_settings import ArchiveSettings
 from reports.billing.lifecycle import draft_all
 from reports.billing.plans import parse_plan, store_plan

@@ -29,7 +29,8 @@ from ledger.journal import read_after
 from ledger.reversals import PRUNED
 from ledger.store import FOREIGN_RENDER, Ledger
 from reports import archive_events
-from reports.archive import ArchiveError, export_sealed, recorded_commits
+from reports.archive import ArchiveError, recorded_commits
+from reports.archive_export import export_sealed
 from reports.archive_prune import keep_since, plan, prune
 from reports.archive_settings import ArchiveSettings
 from reports.archive_verify import verify_archive

@@ -14,7 +14,7 @@ import pytest
 
 from ingest.sample import sample_events
 from ledger import database
-from reports.archive import export_sealed
+from reports.archive_export import export_sealed
 from reports.archive_settings import ArchiveSettings
 from reports.jobs import run_rollup
 from service.http.app import create_app

@@ -17,11 +17,11 @@ from ledger.journal import head
 from reports.archive import (
     ArchiveError,
     archived,
-    export_sealed,
     load_table,
     opened_catalog,
     recorded_commits,
 )
+from reports.archive_export import export_sealed
 from reports.archive_verify import spans, verify_archive
 from service.cli.common import database_url, err, fail, open_ledger, out, plain, progress_bar
 from service.settings import Settings, get_settings

@@ -19,7 +19,7 @@ from ingest.parsing import EVENT
 from ledger.database import make_engine, resolve_url
 from ledger.store import Ledger
 from reports.alerts.config import after_rollup, deliver_webhooks
-from reports.archive import export_sealed
+from reports.archive_export import export_sealed
 from reports.billing.notices import deliver_billing_webhooks
 from reports.budgets import judge as judge_budgets
 from reports.metrics import Metrics
