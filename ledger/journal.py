@@ -175,7 +175,57 @@ def read_after_kept(
 
 
 def read_render(engine: Engine, render_id: UUID) -> list[StoredEvent]:
+    """A render's events that PostgreSQL still holds (``read_render_kept``: and the rest)."""
     return _fetch(engine, "WHERE render_id = %s ORDER BY seq", (render_id,))
+
+
+class RenderKept(NamedTuple):
+    """A render as PostgreSQL knows it at one moment: its events still held, and where the
+    archive holds the others (``reports.archive_events.read_render`` reads them there)."""
+
+    owner: RenderOwner | None
+    pruned_through: int
+    pruned: list[int]  # the seqs of its pruned events, as prune recorded them
+    unrecorded: list[tuple[int, int]]  # pruned ranges with no record of their renders
+    kept: list[StoredEvent]
+
+
+UNRECORDED = (
+    "SELECT first_seq, last_seq FROM log_pruned WHERE first_seq NOT IN "
+    "(SELECT first_seq FROM pruned_renders_recorded) ORDER BY first_seq"
+)
+"""The pruned ranges whose renders were not recorded (pruned before migration 0020)."""
+
+
+def read_render_kept(engine: Engine, render_id: UUID) -> RenderKept:
+    """A render's owner, its events still in the log, and the seqs of those pruned, read
+    consistently (as ``read_after_kept``: the lock waits out a prune in progress and holds
+    off the next, so no event is in both parts or in neither). One round trip."""
+    with connection(engine, transaction=True) as raw:
+        with raw.pipeline():
+            raw.execute(f"LOCK TABLE {LOG} IN ACCESS SHARE MODE")
+            owner = raw.cursor(row_factory=class_row(RenderOwner)).execute(
+                "SELECT render_id, tenant_id, use_case FROM render_owners WHERE render_id = %s",
+                (render_id,),
+            )
+            through = raw.cursor(row_factory=scalar_row).execute(
+                "SELECT coalesce(max(last_seq), 0) FROM log_pruned"
+            )
+            pruned = raw.cursor(row_factory=scalar_row).execute(
+                "SELECT seqs FROM pruned_renders WHERE render_id = %s ORDER BY first_seq",
+                (render_id,),
+            )
+            unrecorded = raw.execute(UNRECORDED)
+            kept = raw.cursor(row_factory=_stored).execute(
+                f"{_SELECT} WHERE render_id = %s ORDER BY seq", (render_id,)
+            )
+        return RenderKept(
+            owner.fetchone(),
+            through.fetchone() or 0,
+            [seq for seqs in pruned.fetchall() for seq in seqs],
+            [(first, last) for first, last in unrecorded.fetchall()],
+            kept.fetchall(),
+        )
 
 
 def stream(raw: psycopg.Connection[Any], after: int = 0) -> Generator[StoredEvent, None, None]:

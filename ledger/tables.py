@@ -197,6 +197,23 @@ pruned_walls = Table(
     Column("wall", JSONB),
 )
 
+# The seqs of each render's events in each pruned range (migration 0020): a render trace
+# reads from the archive only the files that hold them.
+pruned_renders = Table(
+    "pruned_renders",
+    metadata,
+    Column("render_id", UUID(as_uuid=True), primary_key=True),
+    Column("first_seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("seqs", ARRAY(BigInteger), nullable=False),
+)
+
+# The pruned ranges whose renders are in pruned_renders (those pruned before 0020 are not).
+pruned_renders_recorded = Table(
+    "pruned_renders_recorded",
+    metadata,
+    Column("first_seq", BigInteger, primary_key=True, autoincrement=False),
+)
+
 # Caches the renderer keeps in PostgreSQL. Unlike the ledger they are ordinary tables: an
 # entry is written once per key and read many times, and losing one costs only a miss.
 caption_cache = Table(

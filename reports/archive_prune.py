@@ -21,16 +21,20 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
+import pyarrow as pa
 from sqlalchemy import Engine
 
 from ledger import partitions
 from ledger.connections import connection
-from ledger.journal import KEYS, head, pruned_through
+from ledger.journal import KEYS, UNRECORDED, head, pruned_through
 from ledger.partitions import Partition
+from reports import history
 from reports.archive import Archived, archived, load_table, opened_catalog
 from reports.archive_commits import expire_snapshots
+from reports.archive_events import range_batches, uuid_bytes
 from reports.archive_settings import HasArchive
 from reports.archive_verify import verify_archive
 
@@ -75,6 +79,7 @@ class PruneResult:
     pruned: list[Partition] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     expired_snapshots: int = 0
+    recorded: list[tuple[int, int]] = field(default_factory=list)  # ranges pruned before 0020
     verified_events: int | None = None
     problems: list[str] = field(default_factory=list)  # the archive's, when it fails verify
 
@@ -166,6 +171,44 @@ def _record_walls(raw: psycopg.Connection[Any], p: Partition) -> None:
     )
 
 
+def _record_renders(raw: psycopg.Connection[Any], p: Partition) -> None:
+    """The seqs of each render's events in ``p``, for a render trace to find them in the
+    archive (``reports.archive_events.read_render``)."""
+    raw.execute(
+        "INSERT INTO pruned_renders (render_id, first_seq, seqs) "
+        f"SELECT render_id, {p.first_seq}, array_agg(seq ORDER BY seq) FROM {p.name} "
+        "GROUP BY render_id"
+    )
+    raw.execute("INSERT INTO pruned_renders_recorded (first_seq) VALUES (%s)", (p.first_seq,))
+
+
+def record_unrecorded(engine: Engine, settings: HasArchive) -> list[tuple[int, int]]:
+    """Record the renders of ranges pruned before migration 0020 from the archive, which
+    alone holds their rows (two columns read, each range checked gapless); the ranges."""
+    with connection(engine) as raw:
+        ranges = raw.execute(UNRECORDED).fetchall()
+    if not ranges:
+        return []
+    with history.opened(engine, settings) as past:
+        for first, last in ranges:
+            rows = pa.Table.from_batches(
+                range_batches(past, ("seq", "render_id"), first, last)
+            ).combine_chunks()
+            rows = rows.set_column(1, "render_id", uuid_bytes(rows.column("render_id").chunk(0)))
+            grouped = rows.group_by("render_id", use_threads=False).aggregate([("seq", "list")])
+            with connection(engine, transaction=True) as raw, raw.cursor() as cur:
+                with cur.copy("COPY pruned_renders (render_id, first_seq, seqs) FROM STDIN") as cp:
+                    for render, seqs in zip(
+                        grouped.column("render_id").to_pylist(),
+                        grouped.column("seq_list").to_pylist(),
+                        strict=True,
+                    ):
+                        cp.write_row((UUID(bytes=render), first, seqs))
+                cur.execute("INSERT INTO pruned_renders_recorded (first_seq) VALUES (%s)", (first,))
+            log.info("archive prune: renders of seq %d..%d recorded from the archive", first, last)
+    return [(first, last) for first, last in ranges]
+
+
 def prune(
     engine: Engine,
     settings: HasArchive,
@@ -196,6 +239,7 @@ def prune(
     result.verdicts = verdicts
     if dry_run or result.problems:  # a broken archive: nothing changes until it is looked at
         return result
+    result.recorded = record_unrecorded(engine, settings)
     size = partition_events or settings.archive.partition_events
     for v in verdicts:
         if not v.prune:
@@ -210,6 +254,7 @@ def prune(
                 (v.partition.first_seq, v.partition.last_seq, v.partition.name,
                  state.snapshot_id),
             )  # fmt: skip
+            _record_renders(raw, v.partition)
             partitions.drop(raw, v.partition)
         result.pruned.append(v.partition)
         log.info("archive prune: %s (seq %d..%d) dropped", v.partition.name,

@@ -122,6 +122,8 @@ def test_the_partitioned_log_is_immutable_on_every_partition(
             "TRUNCATE cost_events_default",
             "UPDATE event_keys SET content_hash = '\\x00'",
             "TRUNCATE log_pruned",
+            "TRUNCATE pruned_renders",
+            "TRUNCATE pruned_renders_recorded",
         ):
             with pytest.raises(errors.InsufficientPrivilege, match="append-only"):
                 su.execute(sql)

@@ -92,6 +92,8 @@ def prune_command(
         err.print(f"broken: {plain(problem)}", highlight=False)
     if result.problems:
         raise fail("the archive failed verification; nothing was pruned", code=2)
+    for first, last in result.recorded:
+        out.print(f"seq {first}..{last}: renders recorded from the archive (pruned before 0020)")
     if not dry_run:
         out.print(
             f"pruned {len(result.pruned)} partition(s); created {len(result.created)} ahead of "

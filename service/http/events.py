@@ -14,10 +14,10 @@ from ingest.fast_json import parse
 from ingest.parsing import EVENT, MalformedBody
 from ledger.errors import BatchInvalid, BatchTooLarge, EventConflict, FieldError
 from ledger.events import TENANT_ID, TENANT_PATTERN, Stage, duration
-from ledger.journal import StoredEvent, read_render
+from ledger.journal import StoredEvent
 from ledger.money import format_nanos
 from ledger.store import Ledger, Receipt
-from reports.archive_events import read_after
+from reports.archive_events import read_after, read_render
 from service.http.deps import IngestKey, LedgerDep, ReadKey, SettingsDep
 from service.http.errors import http_error, responses
 from service.http.event_schemas import EventOut, EventPage, ReceiptOut, RenderTrace, StageCost
@@ -175,7 +175,9 @@ def get_events(
             raise http_error(f"no tenant {tenant_id!r}", 404)
         tenant_id = key.tenant_id
     if render_id is not None:
-        render = [e for e in read_render(ledger.engine, render_id) if key.can_see(e.tenant_id)]
+        # Its pruned events come from the archive, as the render trace's do.
+        events_of = read_render(ledger.engine, settings, render_id)
+        render = [e for e in events_of if key.can_see(e.tenant_id)]
         if not render:  # unknown, or another tenant's: the same answer
             raise http_error(f"no events for render {render_id}", 404)
         # Filtered before the limit, so a page is never cut short by rows it then drops.
@@ -189,8 +191,12 @@ def get_events(
 
 
 @router.get("/renders/{render_id}", response_model=RenderTrace, summary="One render's events")
-def get_render(ledger: LedgerDep, key: ReadKey, render_id: UUID) -> RenderTrace:
-    stored = read_render(ledger.engine, render_id)
+def get_render(
+    ledger: LedgerDep, key: ReadKey, settings: SettingsDep, render_id: UUID
+) -> RenderTrace:
+    # Its pruned events come from the archive; another tenant's render is refused by its
+    # owner before anything is read there.
+    stored = read_render(ledger.engine, settings, render_id, key.can_see)
     if not stored or not key.can_see(stored[0].tenant_id):
         raise http_error(f"no events for render {render_id}", 404)
     # A render is its first tenant's: events another tenant wrote on it before ownership was
