@@ -3,15 +3,17 @@ older than the keep window; then expire the archive's old snapshots.
 
 A partition is pruned only when every one of these holds, and each partition kept says
 which did not: it is entirely older than the window (its last block was stored before it),
-the archive's current snapshot holds all of it, the archive verifies against the chain, every
+the archive's current snapshot holds all of it, the archive's rows of it verify against the
+chain (only those of the partitions going: the rest is ``verify``'s, see DESIGN.md), every
 job that keeps a place in the log (``rollup_checkpoints``, ``allocation_checkpoints``) has
 read past it, and every partition before it is pruned too (the pruned range is always
 ``1..n``, which is what ``verify`` and the readers rely on). Runs as the owner role (DDL).
 
 Before a partition goes, the wall times of its events that a kept reversal cancels are
 copied to ``pruned_walls`` (the rollup's SQL takes a reversal's wall from the event it
-reverses), and the range is recorded in ``log_pruned``; detach, drop and record are one
-transaction.
+reverses), the seqs of each render's events to ``pruned_renders`` (a render trace reads them
+from the archive), and the range is recorded in ``log_pruned``; detach, drop and record are
+one transaction.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class PruneResult:
     created: list[str] = field(default_factory=list)
     expired_snapshots: int = 0
     recorded: list[tuple[int, int]] = field(default_factory=list)  # ranges pruned before 0020
-    verified_events: int | None = None
+    verified: tuple[tuple[int, int], int] | None = None  # the range judged, the rows read
     problems: list[str] = field(default_factory=list)  # the archive's, when it fails verify
 
     @property
@@ -218,22 +220,27 @@ def prune(
     partition_events: int | None = None,
     now: datetime | None = None,
 ) -> PruneResult:
-    """Drop every partition ``plan`` allows, after verifying the archive; make the next
-    partitions ahead of the head; expire snapshots older than the window. ``engine`` must
-    connect as the owner role."""
+    """Drop every partition ``plan`` allows, after verifying the archive's rows of them;
+    record the renders of ranges pruned before 0020; make the next partitions ahead of the
+    head; expire snapshots older than the window. ``engine`` must connect as the owner role."""
     result = PruneResult()
     verdicts, state = plan(engine, settings, keep, now)
-    if any(v.prune for v in verdicts):
-        verified = verify_archive(engine, settings)
+    going = [v.partition for v in verdicts if v.prune]
+    if going:
+        seqs = (going[0].first_seq, going[-1].last_seq)
+        verified = verify_archive(engine, settings, seqs=seqs)
         if verified is None or not verified.ok:
             problems = [] if verified is None else list(verified.problems)
-            problems += [str(b.reason) for b in (verified.rows.broken if verified else ())]
+            problems += [
+                f"archive block {b.block_id}: {b.reason}" if b.block_id else b.reason
+                for b in (verified.rows.broken if verified else ())
+            ]
             result.problems = problems or ["the archive holds nothing"]
             reason = "the archive failed verification: " + result.problems[0]
             verdicts = [Verdict(v.partition, False, v.reason if not v.prune else reason)
                         for v in verdicts]  # fmt: skip
         else:
-            result.verified_events = verified.events_checked
+            result.verified = seqs, verified.events_checked
             if verified.archive.snapshot_id != state.snapshot_id:  # an export committed since
                 state = verified.archive
     result.verdicts = verdicts

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy import Engine
 
 from ledger.chain import BrokenBlock, VerifyResult, read_chain, verify_rows
@@ -24,6 +25,7 @@ from ledger.connections import connection
 from ledger.journal import StoredEvent
 from reports import history
 from reports.archive import COLUMNS, Archived, ArchiveError, blocks_digest
+from reports.archive_events import range_batches
 from reports.archive_settings import HasArchive
 
 _NANO = Decimal("1e-9")
@@ -132,9 +134,9 @@ def _summaries(state: Archived, chain: list[Any]) -> list[str]:
     return problems
 
 
-def _stored_events(past: history.History, problems: list[str]) -> Iterator[StoredEvent]:
+def _stored_events(batches: Iterator[pa.RecordBatch], problems: list[str]) -> Iterator[StoredEvent]:
     typed = [c for c in COLUMNS if c not in StoredEvent._fields]
-    for batch in history.archive_batches(past, COLUMNS):
+    for batch in batches:
         for row in batch.to_pylist():
             text = row["attributes"]
             try:
@@ -155,9 +157,16 @@ def _stored_events(past: history.History, problems: list[str]) -> Iterator[Store
 
 
 def verify_archive(
-    engine: Engine, settings: HasArchive, progress: Callable[[int], None] | None = None
+    engine: Engine,
+    settings: HasArchive,
+    progress: Callable[[int], None] | None = None,
+    seqs: tuple[int, int] | None = None,
 ) -> ArchiveVerifyResult | None:
-    """Judge the archive's rows against the chain; None when nothing was ever exported."""
+    """Judge the archive's rows against the chain; None when nothing was ever exported.
+
+    With ``seqs`` (first, last), only the rows of the blocks holding that range are read,
+    as ``archive prune`` does for the partitions it is about to drop (DESIGN.md says why
+    that is enough); every commit's summary is judged either way."""
     with history.opened(engine, settings) as past:
         state = past.archive
         if past.table is None:
@@ -170,10 +179,19 @@ def verify_archive(
                 f"the archive ends at seq {state.last_seq}, block {state.last_block} ends at "
                 f"{chain[-1][4]}"
             )
+        judged, batches = chain, history.archive_batches(past, COLUMNS)
+        if seqs is not None:  # the blocks that hold any of first..last, whole
+            first, last = seqs
+            judged = [b for b in chain if b[4] >= first and b[3] <= last]
+            if judged and judged[0][3] <= first and judged[-1][4] >= last:
+                batches = range_batches(past, COLUMNS, judged[0][3], judged[-1][4])
+            else:
+                problems.append(f"the archive's blocks do not hold seq {first}..{last}")
+                judged, batches = [], iter(())
         try:
-            rows = verify_rows(chain, _stored_events(past, problems), progress)
+            rows = verify_rows(judged, _stored_events(batches, problems), progress)
         except ArchiveError as exc:  # a missing, doubled or misordered file
-            rows = VerifyResult(False, len(chain), 0, (BrokenBlock(None, str(exc)),))
+            rows = VerifyResult(False, len(judged), 0, (BrokenBlock(None, str(exc)),))
         return ArchiveVerifyResult(rows.ok and not problems, state, rows, tuple(problems))
 
 

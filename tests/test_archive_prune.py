@@ -40,6 +40,7 @@ from service.http.app import create_app
 from service.keys import create_key
 from service.settings import Settings, get_settings
 from tests.conftest import ledger_with_prices, serving
+from tests.test_archive import _tamper, table_of
 from tests.test_archive_history import _tables
 
 SIZE = 20  # events per partition in these tests
@@ -268,6 +269,32 @@ def test_after_prune_every_reader_is_whole(small: Small) -> None:
     run_rollup(small.engine, rebuild=True, archive=small.settings)
     same_rollups(small.url, rollups)
     assert across(0, 1000) == log
+
+
+def test_prune_judges_the_archive_rows_it_is_about_to_leave_alone(small: Small) -> None:
+    """What prune drops must verify; an archived row altered elsewhere, already pruned or
+    still in PostgreSQL, is ``verify``'s to find, and does not hold up a prune."""
+    history(small)
+    export_sealed(small.engine, small.settings, max_commits=4)
+    run_rollup(small.engine)
+    first = prune(small.owner, small.settings, "1d", now=LATER)
+    assert first.verified == ((1, 40), 40)
+    export_sealed(small.engine, small.settings)  # seq 41..70
+    table = table_of(small.engine, small.settings)
+    for seq in (7, 45, 65):  # blocks 1 (pruned), 5 (in cost_events_p41, next), 7 (kept)
+        _tamper(table, seq, "cost_nanos", lambda v: v + 1)
+    refused = prune(small.owner, small.settings, "1d", now=LATER)
+    assert not refused.pruned
+    assert refused.problems == ["archive block 5: its recomputed hash differs from the stored one"]
+    _tamper(table, 45, "cost_nanos", lambda v: v - 1)
+    again = prune(small.owner, small.settings, "1d", now=LATER)
+    assert again.ok, again.problems
+    assert [p.name for p in again.pruned] == ["cost_events_p41"]
+    assert again.verified == ((41, 60), 20)
+    whole = verify_archive(small.engine, small.settings)  # verify still reads it all
+    assert whole is not None
+    assert not whole.ok
+    assert [b.block_id for b in whole.rows.broken] == [1, 7]
 
 
 def test_get_events_serves_the_pruned_range_from_the_archive(small: Small) -> None:

@@ -86,8 +86,9 @@ def prune_command(
         verdict = ("would prune" if dry_run else "pruned") if v.prune else f"kept: {v.reason}"
         seqs = f"seq {v.partition.first_seq}..{v.partition.last_seq}"
         out.print(f"{v.partition.name} ({seqs}): {plain(verdict)}", highlight=False)
-    if result.verified_events is not None:
-        out.print(f"the archive verified: {result.verified_events:,} events")
+    if result.verified is not None:
+        (first, last), read = result.verified
+        out.print(f"the archive verified for seq {first}..{last}: {read:,} events read")
     for problem in result.problems:
         err.print(f"broken: {plain(problem)}", highlight=False)
     if result.problems:
