@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -234,50 +236,58 @@ def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 # -- a window of the archive, files chosen by their statistics --------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ArchivedFile:
+    """One data file of the pinned snapshot: the seq range it holds, exactly, and the
+    ``occurred_at`` bounds of its statistics (microseconds since the epoch; None: none)."""
+
+    path: str
+    first_seq: int
+    last_seq: int
+    earliest: int | None
+    latest: int | None
+
+
 def _bound(found: dict[int, bytes], field: int) -> int | None:
     """A long or timestamptz bound of a file's statistics (8 bytes, little-endian)."""
     raw = found.get(field)
     return None if raw is None else int.from_bytes(raw, "little", signed=True)
 
 
-def _micros(at: datetime) -> int:
+def micros(at: datetime) -> int:
     """Microseconds since the epoch, exactly (Iceberg's timestamptz)."""
     delta = at - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def archive_tables_in(
+def archive_files_in(
     history: History,
-    columns: Sequence[str],
     *,
-    since: datetime,
-    until: datetime,
-    through: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    through: int | None = None,
     after: int = 0,
-    dictionary: Sequence[str] = (),
-) -> Iterator[pa.Table]:
-    """The archived rows of the files that may hold an event with ``since <= occurred_at <
-    until`` and ``after < seq <= through``, a file at a time in seq order, straight from
-    its Parquet: only ``columns``, those in ``dictionary`` dictionary-encoded (Polars:
-    categorical), uuids as their 16 bytes. Rows are not filtered: a file is read whole or
-    skipped, and the caller applies the bounds.
+) -> list[ArchivedFile]:
+    """The files of the pinned snapshot that may hold an event with ``since <= occurred_at
+    < until`` and ``after < seq <= through`` (a bound left out: no bound), in seq order.
 
     Files are chosen by their ``occurred_at`` and ``seq`` statistics (time follows seq but
     for late events, so a month is a few files plus the files that hold its late events).
     The skipped files are still accounted for: the planned files' seq bounds must tile
-    1..last_seq of the pinned snapshot, and each file read must hold exactly its bounds,
-    gapless, so a missing, doubled or overlapping file stops the read."""
+    1..last_seq of the pinned snapshot (a missing, doubled or overlapping file stops here),
+    and ``read_archive_file`` checks that a file holds exactly its bounds."""
     table, state = history.table, history.archive
     if table is None or state.snapshot_id is None:
-        return
-    read = with_seq(columns)
+        return []
+    if (since is not None and since.tzinfo is None) or (until is not None and until.tzinfo is None):
+        raise ValueError("since and until must be aware datetimes")
+    lo_us = None if since is None else micros(since)
+    hi_us = None if until is None else micros(until)
     schema = table.schema()
     seq_id = schema.find_field("seq").field_id
     at_id = schema.find_field("occurred_at").field_id
-    if since.tzinfo is None or until.tzinfo is None:
-        raise ValueError("since and until must be aware datetimes")
-    lo_us, hi_us = _micros(since), _micros(until)
-    scan = table.scan(snapshot_id=state.snapshot_id, selected_fields=read)
+    # Only the two columns whose statistics choose; the read names its own columns.
+    scan = table.scan(snapshot_id=state.snapshot_id, selected_fields=("seq", "occurred_at"))
     chosen = []
     expected = 1
     for task in sorted(scan.plan_files(), key=lower_seq):
@@ -291,34 +301,96 @@ def archive_tables_in(
         expected = last + 1
         earliest = _bound(task.file.lower_bounds, at_id)
         latest = _bound(task.file.upper_bounds, at_id)
-        if last <= after or first > through:
+        if last <= after or (through is not None and first > through):
             continue
-        if earliest is not None and earliest >= hi_us:
+        if hi_us is not None and earliest is not None and earliest >= hi_us:
             continue
-        if latest is not None and latest < lo_us:
+        if lo_us is not None and latest is not None and latest < lo_us:
             continue
-        chosen.append((task, first, last))
+        chosen.append(ArchivedFile(task.file.file_path, first, last, earliest, latest))
     if expected != state.last_seq + 1:
         raise ArchiveError(
             f"the archive's files end at seq {expected - 1}; its commits say {state.last_seq}"
         )
+    return chosen
+
+
+def read_archive_file(
+    history: History, file: ArchivedFile, columns: Sequence[str], dictionary: Sequence[str] = ()
+) -> pa.Table:
+    """One file's rows straight from its Parquet: only ``columns``, those in ``dictionary``
+    dictionary-encoded (Polars: categorical), uuids as their 16 bytes; checked to hold
+    exactly ``file.first_seq..file.last_seq``, gapless and in order. Safe to call from
+    several threads at once (pyarrow decodes without the GIL)."""
     import pyarrow.parquet as parquet
 
-    for task, first, last in chosen:
-        with table.io.new_input(task.file.file_path).open() as stream:
-            data = parquet.read_table(
-                stream, columns=list(read), read_dictionary=[c for c in read if c in dictionary]
+    assert history.table is not None
+    read = with_seq(columns)
+    with history.table.io.new_input(file.path).open() as stream:
+        data = parquet.read_table(
+            stream, columns=list(read), read_dictionary=[c for c in read if c in dictionary]
+        )
+    for i, spec in enumerate(data.schema):
+        if isinstance(spec.type, pa.ExtensionType):  # Iceberg's uuid: its 16 bytes
+            storage = [chunk.storage for chunk in data.column(i).chunks]
+            data = data.set_column(
+                i, spec.name, pa.chunked_array(storage, type=spec.type.storage_type)
             )
-        for i, spec in enumerate(data.schema):
-            if isinstance(spec.type, pa.ExtensionType):  # Iceberg's uuid: its 16 bytes
-                storage = [chunk.storage for chunk in data.column(i).chunks]
-                data = data.set_column(
-                    i, spec.name, pa.chunked_array(storage, type=spec.type.storage_type)
-                )
-        at = first
-        for batch in data.to_batches():
-            if batch.num_rows:
-                at = check_seq(batch, at)
-        if at != last + 1:
-            raise ArchiveError(f"{task.file.file_path} holds seq {first}..{at - 1}, not ..{last}")
-        yield data.select(list(columns))
+    at = file.first_seq
+    for batch in data.to_batches():
+        if batch.num_rows:
+            at = check_seq(batch, at)
+    if at != file.last_seq + 1:
+        raise ArchiveError(
+            f"{file.path} holds seq {file.first_seq}..{at - 1}, not ..{file.last_seq}"
+        )
+    return data.select(list(columns))
+
+
+def read_archive_files(
+    history: History,
+    files: Sequence[ArchivedFile],
+    columns: Sequence[str],
+    *,
+    dictionary: Sequence[str] = (),
+    depth: int = 2,
+) -> Iterator[pa.Table]:
+    """``read_archive_file`` of each of ``files`` in their order, ``depth`` files read ahead
+    by threads of their own while the consumer works on the one before."""
+    if not files:
+        return
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="archive-read") as pool:
+        futures: deque[Future[pa.Table]] = deque()
+        try:
+            for i in range(len(files)):
+                for file in files[i : i + depth + 1][len(futures) :]:
+                    futures.append(
+                        pool.submit(read_archive_file, history, file, columns, dictionary)
+                    )
+                yield futures.popleft().result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def archive_tables_in(
+    history: History,
+    columns: Sequence[str],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    through: int | None = None,
+    after: int = 0,
+    dictionary: Sequence[str] = (),
+    depth: int = 2,
+) -> Iterator[pa.Table]:
+    """The archived rows of the files that may hold an event with ``since <= occurred_at <
+    until`` and ``after < seq <= through``, a file at a time in seq order (``depth`` read
+    ahead), straight from its Parquet: only ``columns``, those in ``dictionary``
+    dictionary-encoded (Polars: categorical), uuids as their 16 bytes. Rows are not
+    filtered: a file is read whole or skipped, and the caller applies the bounds.
+
+    With no bounds it is the whole archive, every file checked: the files tile 1..last_seq
+    (``archive_files_in``) and each holds exactly its seq range (``read_archive_file``)."""
+    files = archive_files_in(history, since=since, until=until, through=through, after=after)
+    yield from read_archive_files(history, files, columns, dictionary=dictionary, depth=depth)

@@ -10,18 +10,16 @@ rollup's own SQL reading of PostgreSQL.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ledger.events import Stage
-from reports.archive import ArchiveError, check_seq
-from reports.history import ROLLUP_COLUMNS, History, ahead, lower_seq, with_seq
+from reports.history import ROLLUP_COLUMNS, History, ahead, archive_tables_in
 from reports.source import EVENT_SCHEMA, _counted, read_events_adbc
 
 # Columns the rollup reads as dictionary-encoded (Polars: Categorical): a file's strings are
@@ -39,7 +37,6 @@ _DICTIONARY = (
     "gpu_type",
     "precision",
 )
-_UUIDS = ("render_id", "reverses", "event_id")
 ROLLUP_SCHEMA: dict[str, Any] = {
     **EVENT_SCHEMA,
     "render_id": pl.Binary,
@@ -48,44 +45,6 @@ ROLLUP_SCHEMA: dict[str, Any] = {
 """The rollup's signed rows as the rebuild aggregates them: ``EVENT_SCHEMA`` with the render
 id as its 16 bytes and the repeated strings as categoricals (``signed_frames`` gives them back
 as ``EVENT_SCHEMA``)."""
-
-
-def archive_tables(history: History, columns: Sequence[str]) -> Iterator[pa.Table]:
-    """The archived rows in seq order, a file at a time, read straight from its Parquet: only
-    ``columns``, strings as dictionaries and uuids as their 16 bytes. pyiceberg plans the
-    files of the pinned snapshot (no file outside it is read); its own reader would decode
-    every string row by row (five times slower here). The table is append-only, with one
-    schema: a file with deletes stops the read rather than be read wrongly."""
-    table, state = history.table, history.archive
-    if table is None or state.snapshot_id is None:
-        return
-    read = with_seq(columns)
-    scan = table.scan(snapshot_id=state.snapshot_id, selected_fields=read)
-    expected = 1
-    for task in sorted(scan.plan_files(), key=lower_seq):
-        if task.delete_files:
-            raise ArchiveError(f"{task.file.file_path} has deletes, which the reader cannot apply")
-        with table.io.new_input(task.file.file_path).open() as stream:
-            data = pq.read_table(
-                stream, columns=list(read), read_dictionary=[c for c in read if c in _DICTIONARY]
-            )
-        for column in _UUIDS:
-            if column in read:
-                found = data.column(column)
-                storage = [getattr(chunk, "storage", chunk) for chunk in found.chunks]
-                data = data.set_column(
-                    data.schema.get_field_index(column),
-                    column,
-                    pa.chunked_array(storage, type=pa.binary(16)),
-                )
-        for batch in data.to_batches():
-            if batch.num_rows:
-                expected = check_seq(batch, expected)
-        yield data.select(list(columns))
-    if expected != state.last_seq + 1:
-        raise ArchiveError(
-            f"the archive ends at seq {expected - 1}; its commits say {state.last_seq}"
-        )
 
 
 def _tables_as_frames(source: Iterator[pa.Table]) -> Iterator[pl.DataFrame]:
@@ -136,7 +95,7 @@ def rollup_frames(
     history: History, rows: int = 400_000, progress: Callable[[int], None] | None = None
 ) -> Iterator[pl.DataFrame]:
     """The rollup's signed rows (``ROLLUP_SCHEMA``) of the whole history, in seq order: the
-    archive's rows a file at a time (``archive_tables``, read one file ahead) through
+    archive's rows a file at a time (``history.archive_tables_in``, read one file ahead) through
     ``signed`` (Polars), then the tail by the rollup's own SQL reading of PostgreSQL
     (``read_events_adbc``, two ranges in flight), which is what a rebuild without an archive
     always did.
@@ -146,7 +105,10 @@ def rollup_frames(
     targets = reversal_targets(history)
     columns = ROLLUP_COLUMNS if targets.is_empty() else (*ROLLUP_COLUMNS, "event_id")
     walls: list[pl.DataFrame] = []
-    for frame in ahead(_tables_as_frames(archive_tables(history, columns))):
+    # One file read ahead by pyarrow while the one before is turned into a frame, and that
+    # frame ahead of the one being aggregated: three files in memory at most.
+    archived = archive_tables_in(history, columns, dictionary=_DICTIONARY, depth=1)
+    for frame in ahead(_tables_as_frames(archived)):
         if not targets.is_empty():
             walls.append(
                 frame.with_columns(pl.col("tenant_id").cast(pl.String))

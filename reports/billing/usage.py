@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -89,12 +90,17 @@ GROUP BY 1, 2, 3, 4
 _RENDER_KEY = ("tenant_id", "use_case", "render_id", "currency")
 _READ = ("seq", "tenant_id", "use_case", "render_id", "currency", "outcome", "cost_nanos",
          "occurred_at")  # fmt: skip
+# Read dictionary-encoded: a file's few distinct strings are decoded once, not per row.
+_DICTIONARY = ("tenant_id", "use_case", "currency", "outcome")
+# A render's events, summed: strings as categoricals (one code per string, whichever file or
+# the tail it came from), the render id's 16 bytes as one Int128 (a fixed-width key hashes
+# several times faster than bytes).
 _RENDERS: dict[str, Any] = {
-    "tenant_id": pl.String,
-    "use_case": pl.String,
-    "render_id": pl.Binary,
-    "currency": pl.String,
-    "outcome": pl.String,
+    "tenant_id": pl.Categorical,
+    "use_case": pl.Categorical,
+    "render_id": pl.Int128,
+    "currency": pl.Categorical,
+    "outcome": pl.Categorical,  # max is lexical, as on strings
     "events": pl.Int64,
     "cost": pl.Int128,  # exact: a month's nanos may pass 64 bits, never 128
     "first_seq": pl.Int64,
@@ -112,10 +118,11 @@ def read_usage_history(
 ) -> dict[str, list[Usage]]:
     """``read_usage`` of every tenant of ``windows``, each in its own window, over the log's
     history as ``past`` pins it: the archived files that may hold an event of some window
-    (``history.archive_tables_in``, by their statistics) aggregated a file at a time in
-    Polars, the tail (seq after the archive) by SQL on ``raw``; both by render, merged by
-    render (a render's events may lie on both sides, or in two files), then grouped exactly
-    as ``_USAGE`` groups: the render's greatest outcome ("" for none), integer nanos."""
+    (``history.archive_files_in``, by their statistics) aggregated a file at a time in
+    Polars, two files at once, while the tail (seq after the archive) is aggregated by SQL
+    on ``raw``; both by render, merged by render (a render's events may lie on both sides,
+    or in two files), then grouped exactly as ``_USAGE`` groups: the render's greatest
+    outcome ("" for none), integer nanos."""
     if not windows:
         return {}
     tenants = list(windows)
@@ -131,23 +138,16 @@ def read_usage_history(
             "end_at": pl.Datetime("us", "UTC"),
         },
     )
-    since = min(w.start for w in windows.values())
-    until = max(w.end for w in windows.values())
-    parts = [pl.DataFrame(schema=_RENDERS)]
-    for data in history.archive_tables_in(
+    files = history.archive_files_in(
         past,
-        _READ,
-        since=since,
-        until=until,
+        since=min(w.start for w in windows.values()),
+        until=max(w.end for w in windows.values()),
         through=through_seq,
         after=after_seq,
-        dictionary=("tenant_id", "use_case", "currency"),
-    ):
-        frame = pl.from_arrow(data)
-        assert isinstance(frame, pl.DataFrame)
-        parts.append(_by_render(frame, bounds, after_seq, through_seq))
+    )
     tail_after = max(after_seq, past.archive.last_seq)
-    if tail_after < through_seq:
+
+    def tail() -> pl.DataFrame:
         rows = raw.execute(
             _TAIL_RENDERS.format(log=LOG),
             {
@@ -158,18 +158,29 @@ def read_usage_history(
                 "through": through_seq,
             },
         ).fetchall()
-        parts.append(
-            pl.DataFrame(
-                [
-                    (t, u, r.bytes, c, o, n, int(cost), a, b)
-                    for t, u, r, c, o, n, cost, a, b in rows
-                ],
-                schema=_RENDERS,
-                orient="row",
-            )
-        )
+        return _tail_frame(rows)
+
+    def archived(file: history.ArchivedFile) -> pl.DataFrame:
+        data = history.read_archive_file(past, file, _READ, _DICTIONARY)
+        frame = pl.from_arrow(data)
+        assert isinstance(frame, pl.DataFrame)
+        return _by_render(frame, bounds, after_seq, through_seq)
+
+    parts = [pl.DataFrame(schema=_RENDERS)]
+    # The tail's query runs in PostgreSQL while this process reads the archive; the files
+    # are read and grouped two at a time (pyarrow and Polars work without the GIL), so one
+    # file's decoding overlaps another's grouping.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="usage-history") as pool:
+        pending = [pool.submit(tail)] if tail_after < through_seq else []
+        try:
+            pending += [pool.submit(archived, f) for f in files]
+            parts += [p.result() for p in pending]
+        finally:
+            for p in pending:
+                p.cancel()
     renders = (
         pl.concat(parts)
+        .lazy()
         .group_by(_RENDER_KEY)
         .agg(
             pl.col("outcome").max(),
@@ -179,21 +190,39 @@ def read_usage_history(
             pl.col("last_seq").max(),
         )
     )
-    usage = renders.group_by(
-        "tenant_id", "use_case", pl.col("outcome").fill_null(""), "currency"
-    ).agg(
-        pl.len().alias("renders"),
-        pl.col("events").sum(),
-        pl.col("cost").sum(),
-        pl.col("first_seq").min(),
-        pl.col("last_seq").max(),
+    usage = (
+        renders.group_by("tenant_id", "use_case", "outcome", "currency")
+        .agg(
+            pl.len().alias("renders"),
+            pl.col("events").sum(),
+            pl.col("cost").sum(),
+            pl.col("first_seq").min(),
+            pl.col("last_seq").max(),
+        )
+        .with_columns(pl.col("tenant_id", "use_case", "outcome", "currency").cast(pl.String))
+        .collect()
     )
     out: dict[str, list[Usage]] = defaultdict(list)
     for tenant, use_case, outcome, currency, n, events, cost, first, last in usage.iter_rows():
         out[tenant].append(
-            Usage(use_case, outcome, n, int(events), int(cost), first, last, currency)
+            Usage(use_case, outcome or "", n, int(events), int(cost), first, last, currency)
         )
     return out
+
+
+def _tail_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """The tail's renders (``_TAIL_RENDERS``) in ``_RENDERS``."""
+    frame = pl.DataFrame(
+        [(t, u, r.bytes, c, o, n, int(cost), a, b) for t, u, r, c, o, n, cost, a, b in rows],
+        schema={**_RENDERS, "render_id": pl.Binary},
+        orient="row",
+    )
+    return frame.with_columns(_render_key(pl.col("render_id")))
+
+
+def _render_key(render_id: pl.Expr) -> pl.Expr:
+    """A render id's 16 bytes as one Int128 (a key only: never turned back)."""
+    return render_id.cast(pl.Binary).bin.reinterpret(dtype=pl.Int128, endianness="little")
 
 
 def _by_render(
@@ -203,33 +232,38 @@ def _by_render(
 
     A file is mostly inside every window and the seq bounds (time follows seq but for late
     events): its rows are then grouped as they are, without the join that finds each
-    row's window (a third of the time)."""
+    row's window (a third of the time); otherwise only the rows outside some window's
+    common part are joined to their tenant's window."""
     seq, at = frame["seq"], frame["occurred_at"]
-    if not (after_seq < seq.min() and seq.max() <= through_seq):  # type: ignore[operator]
-        frame = frame.filter((pl.col("seq") > after_seq) & (pl.col("seq") <= through_seq))
-    inside = (
-        bounds["start_at"].max() <= at.min()  # type: ignore[operator]
-        and at.max() < bounds["end_at"].min()  # type: ignore[operator]
-        and set(frame["tenant_id"].unique().cast(pl.String))
-        <= set(bounds["tenant_id"].cast(pl.String))
-    )
     lazy = frame.lazy()
-    if not inside:
-        lazy = lazy.join(bounds.lazy(), on="tenant_id").filter(
-            (pl.col("occurred_at") >= pl.col("start_at"))
-            & (pl.col("occurred_at") < pl.col("end_at"))
+    if not (after_seq < seq.min() and seq.max() <= through_seq):  # type: ignore[operator]
+        lazy = lazy.filter((pl.col("seq") > after_seq) & (pl.col("seq") <= through_seq))
+    latest_start, earliest_end = bounds["start_at"].max(), bounds["end_at"].min()
+    known = set(bounds["tenant_id"].cast(pl.String))
+    if not set(frame["tenant_id"].unique().cast(pl.String)) <= known:
+        lazy = lazy.filter(pl.col("tenant_id").cast(pl.String).is_in(list(known)))
+    if not (latest_start <= at.min() and at.max() < earliest_end):  # type: ignore[operator]
+        at_ = pl.col("occurred_at")
+        common = (at_ >= latest_start) & (at_ < earliest_end)
+        edges = (
+            lazy.filter(~common)
+            .join(bounds.lazy(), on="tenant_id")
+            .filter((at_ >= pl.col("start_at")) & (at_ < pl.col("end_at")))
+            .drop("start_at", "end_at")
         )
+        lazy = pl.concat([lazy.filter(common), edges])
     return (
-        lazy.group_by(_RENDER_KEY)
+        lazy.group_by(
+            "tenant_id", "use_case", _render_key(pl.col("render_id")).alias("render_id"), "currency"
+        )
         .agg(
-            pl.col("outcome").max(),  # read as plain strings: a categorical's cast costs more
+            pl.col("outcome").max(),
             pl.len().cast(pl.Int64).alias("events"),
             pl.col("cost_nanos").cast(pl.Int128).sum().alias("cost"),
             pl.col("seq").min().alias("first_seq"),
             pl.col("seq").max().alias("last_seq"),
         )
         .collect()
-        .cast({"tenant_id": pl.String, "use_case": pl.String, "currency": pl.String})
         .select(*_RENDERS)
     )
 
