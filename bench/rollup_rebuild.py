@@ -68,6 +68,17 @@ FROM generate_series({lo}, {hi}) AS g,
         (8, 'render', 'render.image', 1, 0)) AS v(k, stage, sku, q, price)
         WHERE v.k = x.k) AS s
 """
+_KEYS = """
+INSERT INTO event_keys (tenant_id, event_id, content_hash, block_id, reverses, seq)
+SELECT tenant_id, event_id, content_hash, block_id, reverses, seq FROM cost_events
+WHERE seq BETWEEN %s AND %s
+"""
+_OWNERS = """
+INSERT INTO render_owners (render_id, tenant_id, use_case)
+SELECT DISTINCT ON (render_id) render_id, tenant_id, use_case FROM cost_events
+WHERE seq BETWEEN %s AND %s ORDER BY render_id, seq
+ON CONFLICT (render_id) DO NOTHING
+"""
 _SQL_DAILY = """
 CREATE TEMP TABLE sql_daily AS
 SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, tenant_id, use_case, stage, sku,
@@ -96,6 +107,9 @@ def generate(
         for start in range(lo, hi + 1, step):
             end = min(start + step - 1, hi)
             conn.execute(_GENERATE.format(lo=start, hi=end, block=block, tenants=tenants))
+            # What the append writes beside each event: its key, and each new render's owner.
+            conn.execute(_KEYS, (start, end))
+            conn.execute(_OWNERS, (start, end))
             print(f"  generated up to seq {end:,}", file=sys.stderr)
         conn.execute(
             "INSERT INTO blocks (block_id, prev_hash, hash, first_seq, last_seq, event_count) "
@@ -107,7 +121,7 @@ def generate(
         conn.execute(
             "INSERT INTO tenants SELECT DISTINCT tenant_id FROM cost_events ON CONFLICT DO NOTHING"
         )
-        conn.execute("VACUUM ANALYZE cost_events")
+        conn.execute("VACUUM ANALYZE cost_events, event_keys, render_owners")
         # The generator's gigabytes of WAL are flushed here, not during what is measured next.
         conn.execute("CHECKPOINT")
 

@@ -197,6 +197,28 @@ def test_batch_drafts_equal_single_drafts(ledger: Ledger, tenant: str) -> None:
     assert batch == single
 
 
+def test_a_tenant_read_by_keys_equals_the_month_scan(ledger: Ledger, tenant: str) -> None:
+    """A few tenants' usage is found through event_keys, many tenants' by a scan of the
+    month: the same usage either way, nothing outside the window or another tenant's."""
+    from ledger.journal import head as journal_head
+    from reports.billing.usage import _BY_KEYS, read_usage, window_of
+
+    other = f"{tenant}-other"
+    add_renders(ledger, tenant, datetime(2026, 10, 3, tzinfo=UTC), 3)
+    add_renders(ledger, tenant, datetime(2026, 10, 9, tzinfo=UTC), 1, outcome="failed")
+    add_renders(ledger, tenant, datetime(2026, 11, 1, tzinfo=UTC), 2)  # outside the window
+    add_renders(ledger, other, datetime(2026, 10, 3, tzinfo=UTC), 4)
+    many = [tenant, other, *(f"{tenant}-absent-{i}" for i in range(_BY_KEYS))]
+    with connection(ledger.engine) as raw:
+        window = window_of(raw, tenant, OCT)
+        head = journal_head(raw)
+        by_keys = read_usage(raw, window, head, tenants=[tenant])
+        scanned = read_usage(raw, window, head, tenants=many)
+    assert by_keys[tenant] == scanned[tenant]
+    assert sum(u.renders for u in by_keys[tenant]) == 4
+    assert set(by_keys) == {tenant}
+
+
 def test_plan_files_are_checked_before_anything_is_stored(ledger: Ledger, tenant: str) -> None:
     with pytest.raises(PlanError, match="first day of a month"):
         parse_plan({"tenant": tenant, "effective_from": "2026-10-02"})
