@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import psycopg
@@ -25,8 +25,18 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-LedgerDep = Annotated[Ledger, Depends(get_ledger)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+# The dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` one in its
+# thread pool, a hop per dependency per request.
+async def _ledger(request: Request) -> Ledger:
+    return get_ledger(request)
+
+
+async def _settings(request: Request) -> Settings:
+    return get_app_settings(request)
+
+
+LedgerDep = Annotated[Ledger, Depends(_ledger)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 bearer = HTTPBearer(
@@ -45,16 +55,16 @@ def get_principal(
         raise http_error(
             "an API key is required: Authorization: Bearer rlk_…", 401, headers=challenge
         )
-    principal = authenticate(get_ledger(request).engine, presented)
+    principal = authenticate(request.app.state.ledger.engine, presented)
     if principal is None:
         raise http_error("unknown or revoked API key", 401, headers=challenge)
     return principal
 
 
-def require(scope: str) -> Callable[[Principal], Principal]:
+def require(scope: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that lets through keys with ``scope`` (admin keys have every scope)."""
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.has(scope):
             raise http_error(f"this key lacks the {scope!r} scope", 403)
         return principal
