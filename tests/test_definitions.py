@@ -10,7 +10,8 @@ from typing import Any
 from ingest.cdn_log import _KEY
 from ledger import locks
 from ledger.events import TENANT_PATTERN, TENANT_RE, Stage
-from ledger.tables import STAGE_COLUMNS, alert_hourly, cost_events, render_rollup
+from ledger.tables import STAGE_COLUMNS, cost_events, render_rollup
+from ledger.tables_alerts import alert_hourly
 from reports.alerts import harness, series
 from reports.rollups import SUMS
 from service.http.app import create_app

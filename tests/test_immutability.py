@@ -105,7 +105,7 @@ def test_the_migrated_schema_matches_the_table_definitions(db_url: str) -> None:
     from alembic.migration import MigrationContext
     from sqlalchemy import create_engine
 
-    from ledger.tables import metadata
+    from ledger.schema import metadata
 
     engine = create_engine(database.sqlalchemy_url(db_url))
     with engine.connect() as conn:
